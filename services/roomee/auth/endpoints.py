@@ -1,0 +1,91 @@
+"""HTTP routes of the auth service (api-authentication)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.auth import schemas
+from roomee.auth.service import AuthService
+from roomee.kit.auth import CurrentMember
+from roomee.kit.deps import context_of, session_for
+from roomee.kit.platform import ServiceContext
+from roomee.kit.errors import BadRequest
+
+router = APIRouter(tags=["auth"])
+
+Session = Annotated[AsyncSession, Depends(session_for("auth"), scope="function")]
+Context = Annotated[ServiceContext, Depends(context_of("auth"))]
+
+
+def _service(session: Session, ctx: Context) -> AuthService:
+    return AuthService(session, ctx)
+
+
+Auth = Annotated[AuthService, Depends(_service)]
+
+
+@router.get("/.well-known/jwks.json")
+async def jwks(ctx: Context) -> dict:
+    """The public keys that verify the platform's tokens (JWKS, rotated by `kid`)."""
+    return ctx.state["keystore"].jwks()
+
+
+@router.post("/oauth/token", response_model=schemas.ServiceToken)
+async def service_token(
+    service: Auth,
+    grant_type: Annotated[str, Form()],
+    client_id: Annotated[str, Form()],
+    client_secret: Annotated[str, Form()],
+):
+    """OAuth 2 client credentials: a platform service trades the shared service secret for a service token."""
+    if grant_type != "client_credentials":
+        raise BadRequest("only grant_type=client_credentials is supported", code="unsupported_grant_type")
+    return service.service_token(client_id, client_secret)
+
+
+@router.post("/users/signUp", status_code=201, response_model=schemas.Session)
+async def sign_up(body: schemas.SignUpRequest, service: Auth):
+    """Create the account of an invited person from the invitation token (single use, expiring).
+
+    Creates the member profile through the members service and emits `roomee.auth.user.created`
+    and `roomee.notification.member.registered`. Answers with a session for the invited workspace.
+    """
+    return await service.sign_up(body.model_dump())
+
+
+@router.post("/users/signIn", response_model=schemas.Session)
+async def sign_in(body: schemas.SignInRequest, service: Auth, request: Request):
+    """Sign in with email and password; the access token is scoped to one workspace.
+
+    Repeated failures for an email are throttled (429 with `Retry-After`).
+    """
+    ip = request.client.host if request.client else "unknown"
+    return await service.sign_in(body.model_dump(), ip)
+
+
+@router.post("/users/refresh", response_model=schemas.Session)
+async def refresh(body: schemas.RefreshRequest, service: Auth):
+    """Trade a refresh token (single use) for a new session in the same workspace."""
+    return await service.refresh(body.refresh_token)
+
+
+@router.post("/users/signOut", status_code=204)
+async def sign_out(body: schemas.RefreshRequest, service: Auth) -> Response:
+    """Revoke a refresh token."""
+    await service.sign_out(body.refresh_token)
+    return Response(status_code=204)
+
+
+@router.post("/users/switch-workspace", response_model=schemas.Session)
+async def switch_workspace(body: schemas.SwitchWorkspaceRequest, service: Auth, principal: CurrentMember):
+    """Get a session for another workspace the caller belongs to."""
+    return await service.switch_workspace(principal, body.workspace_id)
+
+
+@router.get("/users/me", response_model=schemas.Me)
+async def me(service: Auth, principal: CurrentMember):
+    """The signed-in user, the member acting now, and every membership."""
+    return await service.me(principal)

@@ -1,0 +1,43 @@
+"""Events the auth service emits: ``roomee.auth.user.*`` and ``roomee.notification.member.registered``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.kit.events import build_envelope, emit
+
+USER_CREATED = "user.created"
+MEMBER_REGISTERED = "member.registered"
+
+
+async def user_created(session: AsyncSession, *, user: dict[str, Any], member: dict[str, Any]) -> None:
+    envelope = build_envelope(
+        USER_CREATED,
+        workspace_id=member["workspaceId"],
+        ecosystem_id=member["ecosystemId"],
+        workspace_name=member["workspaceName"],
+        payload={"id": user["id"], "email": user["email"], "firstName": user["first_name"], "lastName": user["last_name"]},
+        channels=(),
+        actor={"id": user["id"], "name": f"{user['first_name']} {user['last_name']}".strip(), "type": "user"},
+    )
+    await emit(session, f"roomee.auth.{USER_CREATED}", envelope)
+
+
+async def member_registered(
+    session: AsyncSession, *, user: dict[str, Any], member: dict[str, Any], invited_by_member_id: str | None
+) -> None:
+    name = f"{member['firstName']} {member['lastName']}".strip()
+    envelope = build_envelope(
+        MEMBER_REGISTERED,
+        workspace_id=member["workspaceId"],
+        ecosystem_id=member["ecosystemId"],
+        workspace_name=member["workspaceName"],
+        payload={"member": {"id": member["id"], "userId": user["id"], "email": user["email"], "name": name,
+                            "role": member["role"]}},
+        channels=("push", "socket"),
+        actor={"id": member["id"], "name": name, "type": "member"},
+        receiver_ids=[invited_by_member_id] if invited_by_member_id else [],
+    )
+    await emit(session, f"roomee.notification.{MEMBER_REGISTERED}", envelope)

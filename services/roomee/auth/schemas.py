@@ -1,0 +1,71 @@
+"""Request and response bodies of the auth service (camelCase on the wire)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, EmailStr, Field
+
+from roomee.kit.schemas import CamelModel
+
+
+class SignUpRequest(CamelModel):
+    token: str = Field(min_length=10, max_length=200, description="The invitation token from the sign-up link.")
+    password: str = Field(min_length=8, max_length=256)
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+
+
+class SignInRequest(CamelModel):
+    email: EmailStr
+    password: str = Field(min_length=1, max_length=256)
+    workspace_id: str | None = Field(default=None, description="Workspace to act in; default the first one.")
+
+
+class RefreshRequest(CamelModel):
+    refresh_token: str = Field(min_length=10, max_length=200)
+
+
+class SwitchWorkspaceRequest(CamelModel):
+    workspace_id: str = Field(min_length=1, max_length=36)
+
+
+class UserOut(CamelModel):
+    id: str
+    email: str
+    first_name: str
+    last_name: str
+    created_at: datetime
+
+
+class Membership(CamelModel):
+    member_id: str
+    workspace_id: str
+    workspace_name: str
+    ecosystem_id: str
+    role: str
+    permissions: list[str]
+
+
+class Session(CamelModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    user: UserOut
+    member: Membership
+    memberships: list[Membership]
+
+
+class Me(CamelModel):
+    user: UserOut
+    member: Membership
+    memberships: list[Membership]
+
+
+class ServiceToken(BaseModel):
+    """OAuth 2 client-credentials answer (snake_case, as RFC 6749 spells it)."""
+
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int

@@ -1,0 +1,251 @@
+"""Business rules of the auth service: accounts, sign-in, tokens, throttling."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import uuid
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.auth import events
+from roomee.auth.repository import LoginFailureRepository, RefreshTokenRepository, UserRepository
+from roomee.kit.auth import KeyStore, Principal, TokenIssuer
+from roomee.kit.clock import as_utc, utcnow
+from roomee.kit.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from roomee.kit.http import raise_for_status
+from roomee.kit.platform import ServiceContext
+
+# Deterministic user ids per invitation make a retried sign-up land on the same account.
+USER_NAMESPACE = uuid.UUID("6f1c2a52-3c1e-4a8e-9d8e-5b8f0c2f7a11")
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+async def setup(ctx: ServiceContext) -> None:
+    """Load the signing keys and let this process verify tokens without a network hop."""
+    keystore = KeyStore(ctx.settings)
+    ctx.state["keystore"] = keystore
+    ctx.state["issuer"] = TokenIssuer(keystore, ctx.settings)
+
+    async def local_jwks() -> dict:
+        return keystore.jwks()
+
+    ctx.platform.jwks_loader = local_jwks
+
+
+def _hash_refresh(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(password_hash: str, password: str) -> bool:
+    def check() -> bool:
+        try:
+            return _hasher.verify(password_hash, password)
+        except (VerifyMismatchError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(check)
+
+
+def _membership(profile: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "member_id": profile["id"],
+        "workspace_id": profile["workspaceId"],
+        "workspace_name": profile["workspaceName"],
+        "ecosystem_id": profile["ecosystemId"],
+        "role": profile["role"],
+        "permissions": profile["permissions"],
+    }
+
+
+def _user_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "created_at": as_utc(row["created_at"])}
+
+
+class AuthService:
+    def __init__(self, session: AsyncSession, ctx: ServiceContext) -> None:
+        self.session = session
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.users = UserRepository(session)
+        self.refresh_tokens = RefreshTokenRepository(session)
+        self.failures = LoginFailureRepository(session)
+        self.members = ctx.client("members")
+
+    @property
+    def issuer(self) -> TokenIssuer:
+        return self.ctx.state["issuer"]
+
+    # --- service tokens ---------------------------------------------------------------------
+
+    def service_token(self, client_id: str, client_secret: str) -> dict[str, Any]:
+        expected = self.settings.resolved_service_secret()
+        if not client_id or not hmac.compare_digest(client_secret.encode(), expected.encode()):
+            raise Unauthorized("invalid client credentials", code="invalid_client")
+        return {
+            "access_token": self.issuer.service_token(client_id),
+            "expires_in": self.settings.service_token_ttl_seconds,
+        }
+
+    # --- members service calls --------------------------------------------------------------
+
+    async def _profiles(self, email: str) -> list[dict[str, Any]]:
+        response = await self.members.get(
+            f"/members/get/with/{quote(email, safe='')}", endpoint="/members/get/with/{email}"
+        )
+        raise_for_status(response)
+        return response.json()
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    async def _open_session(self, user: dict[str, Any], profiles: list[dict], workspace_id: str | None) -> dict:
+        if not profiles:
+            raise Forbidden("this account has no active membership", code="no_membership")
+        chosen = profiles[0]
+        if workspace_id is not None:
+            chosen = next((p for p in profiles if p["workspaceId"] == workspace_id), None)
+            if chosen is None:
+                raise Forbidden("you are not a member of this workspace", code="not_a_member")
+        access = self.issuer.access_token(
+            user_id=user["id"],
+            member_id=chosen["id"],
+            workspace_id=chosen["workspaceId"],
+            ecosystem_id=chosen["ecosystemId"],
+            permissions=chosen["permissions"],
+            email=user["email"],
+            name=f"{chosen['firstName']} {chosen['lastName']}".strip() or user["email"],
+        )
+        refresh = secrets.token_urlsafe(32)
+        now = utcnow()
+        await self.refresh_tokens.insert(
+            {
+                "id": str(uuid.uuid4()),
+                "user_id": user["id"],
+                "workspace_id": chosen["workspaceId"],
+                "token_hash": _hash_refresh(refresh),
+                "created_at": now,
+                "expires_at": now + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+            }
+        )
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_in": self.settings.access_token_ttl_seconds,
+            "user": _user_out(user),
+            "member": _membership(chosen),
+            "memberships": [_membership(p) for p in profiles],
+        }
+
+    async def sign_up(self, data: dict[str, Any]) -> dict:
+        response = await self.members.get(
+            f"/members/invitations/{quote(data['token'], safe='')}", endpoint="/members/invitations/{token}"
+        )
+        raise_for_status(response)
+        invitation = response.json()
+        email = invitation["email"]
+        first_name = data.get("first_name") or invitation["firstName"]
+        last_name = data.get("last_name") or invitation["lastName"]
+        user = await self.users.by_email(email)
+        created = user is None
+        if user is not None:
+            # Joining another workspace with an existing account: prove it is yours.
+            if not await verify_password(user["password_hash"], data["password"]):
+                raise Conflict("an account exists for this email; use its password", code="account_exists")
+        else:
+            user = {
+                "id": str(uuid.uuid5(USER_NAMESPACE, invitation["id"])),
+                "email": email,
+                "password_hash": await hash_password(data["password"]),
+                "first_name": first_name,
+                "last_name": last_name,
+                "created_at": utcnow(),
+                "last_login_at": None,
+            }
+            try:
+                async with self.session.begin_nested():
+                    await self.users.insert(user)
+            except IntegrityError:
+                raise Conflict("an account exists for this email", code="account_exists") from None
+        accepted = await self.members.post(
+            "/members/invitations/accept",
+            json={"token": data["token"], "userId": user["id"], "firstName": first_name, "lastName": last_name},
+        )
+        raise_for_status(accepted)
+        body = accepted.json()
+        member = body["member"]
+        if created:
+            await events.user_created(self.session, user=user, member=member)
+        await events.member_registered(
+            self.session, user=user, member=member, invited_by_member_id=body["invitedByMemberId"]
+        )
+        profiles = await self._profiles(email)
+        return await self._open_session(user, profiles, member["workspaceId"])
+
+    async def sign_in(self, data: dict[str, Any], ip: str) -> dict:
+        email = data["email"].strip().lower()
+        now = utcnow()
+        window_start = now - timedelta(seconds=self.settings.login_window_seconds)
+        count, oldest = await self.failures.recent(email, window_start)
+        if count >= self.settings.login_max_failures:
+            retry_after = int((as_utc(oldest) - window_start).total_seconds()) + 1 if oldest else 60
+            raise TooManyRequests(
+                "too many failed sign-ins; try again later",
+                code="login_throttled",
+                headers={"Retry-After": str(max(retry_after, 1))},
+            )
+        user = await self.users.by_email(email)
+        valid = await verify_password(user["password_hash"] if user else _DUMMY_HASH, data["password"])
+        if user is None or not valid:
+            # Its own transaction: the failure must be kept although this request rolls back.
+            async with self.ctx.db.transaction() as separate:
+                await LoginFailureRepository(separate).record(email, ip, now)
+            raise Unauthorized("invalid email or password", code="invalid_credentials")
+        await self.failures.clear(email)
+        await self.users.update(user["id"], {"last_login_at": now})
+        profiles = await self._profiles(email)
+        return await self._open_session(user, profiles, data.get("workspace_id"))
+
+    async def refresh(self, refresh_token: str) -> dict:
+        found = await self.refresh_tokens.revoke_active(_hash_refresh(refresh_token), utcnow())
+        if found is None:
+            raise Unauthorized("refresh token invalid, used or expired", code="invalid_refresh_token")
+        user = await self.users.by_id(found["user_id"])
+        profiles = await self._profiles(user["email"])
+        active = [p for p in profiles if p["workspaceId"] == found["workspace_id"]]
+        return await self._open_session(user, active or profiles, None)
+
+    async def sign_out(self, refresh_token: str) -> None:
+        await self.refresh_tokens.revoke_active(_hash_refresh(refresh_token), utcnow())
+
+    async def switch_workspace(self, principal: Principal, workspace_id: str) -> dict:
+        user = await self._user_of(principal)
+        return await self._open_session(user, await self._profiles(user["email"]), workspace_id)
+
+    async def me(self, principal: Principal) -> dict:
+        user = await self._user_of(principal)
+        profiles = await self._profiles(user["email"])
+        current = next((p for p in profiles if p["id"] == principal.member_id), None)
+        if current is None:
+            raise Forbidden("your membership of this workspace ended", code="no_membership")
+        return {"user": _user_out(user), "member": _membership(current), "memberships": [_membership(p) for p in profiles]}
+
+    async def _user_of(self, principal: Principal) -> dict:
+        if principal.is_service:
+            raise Forbidden("a member token is required")
+        user = await self.users.by_id(principal.subject)
+        if user is None:
+            raise NotFound("user not found")
+        return user

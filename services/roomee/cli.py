@@ -1,0 +1,182 @@
+"""The ``roomee`` command: one binary, targets chosen by ``--target`` (Mimir's single-binary idea)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import uvicorn
+
+from roomee import __version__, targets
+from roomee.kit.settings import Settings
+
+app = typer.Typer(help="Roomee Platform.", no_args_is_help=True, add_completion=False)
+events_app = typer.Typer(help="Inspect and replay dead-lettered events.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+DEMO_ADMIN_EMAIL = "admin@roomee.example.com"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"roomee {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = None,
+) -> None:
+    """Roomee Platform: run, migrate and administer the services."""
+
+
+def _settings(**overrides) -> Settings:
+    settings = Settings()
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    return settings.model_copy(update=changes) if changes else settings
+
+
+def _resolve(target: str):
+    try:
+        return targets.resolve(target)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+async def _serve(settings: Settings, specs, on_started=None) -> None:
+    from roomee.kit.app import create_app
+
+    application = create_app(settings, specs)
+    config = uvicorn.Config(application, host=settings.host, port=settings.port, log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    if not server.started:
+        try:
+            await serving
+        except SystemExit:
+            pass
+        typer.echo(f"error: could not serve on {settings.host}:{settings.port} (see the log above)", err=True)
+        raise typer.Exit(code=1)
+    if server.started and on_started is not None:
+        try:
+            await on_started()
+        except Exception as exc:  # the platform keeps serving; the operator sees why the extra step failed
+            typer.echo(f"warning: {exc}", err=True)
+    await serving
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    data_dir: Annotated[Optional[Path], typer.Option(help="Where embedded data lives.")] = None,
+) -> None:
+    """Run every service in one process on one port (embedded defaults: SQLite and the built-in bus).
+
+    On a fresh data dir it creates a demo hotel and its administrator and prints how to log in.
+    """
+    settings = _settings(port=port, host=host, data_dir=data_dir)
+    if "log_format" not in settings.model_fields_set:
+        # A person is reading this terminal: plain lines; deployments keep JSON.
+        settings = settings.model_copy(update={"log_format": "text"})
+    credentials_file = settings.ensure_data_dir() / "admin-credentials.json"
+
+    async def greet() -> None:
+        if not credentials_file.exists():
+            from roomee.bootstrap import bootstrap_admin
+
+            result = await bootstrap_admin(settings, hotel_name="Demo Hotel", email=DEMO_ADMIN_EMAIL)
+            credentials_file.write_text(json.dumps({"email": result.email, "password": result.password,
+                                                    "hotelId": result.hotel_id, "workspaceId": result.workspace_id}))
+            credentials_file.chmod(0o600)
+        credentials = json.loads(credentials_file.read_text())
+        base = settings.base_url
+        typer.echo(
+            f"\nRoomee is running at {base}  (API docs: {base}/docs)\n"
+            f"Log in:  curl -s -X POST {base}/users/signIn -H 'content-type: application/json' "
+            f"-d '{{\"email\": \"{credentials['email']}\", \"password\": \"{credentials['password']}\"}}'\n"
+            f"(credentials kept in {credentials_file})\n",
+        )
+
+    asyncio.run(_serve(settings, _resolve(targets.ALL), greet))
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Option(help="Target(s) to serve: a name, a comma-separated list, or 'all'.")],
+    port: Annotated[Optional[int], typer.Option(help="Port (default ROOMEE_PORT or 8080).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Interface (default ROOMEE_HOST).")] = None,
+) -> None:
+    """Serve the given target(s); what each Kubernetes Deployment runs."""
+    settings = _settings(port=port, host=host)
+    asyncio.run(_serve(settings, _resolve(target)))
+
+
+@app.command()
+def migrate(
+    target: Annotated[str, typer.Option(help="Target(s) to migrate, or 'all'.")] = targets.ALL,
+) -> None:
+    """Apply every pending database migration of the given targets."""
+    from roomee.kit import migrations
+    from roomee.kit.db import Database
+
+    settings = _settings()
+
+    async def go() -> None:
+        for spec in _resolve(target):
+            db = Database(spec.name, settings.for_service(spec.name))
+            try:
+                await migrations.upgrade(spec.package, db)
+                typer.echo(f"{spec.name}: at {await migrations.current(spec.package, db)}")
+            finally:
+                await db.dispose()
+
+    asyncio.run(go())
+
+
+@app.command()
+def makemigrations(
+    target: Annotated[str, typer.Option(help="One target.")],
+    message: Annotated[str, typer.Option("-m", "--message", help="Revision message.")],
+) -> None:
+    """(Developers) Autogenerate a migration from the target's models."""
+    import tempfile
+
+    from roomee.kit import migrations
+    from roomee.kit.db import Database
+
+    (spec,) = _resolve(target)
+    with tempfile.TemporaryDirectory() as scratch:
+        settings = Settings(data_dir=Path(scratch), database_url=None)
+        migrations.revision(spec.package, Database(spec.name, settings), message)
+
+
+@app.command()
+def bootstrap(
+    hotel_name: Annotated[str, typer.Option(help="Name of the hotel (its first workspace takes it too).")],
+    email: Annotated[str, typer.Option(help="The administrator's email.")],
+    password: Annotated[Optional[str], typer.Option(help="The administrator's password (generated if omitted).")] = None,
+    hotel_id: Annotated[Optional[str], typer.Option(help="Hotel id (generated if omitted).")] = None,
+) -> None:
+    """Create a hotel's first workspace and administrator on a running platform (ROOMEE_PUBLIC_URL)."""
+    from roomee.bootstrap import bootstrap_admin
+
+    result = asyncio.run(
+        bootstrap_admin(_settings(), hotel_name=hotel_name, email=email, password=password, hotel_id=hotel_id)
+    )
+    if result.created:
+        typer.echo(json.dumps({"hotelId": result.hotel_id, "workspaceId": result.workspace_id,
+                               "memberId": result.member_id, "email": result.email, "password": result.password}))
+    else:
+        typer.echo(f"{email} already has an account in hotel {result.hotel_id}; nothing created.")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,152 @@
+"""``create_app``: one FastAPI app serving one or several targets with the platform's conventions."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from opentelemetry import propagate, trace
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from roomee import __version__
+from roomee.kit.errors import RoomeeError
+from roomee.kit.metrics import http_request_duration_seconds
+from roomee.kit.observability import request_id_var
+from roomee.kit.platform import Platform
+from roomee.kit.settings import Settings
+
+log = logging.getLogger("roomee.http.server")
+tracer = trace.get_tracer("roomee")
+
+UNMATCHED = "<unmatched>"
+
+
+class ObservabilityMiddleware:
+    """Request id, a server span with the caller's trace context, and the latency histogram."""
+
+    def __init__(self, app, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        started = time.perf_counter()
+        parent = propagate.extract(headers)
+        with tracer.start_as_current_span(f"{scope['method']} {scope['path']}", context=parent, kind=trace.SpanKind.SERVER) as span:
+            try:
+                await self.app(scope, receive, send_wrapper)
+            finally:
+                route = scope.get("route")
+                endpoint = getattr(route, "path", None) or UNMATCHED
+                duration = time.perf_counter() - started
+                span.set_attribute("http.route", endpoint)
+                span.set_attribute("http.status_code", status["code"])
+                if endpoint not in ("/metrics",):
+                    http_request_duration_seconds.labels(
+                        self.service, endpoint, scope["method"], str(status["code"])
+                    ).observe(duration)
+                request_id_var.reset(token)
+
+
+def _error(status: int, code: str, detail, headers=None) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings, targets: list) -> FastAPI:
+    names = [spec.name for spec in targets]
+    service_label = names[0] if len(names) == 1 else "all"
+    platform = Platform(settings, targets)
+    app = FastAPI(
+        title=f"Roomee {service_label}",
+        version=__version__,
+        description="Roomee Platform API (" + ", ".join(f"{s.name} = {s.seed_name}" for s in targets) + ").",
+        lifespan=platform.lifespan,
+    )
+    app.state.platform = platform
+    app.state.service_label = service_label
+
+    @app.exception_handler(RoomeeError)
+    async def roomee_error(_request: Request, exc: RoomeeError):
+        return _error(exc.status_code, exc.code, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError):
+        detail = [
+            {"loc": list(err.get("loc", ())), "msg": err.get("msg"), "type": err.get("type")} for err in exc.errors()
+        ]
+        return _error(422, "validation_error", detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_request: Request, exc: Exception):
+        log.exception("unhandled error", exc_info=exc)
+        return _error(500, "internal_error", "an unexpected error occurred")
+
+    @app.get("/health", tags=["health"])
+    async def health() -> dict:
+        """Liveness: the process answers."""
+        return {"status": "ok", "targets": names, "version": __version__}
+
+    @app.get("/health/ready", tags=["health"])
+    async def ready() -> JSONResponse:
+        """Readiness: every database of this process and the broker answer."""
+        checks = await platform.readiness()
+        ok = all(value == "ok" for value in checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for spec in targets:
+        app.include_router(spec.router)
+
+    @app.get("/openapi/{target}.json", tags=["health"], include_in_schema=False)
+    async def target_openapi(target: str) -> JSONResponse:
+        """The OpenAPI document of one target served by this process."""
+        spec = next((s for s in targets if s.name == target), None)
+        if spec is None:
+            return _error(404, "not_found", f"target '{target}' is not served here")
+        routes = [route for route in app.routes if target in (getattr(route, "tags", None) or [])]
+        return JSONResponse(get_openapi(title=f"Roomee {target} ({spec.seed_name})", version=__version__, routes=routes))
+
+    asgi = ObservabilityMiddleware(app, service_label)
+    for spec in targets:
+        mount = spec.load(spec.mount)
+        if mount is not None:
+            asgi = mount(asgi, platform.services[spec.name])
+    return _Wrapped(app, asgi)
+
+
+class _Wrapped:
+    """The ASGI callable served, keeping the FastAPI app reachable (``.fastapi``) for tests and tools."""
+
+    def __init__(self, fastapi: FastAPI, asgi) -> None:
+        self.fastapi = fastapi
+        self.asgi = asgi
+        self.state = fastapi.state
+
+    async def __call__(self, scope, receive, send):
+        await self.asgi(scope, receive, send)

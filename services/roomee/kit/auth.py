@@ -1,0 +1,338 @@
+"""Authentication and tenant scoping shared by every service.
+
+The auth service signs JWTs with an asymmetric key (RS256) and publishes its public keys as a
+JWKS; every other service verifies tokens locally with cached keys, refetched when an unknown
+``kid`` appears (key rotation). Service-to-service calls carry a service token from the same issuer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from roomee.kit.errors import Forbidden, ServiceUnavailable, Unauthorized
+from roomee.kit.settings import Settings
+
+ALGORITHM = "RS256"
+
+# Permissions carried in tokens; roles map onto them in the members service.
+MANAGE_MEMBERS = "manage_members"
+MANAGE_WORKSPACE = "manage_workspace"
+MANAGE_ECOSYSTEM = "manage_ecosystem"
+PUBLISH_PAGES = "publish_pages"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _thumbprint(public_jwk: dict[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint, used as the key id."""
+    canonical = json.dumps({k: public_jwk[k] for k in ("e", "kty", "n")}, separators=(",", ":"), sort_keys=True)
+    return _b64(hashlib.sha256(canonical.encode()).digest())
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    private_key: rsa.RSAPrivateKey
+    created: float
+
+    def public_jwk(self) -> dict[str, Any]:
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        return {**jwk, "kid": self.kid, "use": "sig", "alg": ALGORITHM}
+
+
+class KeyStore:
+    """Signing keys from a directory of PEM files (a mounted secret, or generated into the data dir)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.directory = settings.auth_keys_dir or settings.ensure_data_dir() / "keys"
+        self.active_kid = settings.auth_active_kid
+        self.keys: dict[str, SigningKey] = {}
+        self.reload(generate_if_empty=settings.auth_keys_dir is None)
+
+    def reload(self, *, generate_if_empty: bool = False) -> None:
+        directory = Path(self.directory)
+        if generate_if_empty and not any(directory.glob("*.pem")):
+            self.generate()
+        keys = {}
+        for path in sorted(directory.glob("*.pem")):
+            private_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            probe = jwt.algorithms.RSAAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
+            kid = _thumbprint(probe)
+            keys[kid] = SigningKey(kid, private_key, path.stat().st_mtime)
+        if not keys:
+            raise RuntimeError(f"no signing key (*.pem) in {directory}")
+        self.keys = keys
+
+    def generate(self) -> SigningKey:
+        """Create a new key file; the next reload publishes it and, being newest, signs with it."""
+        directory = Path(self.directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        path = directory / f"signing-{int(time.time() * 1000)}.pem"
+        path.write_bytes(pem)
+        path.chmod(0o600)
+        probe = jwt.algorithms.RSAAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
+        return SigningKey(_thumbprint(probe), private_key, path.stat().st_mtime)
+
+    @property
+    def signing_key(self) -> SigningKey:
+        if self.active_kid and self.active_kid in self.keys:
+            return self.keys[self.active_kid]
+        return max(self.keys.values(), key=lambda key: key.created)
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [key.public_jwk() for key in self.keys.values()]}
+
+
+class TokenIssuer:
+    """Mints the platform's tokens; lives in the auth service only."""
+
+    def __init__(self, keystore: KeyStore, settings: Settings) -> None:
+        self.keystore = keystore
+        self.settings = settings
+
+    def _sign(self, claims: dict[str, Any], ttl: int) -> str:
+        now = int(time.time())
+        key = self.keystore.signing_key
+        body = {"iss": self.settings.jwt_issuer, "iat": now, "exp": now + ttl, "jti": str(uuid.uuid4()), **claims}
+        return jwt.encode(body, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
+
+    def access_token(
+        self,
+        *,
+        user_id: str,
+        member_id: str,
+        workspace_id: str,
+        ecosystem_id: str | None,
+        permissions: list[str],
+        email: str,
+        name: str,
+    ) -> str:
+        return self._sign(
+            {
+                "typ": "access",
+                "sub": user_id,
+                "mid": member_id,
+                "wid": workspace_id,
+                "eid": ecosystem_id,
+                "perms": sorted(permissions),
+                "email": email,
+                "name": name,
+            },
+            self.settings.access_token_ttl_seconds,
+        )
+
+    def service_token(self, service: str) -> str:
+        return self._sign({"typ": "service", "sub": f"service:{service}"}, self.settings.service_token_ttl_seconds)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a member acting in one workspace, or another service."""
+
+    subject: str
+    kind: str  # "user" | "service"
+    member_id: str | None = None
+    workspace_id: str | None = None
+    ecosystem_id: str | None = None
+    permissions: frozenset[str] = field(default_factory=frozenset)
+    email: str | None = None
+    name: str | None = None
+
+    @property
+    def is_service(self) -> bool:
+        return self.kind == "service"
+
+    def has(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any]) -> "Principal":
+        if claims.get("typ") == "service":
+            return cls(subject=claims["sub"], kind="service")
+        return cls(
+            subject=claims["sub"],
+            kind="user",
+            member_id=claims.get("mid"),
+            workspace_id=claims.get("wid"),
+            ecosystem_id=claims.get("eid"),
+            permissions=frozenset(claims.get("perms") or ()),
+            email=claims.get("email"),
+            name=claims.get("name"),
+        )
+
+
+class TokenVerifier:
+    """Verifies tokens locally against cached public keys, refetching the JWKS on an unknown kid."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        jwks_loader: Callable[[], Awaitable[dict[str, Any]]],
+        *,
+        min_refresh_interval: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self._load = jwks_loader
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = 0.0
+        self._min_refresh_interval = min_refresh_interval
+        self._lock = asyncio.Lock()
+
+    async def _refresh(self, force: bool) -> None:
+        async with self._lock:
+            age = time.monotonic() - self._fetched_at
+            if self._keys and not force and age < self.settings.jwks_cache_seconds:
+                return
+            if force and age < self._min_refresh_interval:
+                return
+            document = await self._load()
+            self._keys = {
+                key["kid"]: jwt.algorithms.RSAAlgorithm.from_jwk(key) for key in document.get("keys", []) if "kid" in key
+            }
+            self._fetched_at = time.monotonic()
+
+    async def _key_for(self, kid: str) -> Any:
+        await self._refresh(force=False)
+        if kid not in self._keys:
+            await self._refresh(force=True)
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise Unauthorized("token signed by an unknown key", code="invalid_token") from None
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("malformed token", code="invalid_token") from None
+        if header.get("alg") != ALGORITHM or not header.get("kid"):
+            raise Unauthorized("unsupported token", code="invalid_token")
+        key = await self._key_for(header["kid"])
+        try:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                issuer=self.settings.jwt_issuer,
+                options={"require": ["exp", "iat", "sub", "typ"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token expired", code="token_expired") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from None
+
+    async def principal(self, token: str) -> Principal:
+        claims = await self.verify(token)
+        if claims.get("typ") not in ("access", "service"):
+            raise Unauthorized("not an access token", code="invalid_token")
+        return Principal.from_claims(claims)
+
+
+def remote_jwks_loader(settings: Settings) -> Callable[[], Awaitable[dict[str, Any]]]:
+    url = f"{settings.url_of('auth')}/.well-known/jwks.json"
+
+    async def load() -> dict[str, Any]:
+        try:
+            async with httpx.AsyncClient(timeout=settings.http_timeout_ms / 1000) as client:
+                response = await client.get(url)
+                response.raise_for_status()
+                return response.json()
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"cannot fetch signing keys from auth: {exc}") from None
+
+    return load
+
+
+class ServiceTokenProvider:
+    """Obtains and caches this service's token from the auth service (client credentials)."""
+
+    def __init__(self, settings: Settings, service: str) -> None:
+        self.settings = settings
+        self.service = service
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> str:
+        async with self._lock:
+            if self._token and time.time() < self._expires_at - 60:
+                return self._token
+            url = f"{self.settings.url_of('auth')}/oauth/token"
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": self.service,
+                "client_secret": self.settings.resolved_service_secret(),
+            }
+            try:
+                async with httpx.AsyncClient(timeout=self.settings.http_timeout_ms / 1000) as client:
+                    response = await client.post(url, data=form)
+            except httpx.HTTPError as exc:
+                raise ServiceUnavailable(f"cannot obtain a service token from auth: {exc}") from None
+            if response.status_code != 200:
+                raise ServiceUnavailable(f"auth refused the service token ({response.status_code})")
+            body = response.json()
+            self._token = body["access_token"]
+            self._expires_at = time.time() + int(body.get("expires_in", 300))
+            return self._token
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def get_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    verifier: TokenVerifier = request.app.state.platform.verifier
+    return await verifier.principal(credentials.credentials)
+
+
+async def get_member(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    """A member acting in a workspace (not a service token)."""
+    if principal.is_service or not principal.workspace_id:
+        raise Forbidden("a member token is required")
+    return principal
+
+
+async def get_service(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    """Another service of the platform (service-to-service routes)."""
+    if not principal.is_service:
+        raise Forbidden("this route is for platform services")
+    return principal
+
+
+def require_permission(permission: str) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(principal: Annotated[Principal, Depends(get_member)]) -> Principal:
+        if not principal.has(permission):
+            raise Forbidden(f"permission '{permission}' required", code="permission_denied")
+        return principal
+
+    return dependency
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+CurrentMember = Annotated[Principal, Depends(get_member)]
+ServiceCaller = Annotated[Principal, Depends(get_service)]

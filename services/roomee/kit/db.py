@@ -1,0 +1,93 @@
+"""Database access: SQLAlchemy 2 async, one database (SQLite file or PostgreSQL schema) per service."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from roomee.kit.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_metadata() -> MetaData:
+    """A service's metadata, with the kit's outbox and inbox tables already on it."""
+    from roomee.kit.events.tables import add_event_tables
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    add_event_tables(metadata)
+    return metadata
+
+
+class Database:
+    """The engine and session factory of one service."""
+
+    def __init__(self, service: str, settings: Settings) -> None:
+        self.service = service
+        self.settings = settings
+        if settings.database_url:
+            self.schema: str | None = f"{settings.schema_prefix}{service}"
+            url = settings.database_url
+            for prefix in ("postgresql://", "postgres://"):
+                if url.startswith(prefix):
+                    url = "postgresql+asyncpg://" + url[len(prefix):]
+            self.url = url
+            self.engine: AsyncEngine = create_async_engine(
+                url,
+                pool_size=10,
+                max_overflow=20,
+                pool_pre_ping=True,
+                connect_args={"server_settings": {"search_path": self.schema}},
+            )
+        else:
+            self.schema = None
+            path = settings.ensure_data_dir() / f"{service}.db"
+            self.url = f"sqlite+aiosqlite:///{path}"
+            self.engine = create_async_engine(self.url, connect_args={"timeout": 30})
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.schema is not None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits on success and rolls back on error."""
+        async with self.sessionmaker() as session:
+            async with session.begin():
+                yield session
+
+    async def ensure_schema(self) -> None:
+        if self.schema:
+            async with self.engine.begin() as conn:
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL lets the relay read while a request writes; busy_timeout waits instead of failing.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

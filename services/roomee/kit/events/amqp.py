@@ -1,0 +1,401 @@
+"""RabbitMQ broker (aio-pika, robust connection, publisher confirms).
+
+Topology for a consuming queue ``Q`` (all durable):
+
+- ``Q`` bound to the topic exchange with each binding key;
+- ``Q.retry.1`` .. ``Q.retry.N`` with ``x-message-ttl`` = the retry delays and
+  ``x-dead-letter-exchange: ""`` + ``x-dead-letter-routing-key: Q``, so an expired retry comes back
+  to ``Q`` only (not to every queue bound to the original routing key);
+- ``Q.dlq`` for messages whose last retry failed.
+
+On a handler failure the message is republished (confirmed) to the next retry queue with
+``x-retry-count`` and ``x-original-routing-key``, then the original is acked. The robust connection
+re-declares channels, exchanges, queues, bindings and consumers after a broker restart; publishes
+during an outage raise at once, so the outbox keeps the rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from roomee.kit.events.broker import (
+    DEAD_AT_HEADER,
+    ERROR_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER,
+    RETRY_COUNT_HEADER,
+    Broker,
+    BrokerUnavailable,
+    DeadLetter,
+    Delivery,
+    Handler,
+    Message,
+    PermanentFailure,
+    Subscription,
+    without_broker_headers,
+)
+from roomee.kit.events.envelope import format_timestamp, parse_timestamp
+
+log = logging.getLogger("roomee.events")
+
+
+def retry_queue_name(queue: str, number: int) -> str:
+    return f"{queue}.retry.{number}"
+
+
+def dead_letter_queue_name(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
+class AmqpBroker(Broker):
+    def __init__(
+        self,
+        url: str,
+        exchange: str = "roomee",
+        *,
+        retry_delays_ms: Iterable[int] = (1000, 2000, 4000),
+        prefetch: int = 100,
+        confirm_window: int = 500,
+        reconnect_interval: float = 1.0,
+        publish_timeout: float = 30.0,
+        shutdown_grace_seconds: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.exchange = exchange
+        self.retry_delays = tuple(ms / 1000 for ms in retry_delays_ms)
+        self.prefetch = prefetch
+        self.confirm_window = confirm_window
+        self.reconnect_interval = reconnect_interval
+        self.publish_timeout = publish_timeout
+        self.shutdown_grace_seconds = shutdown_grace_seconds
+        self.declared_queues: set[str] = set()
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._subscriptions: set[_AmqpSubscription] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._connection is not None:
+            return
+        self._connection = await aio_pika.connect_robust(
+            self.url,
+            reconnect_interval=self.reconnect_interval,
+            client_properties={"connection_name": f"roomee:{self.exchange}"},
+        )
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await self._declare_exchange(self._channel)
+        log.info("amqp broker connected", extra={"exchange": self.exchange})
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.cancel()
+        connection, self._connection = self._connection, None
+        self._channel = self._exchange = None
+        if connection is not None:
+            await connection.close()
+
+    async def ping(self) -> None:
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            raise BrokerUnavailable("AMQP broker not started")
+        if not connection.connected.is_set():
+            raise BrokerUnavailable("AMQP connection lost; reconnecting")
+        if self._channel is None or self._channel.is_closed:
+            raise BrokerUnavailable("AMQP publishing channel closed; reopening")
+
+    def _require_connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise BrokerUnavailable("AMQP broker not started")
+        return self._connection
+
+    async def _declare_exchange(self, channel: AbstractChannel) -> AbstractExchange:
+        return await channel.declare_exchange(self.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish_batch(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        if self._exchange is None:
+            raise BrokerUnavailable("AMQP broker not started")
+        exchange = self._exchange
+        for start in range(0, len(messages), self.confirm_window):
+            window = messages[start : start + self.confirm_window]
+            results = await asyncio.gather(
+                *(
+                    exchange.publish(
+                        _amqp_message(m.body, m.headers, m.message_id),
+                        m.routing_key,
+                        mandatory=False,  # no bound queue is a normal topic outcome, not an error
+                        timeout=self.publish_timeout,
+                    )
+                    for m in window
+                ),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+    # -- topology ----------------------------------------------------------------------------
+
+    async def declare_queue(self, queue: str, bindings: Iterable[str]) -> None:
+        channel = await self._require_connection().channel()
+        try:
+            await self._declare_topology(channel, queue, bindings)
+        finally:
+            await channel.close()
+
+    async def _declare_topology(
+        self, channel: AbstractChannel, queue: str, bindings: Iterable[str]
+    ) -> AbstractQueue:
+        exchange = await self._declare_exchange(channel)
+        main = await channel.declare_queue(queue, durable=True)
+        for binding in bindings:
+            await main.bind(exchange, binding)
+        for number, delay in enumerate(self.retry_delays, start=1):
+            await channel.declare_queue(
+                retry_queue_name(queue, number),
+                durable=True,
+                arguments={
+                    "x-message-ttl": int(round(delay * 1000)),
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": queue,
+                },
+            )
+        await channel.declare_queue(dead_letter_queue_name(queue), durable=True)
+        self.declared_queues.add(queue)
+        return main
+
+    async def delete_queue(self, queue: str) -> None:
+        channel = await self._require_connection().channel()
+        try:
+            names = [queue, dead_letter_queue_name(queue)]
+            names += [retry_queue_name(queue, n) for n in range(1, len(self.retry_delays) + 1)]
+            for name in names:
+                await channel.queue_delete(name)
+        finally:
+            await channel.close()
+        self.declared_queues.discard(queue)
+
+    async def delete_exchange(self) -> None:
+        channel = await self._require_connection().channel()
+        try:
+            await channel.exchange_delete(self.exchange)
+        finally:
+            await channel.close()
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def consume(
+        self,
+        queue: str,
+        bindings: list[str],
+        handler: Handler,
+        prefetch: int | None = None,
+    ) -> Subscription:
+        # on_return_raises: a retry/dead-letter publish to a missing queue must fail, not vanish.
+        channel = await self._require_connection().channel(publisher_confirms=True, on_return_raises=True)
+        await channel.set_qos(prefetch_count=prefetch or self.prefetch)
+        main = await self._declare_topology(channel, queue, bindings)
+        subscription = _AmqpSubscription(self, channel, main, queue, handler)
+        await subscription.start()
+        self._subscriptions.add(subscription)
+        return subscription
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        channel = await self._require_connection().channel()
+        letters: list[DeadLetter] = []
+        try:
+            dlq = await channel.declare_queue(dead_letter_queue_name(queue), durable=True)
+            while len(letters) < limit:
+                message = await dlq.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                letters.append(_dead_letter(queue, message))
+        finally:
+            # Closing the channel returns every fetched (unacked) message to the DLQ, in place.
+            await channel.close()
+        return letters
+
+    async def replay_dead_letters(self, queue: str, ids: list[str] | None = None) -> int:
+        wanted = set(ids) if ids is not None else None
+        channel = await self._require_connection().channel(publisher_confirms=True, on_return_raises=True)
+        replayed = 0
+        try:
+            dlq = await channel.declare_queue(dead_letter_queue_name(queue), durable=True)
+            while True:
+                message = await dlq.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                if wanted is not None and (message.message_id or "") not in wanted:
+                    continue  # stays unacked until the channel closes, then back in the DLQ
+                headers = without_broker_headers(dict(message.headers or {}))
+                headers.setdefault(ORIGINAL_ROUTING_KEY_HEADER, message.routing_key or queue)
+                await channel.default_exchange.publish(
+                    _amqp_message(message.body, headers, message.message_id),
+                    queue,
+                    timeout=self.publish_timeout,
+                )
+                await message.ack()
+                replayed += 1
+        finally:
+            await channel.close()
+        if replayed:
+            log.info("replayed dead letters", extra={"queue": queue, "count": replayed})
+        return replayed
+
+
+class _AmqpSubscription(Subscription):
+    def __init__(
+        self,
+        broker: AmqpBroker,
+        channel: AbstractChannel,
+        queue: AbstractQueue,
+        name: str,
+        handler: Handler,
+    ) -> None:
+        self.broker = broker
+        self.channel = channel
+        self.queue = queue
+        self.name = name
+        self.handler = handler
+        self._tag: str | None = None
+        self._inflight: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self._tag = await self.queue.consume(self._on_message, no_ack=False)
+
+    async def cancel(self) -> None:
+        self.broker._subscriptions.discard(self)
+        if self._tag is not None and not self.channel.is_closed:
+            try:
+                await self.queue.cancel(self._tag)
+            except Exception:
+                log.warning("could not cancel consumer", extra={"queue": self.name}, exc_info=True)
+        self._tag = None
+        if self._inflight:
+            _, pending = await asyncio.wait(set(self._inflight), timeout=self.broker.shutdown_grace_seconds)
+            for task in pending:
+                task.cancel()
+        # Closing returns any unacked message to the queue.
+        if not self.channel.is_closed:
+            await self.channel.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            await self._handle(message)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        headers = dict(message.headers or {})
+        retry_count = _int(headers.get(RETRY_COUNT_HEADER))
+        delivery = Delivery(
+            routing_key=str(headers.get(ORIGINAL_ROUTING_KEY_HEADER) or message.routing_key or ""),
+            body=message.body,
+            headers=headers,
+            message_id=message.message_id or "",
+            attempt=retry_count + 1,
+            queue=self.name,
+        )
+        try:
+            await self.handler(delivery)
+        except asyncio.CancelledError:
+            # Shutdown: leave the message unacked; closing the channel requeues it.
+            raise
+        except Exception as exc:
+            await self._failed(message, delivery, retry_count, exc)
+            return
+        await _settle(message.ack(), self.name)
+
+    async def _failed(
+        self, message: AbstractIncomingMessage, delivery: Delivery, retry_count: int, exc: Exception
+    ) -> None:
+        headers = without_broker_headers(delivery.headers)
+        headers[ORIGINAL_ROUTING_KEY_HEADER] = delivery.routing_key
+        if retry_count < len(self.broker.retry_delays) and not isinstance(exc, PermanentFailure):
+            headers[RETRY_COUNT_HEADER] = retry_count + 1
+            target = retry_queue_name(self.name, retry_count + 1)
+        else:
+            headers[RETRY_COUNT_HEADER] = retry_count
+            headers[ERROR_HEADER] = f"{type(exc).__name__}: {exc}"[:2000]
+            headers[DEAD_AT_HEADER] = format_timestamp()
+            target = dead_letter_queue_name(self.name)
+        try:
+            await self.channel.default_exchange.publish(
+                _amqp_message(message.body, headers, message.message_id),
+                target,
+                timeout=self.broker.publish_timeout,
+            )
+        except Exception:
+            # Could not park it: hand it back to the queue rather than lose it.
+            log.warning("could not move failed message", extra={"queue": self.name, "target": target}, exc_info=True)
+            await _settle(message.nack(requeue=True), self.name)
+            return
+        await _settle(message.ack(), self.name)
+
+
+async def _settle(operation, queue: str) -> None:
+    try:
+        await operation
+    except Exception:
+        # The channel went away: the broker redelivers the message (the inbox makes that harmless).
+        log.warning("could not settle message", extra={"queue": queue}, exc_info=True)
+
+
+def _amqp_message(body: bytes, headers: dict[str, Any], message_id: str | None) -> aio_pika.Message:
+    return aio_pika.Message(
+        body,
+        headers=headers,
+        message_id=message_id,
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _dead_letter(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
+    headers = dict(message.headers or {})
+    dead_at = headers.get(DEAD_AT_HEADER)
+    try:
+        dead_at_value = parse_timestamp(dead_at) if isinstance(dead_at, (str, datetime)) else None
+    except ValueError:
+        dead_at_value = None
+    error = headers.get(ERROR_HEADER)
+    return DeadLetter(
+        id=message.message_id or "",
+        queue=queue,
+        routing_key=str(headers.get(ORIGINAL_ROUTING_KEY_HEADER) or message.routing_key or ""),
+        body=message.body,
+        headers=headers,
+        error=str(error) if error is not None else None,
+        attempts=_int(headers.get(RETRY_COUNT_HEADER)) + 1,
+        dead_at=dead_at_value.astimezone(timezone.utc) if dead_at_value else None,
+    )

@@ -1,0 +1,190 @@
+"""Logs and traces (ARCHITECTURE §3, §7): JSON logs carrying the service, request and trace ids,
+and an OpenTelemetry tracer provider whose context propagates over HTTP (W3C ``traceparent``).
+
+- :data:`request_id_var` holds the id of the request being handled (set by the app middleware,
+  or by a consumer from an event); logs and outgoing calls pick it up.
+- :func:`configure_logging` installs one handler on the root logger (JSON or text); calling it
+  again replaces that handler, so it is safe in tests and in ``--target all``.
+- :func:`configure_tracing` installs the process-wide tracer provider once; later calls only add
+  an exporter that is not installed yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime, timezone
+from contextvars import ContextVar
+from typing import Any, TextIO
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from pythonjsonlogger.json import JsonFormatter
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+request_id_var: ContextVar[str | None] = ContextVar("roomee_request_id", default=None)
+
+tracer = trace.get_tracer("roomee")
+
+_HANDLER_MARK = "_roomee_handler"
+_JSON_FIELDS = ["levelname", "name", "message", "service", "request_id", "trace_id", "span_id"]
+_TEXT_FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s [%(service)s] "
+    "request_id=%(request_id)s trace_id=%(trace_id)s %(message)s"
+)
+
+_tracer_provider: TracerProvider | None = None
+_installed_exporters: set[tuple[str, str | None]] = set()
+
+
+# -- logging ------------------------------------------------------------------------------------
+
+
+class ContextFilter(logging.Filter):
+    """Adds ``service``, ``request_id``, ``trace_id`` and ``span_id`` to every record.
+
+    A value the record already carries (given through ``extra``) is kept.
+    """
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "service", None) is None:
+            record.service = self.service
+        if getattr(record, "request_id", None) is None:
+            record.request_id = request_id_var.get()
+        if getattr(record, "trace_id", None) is None:
+            trace_id, span_id = current_trace_ids()
+            record.trace_id = trace_id
+            record.span_id = span_id
+        elif not hasattr(record, "span_id"):
+            record.span_id = None
+        return True
+
+
+def current_trace_ids() -> tuple[str | None, str | None]:
+    """The current span's trace id (32 hex) and span id (16 hex), or ``(None, None)``."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None, None
+    return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
+
+
+class _RoomeeJsonFormatter(JsonFormatter):
+    """JSON lines starting with an ISO 8601 UTC ``timestamp``."""
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        log_data["timestamp"] = datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(
+            timespec="milliseconds"
+        )
+        super().add_fields(log_data, record, message_dict)
+
+
+def _json_formatter() -> logging.Formatter:
+    return _RoomeeJsonFormatter(
+        _JSON_FIELDS,
+        rename_fields={"levelname": "level", "name": "logger"},
+        json_default=str,
+    )
+
+
+def configure_logging(settings: Any, service: str, *, stream: TextIO | None = None) -> logging.Handler:
+    """Send every log record to ``stream`` (default stdout) as JSON or text, per settings.
+
+    JSON lines carry ``timestamp, level, logger, message, service, request_id, trace_id,
+    span_id`` plus any ``extra`` fields. Idempotent: the handler this function installed before
+    is replaced, other handlers (pytest's, for instance) are left alone.
+    """
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if getattr(existing, _HANDLER_MARK, False):
+            root.removeHandler(existing)
+            existing.close()
+    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
+    setattr(handler, _HANDLER_MARK, True)
+    handler.addFilter(ContextFilter(service))
+    if settings.log_format == "json":
+        handler.setFormatter(_json_formatter())
+    else:
+        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+    root.addHandler(handler)
+    level = logging.getLevelName(str(settings.log_level).upper())
+    root.setLevel(level if isinstance(level, int) else logging.INFO)
+    # httpx logs every request at INFO; the ServiceClient already writes one line per call.
+    if root.level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    return handler
+
+
+# -- tracing ------------------------------------------------------------------------------------
+
+
+def _span_exporter(settings: Any) -> SpanExporter | None:
+    exporter = settings.otel_exporter
+    if exporter == "none":
+        return None
+    if exporter == "console":
+        return ConsoleSpanExporter()
+    if exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = settings.otel_endpoint
+        if endpoint:
+            endpoint = endpoint.rstrip("/")
+            if not endpoint.endswith("/v1/traces"):
+                endpoint = f"{endpoint}/v1/traces"
+        return OTLPSpanExporter(endpoint=endpoint)
+    raise ValueError(f"unknown otel exporter {exporter!r}")
+
+
+def _span_processor(settings: Any, exporter: SpanExporter) -> SpanProcessor:
+    if settings.otel_exporter == "console":
+        return SimpleSpanProcessor(exporter)
+    return BatchSpanProcessor(exporter)
+
+
+def configure_tracing(settings: Any, service: str) -> TracerProvider:
+    """Install the process tracer provider (``service.name = roomee-<service>``) and exporter.
+
+    With exporter ``none`` spans are not exported, but they are recorded, so trace ids appear in
+    logs and propagate to other services. OpenTelemetry allows one global provider per process:
+    the first call sets it (or adopts an SDK provider someone else installed), later calls only
+    add an exporter not installed yet.
+    """
+    global _tracer_provider
+    if _tracer_provider is None:
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            _tracer_provider = current
+        else:
+            provider = TracerProvider(resource=Resource.create({SERVICE_NAME: f"roomee-{service}"}))
+            trace.set_tracer_provider(provider)
+            _tracer_provider = provider
+    key = (settings.otel_exporter, settings.otel_endpoint if settings.otel_exporter == "otlp" else None)
+    if settings.otel_exporter != "none" and key not in _installed_exporters:
+        exporter = _span_exporter(settings)
+        if exporter is not None:
+            _tracer_provider.add_span_processor(_span_processor(settings, exporter))
+        _installed_exporters.add(key)
+    return _tracer_provider
+
+
+def propagation_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
+    """``headers`` plus the W3C trace context and the current request id, for an outgoing call
+    or message."""
+    carrier: dict[str, str] = dict(headers or {})
+    propagate.inject(carrier)
+    request_id = request_id_var.get()
+    if request_id and not any(name.lower() == REQUEST_ID_HEADER.lower() for name in carrier):
+        carrier[REQUEST_ID_HEADER] = request_id
+    return carrier

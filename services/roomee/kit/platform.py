@@ -1,0 +1,169 @@
+"""The runtime of one process: its targets' databases, the broker, relays, consumers and clients."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.kit import migrations
+from roomee.kit.auth import ServiceTokenProvider, TokenVerifier, remote_jwks_loader
+from roomee.kit.db import Database
+from roomee.kit.events import Delivery, EventConsumer, OutboxRelay, broker_from_settings
+from roomee.kit.http import ServiceClient
+from roomee.kit.observability import configure_logging, configure_tracing
+from roomee.kit.settings import Settings
+
+log = logging.getLogger("roomee.platform")
+
+Handler = Callable[[AsyncSession, dict, Delivery], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    queue: str
+    bindings: list[str]
+    handler: Handler
+
+
+@dataclass
+class ServiceContext:
+    """What one service gets at run time; endpoints reach it through ``service_context(name)``."""
+
+    name: str
+    settings: Settings
+    db: Database
+    platform: "Platform"
+    state: dict[str, Any] = field(default_factory=dict)
+    _clients: dict[str, ServiceClient] = field(default_factory=dict)
+
+    def client(self, target: str) -> ServiceClient:
+        if target not in self._clients:
+            self._clients[target] = ServiceClient(
+                self.name,
+                target,
+                self.settings.url_of(target),
+                token_provider=self.platform.service_token_provider(self.name),
+                settings=self.settings,
+            )
+        return self._clients[target]
+
+    @property
+    def broker(self):
+        return self.platform.broker
+
+
+class Platform:
+    def __init__(self, settings: Settings, targets: list) -> None:
+        self.settings = settings
+        self.targets = targets
+        self.services: dict[str, ServiceContext] = {}
+        self.broker = None
+        self.jwks_loader = remote_jwks_loader(settings)
+        self.verifier = TokenVerifier(settings, lambda: self.jwks_loader())
+        self._token_providers: dict[str, ServiceTokenProvider] = {}
+        self._relays: list[OutboxRelay] = []
+        self._consumers: list[EventConsumer] = []
+        self._workers: list[asyncio.Task] = []
+        for spec in targets:
+            service_settings = settings.for_service(spec.name)
+            self.services[spec.name] = ServiceContext(spec.name, service_settings, Database(spec.name, service_settings), self)
+
+    def service_token_provider(self, service: str) -> ServiceTokenProvider:
+        if service not in self._token_providers:
+            self._token_providers[service] = ServiceTokenProvider(self.services[service].settings, service)
+        return self._token_providers[service]
+
+    async def migrate(self) -> None:
+        for spec in self.targets:
+            await migrations.upgrade(spec.package, self.services[spec.name].db)
+
+    async def start(self) -> None:
+        name = "+".join(spec.name for spec in self.targets)
+        configure_logging(self.settings, name)
+        configure_tracing(self.settings, name)
+        if self.settings.auto_migrate:
+            await self.migrate()
+        self.broker = broker_from_settings(self.settings)
+        await self.broker.start()
+        for spec in self.targets:
+            ctx = self.services[spec.name]
+            setup = spec.load(spec.setup)
+            if setup is not None:
+                await setup(ctx)
+        for spec in self.targets:
+            ctx = self.services[spec.name]
+            relay = OutboxRelay(ctx.db, self.broker, spec.name)
+            await relay.start()
+            self._relays.append(relay)
+            make_consumers = spec.load(spec.consumers)
+            for consumer in make_consumers(ctx) if make_consumers else ():
+                queue = self.settings.queue_prefix + consumer.queue
+                runner = EventConsumer(ctx.db, self.broker, spec.name, queue, consumer.bindings, consumer.handler)
+                await runner.start()
+                self._consumers.append(runner)
+            make_workers = spec.load(spec.workers)
+            for worker in make_workers(ctx) if make_workers else ():
+                self._workers.append(asyncio.create_task(_supervised(spec.name, worker)))
+        log.info("platform started", extra={"targets": [spec.name for spec in self.targets]})
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        for consumer in self._consumers:
+            await consumer.stop()
+        for relay in self._relays:
+            await relay.stop()
+        for ctx in self.services.values():
+            for client in ctx._clients.values():
+                await client.aclose()
+            teardown = ctx.state.get("teardown")
+            if teardown is not None:
+                await teardown()
+        if self.broker is not None:
+            await self.broker.close()
+        for ctx in self.services.values():
+            await ctx.db.dispose()
+        self._workers, self._consumers, self._relays = [], [], []
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        for name, ctx in self.services.items():
+            try:
+                await ctx.db.ping()
+                checks[f"database:{name}"] = "ok"
+            except Exception as exc:  # readiness reports every failure rather than raising
+                checks[f"database:{name}"] = f"error: {exc}"
+        try:
+            await self.broker.ping()
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"error: {exc}"
+        return checks
+
+    @asynccontextmanager
+    async def lifespan(self, _app):
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+
+async def _supervised(service: str, worker: Callable[[], Awaitable[None]]) -> None:
+    """Run a background worker forever, restarting it after a failure."""
+    while True:
+        try:
+            await worker()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker failed; restarting in 1 s", extra={"service": service})
+            await asyncio.sleep(1)

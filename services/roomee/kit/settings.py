@@ -1,0 +1,150 @@
+"""Platform settings: the only place that reads the environment.
+
+Every setting is ``ROOMEE_<NAME>``; a service may override any of them with
+``ROOMEE_<SERVICE>_<NAME>`` (``ROOMEE_NEWS_DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TARGET_NAMES = ("auth", "members", "hotel", "media", "billing", "news", "notification")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROOMEE_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".roomee-data"),
+        description="Where the embedded defaults keep their files (SQLite, bus, keys, mail).",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL (one schema per service). Unset: one SQLite file per service in the data dir.",
+    )
+    schema_prefix: str = Field(default="", description="Prefix of each service's PostgreSQL schema name.")
+    broker_url: str | None = Field(
+        default=None,
+        description="RabbitMQ URL (amqp://...). Unset: the embedded durable bus in the data dir.",
+    )
+    exchange: str = Field(default="roomee", description="The AMQP topic exchange.")
+    queue_prefix: str = Field(default="", description="Prefix of every queue name (isolates test runs on one broker).")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = Field(
+        default=None, description="Base URL clients use; default http://<host>:<port>."
+    )
+    signup_url: str | None = Field(
+        default=None, description="Sign-up page the invitation link points to; default <public_url>/signup."
+    )
+    # Where each target is reachable for inter-service calls; default: this process (public_url).
+    auth_url: str | None = None
+    members_url: str | None = None
+    hotel_url: str | None = None
+    media_url: str | None = None
+    billing_url: str | None = None
+    news_url: str | None = None
+    notification_url: str | None = None
+
+    auto_migrate: bool = Field(default=True, description="Run migrations when a target starts.")
+    service_secret: str | None = Field(
+        default=None,
+        description="Shared secret services use to obtain service tokens; generated into the data dir when unset.",
+    )
+    auth_keys_dir: Path | None = Field(
+        default=None,
+        description="Directory of PEM signing keys (a mounted secret); generated into the data dir when unset.",
+    )
+    auth_active_kid: str | None = Field(default=None, description="Key id to sign with; default the newest key.")
+    jwt_issuer: str = "roomee"
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 30 * 24 * 3600
+    service_token_ttl_seconds: int = 3600
+    invitation_ttl_seconds: int = 72 * 3600
+    login_max_failures: int = 5
+    login_window_seconds: int = 900
+    jwks_cache_seconds: int = 300
+
+    http_timeout_ms: int = 3000
+    breaker_error_threshold_percentage: int = 50
+    breaker_reset_timeout_ms: int = 10000
+    breaker_rolling_window_ms: int = 10000
+    breaker_volume_threshold: int = 5
+
+    outbox_poll_interval_seconds: float = 0.5
+    outbox_batch_size: int = 500
+    consumer_prefetch: int = 100
+    retry_delays_ms: list[int] = Field(default_factory=lambda: [1000, 2000, 4000])
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
+    otel_endpoint: str | None = None
+
+    # Notification providers (after Django's email backends: one interface, chosen here).
+    push_backend: Literal["log", "onesignal"] = "log"
+    onesignal_url: str = "https://api.onesignal.com"
+    onesignal_app_id: str | None = None
+    onesignal_api_key: str | None = None
+    email_backend: Literal["file", "smtp", "sendgrid"] = "file"
+    email_from: str = "Roomee <no-reply@roomee.local>"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    sendgrid_api_key: str | None = None
+    sendgrid_url: str | None = None
+    members_sync_interval_seconds: float = 300.0
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def url_of(self, target: str) -> str:
+        return (getattr(self, f"{target}_url", None) or self.base_url).rstrip("/")
+
+    @property
+    def signup_link_base(self) -> str:
+        return self.signup_url or f"{self.base_url}/signup"
+
+    @property
+    def uses_postgres(self) -> bool:
+        return bool(self.database_url)
+
+    def ensure_data_dir(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir
+
+    def resolved_service_secret(self) -> str:
+        """The configured secret, else one generated once into the data dir."""
+        if self.service_secret:
+            return self.service_secret
+        path = self.ensure_data_dir() / "service-secret"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def for_service(self, service: str) -> "Settings":
+        """These settings with the ``ROOMEE_<SERVICE>_*`` overrides applied."""
+        override_cls = type(
+            f"{service.title()}Settings",
+            (Settings,),
+            {"model_config": SettingsConfigDict(env_prefix=f"ROOMEE_{service.upper()}_", extra="ignore")},
+        )
+        overrides = override_cls()
+        explicit = {name: getattr(overrides, name) for name in overrides.model_fields_set}
+        return self.model_copy(update=explicit)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

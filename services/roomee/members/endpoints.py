@@ -1,0 +1,151 @@
+"""HTTP routes of the members service (api-staff-member). Seed paths are kept exactly."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.kit.auth import MANAGE_ECOSYSTEM, MANAGE_MEMBERS, CurrentMember, CurrentPrincipal, ServiceCaller, require_permission, Principal
+from roomee.kit.deps import context_of, session_for
+from roomee.kit.platform import ServiceContext
+from roomee.kit.schemas import Page
+from roomee.members import schemas
+from roomee.members.service import MembersService
+
+router = APIRouter(tags=["members"])
+
+Session = Annotated[AsyncSession, Depends(session_for("members"), scope="function")]
+Context = Annotated[ServiceContext, Depends(context_of("members"))]
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size.")]
+Cursor = Annotated[str | None, Query(description="The `nextCursor` of the previous page.")]
+
+
+def _service(session: Session, ctx: Context) -> MembersService:
+    return MembersService(session, ctx.settings)
+
+
+Members = Annotated[MembersService, Depends(_service)]
+
+
+@router.post("/members/", status_code=201, response_model=schemas.InvitationOut)
+async def invite_member(
+    body: schemas.InviteRequest,
+    service: Members,
+    principal: Annotated[Principal, Depends(require_permission(MANAGE_MEMBERS))],
+):
+    """Invite someone to the caller's workspace (requires `manage_members`).
+
+    Creates an onboarding record with a single-use, expiring token and emits
+    `roomee.notification.member.onboarding`, whose payload carries the sign-up link for the email.
+    Inviting again replaces the previous pending invitation.
+    """
+    return await service.invite(principal, body.model_dump())
+
+
+@router.get("/members/", response_model=Page[schemas.MemberOut])
+async def list_members(service: Members, principal: CurrentMember, limit: Limit = 50, cursor: Cursor = None):
+    """Members of the caller's workspace, oldest first, paginated by cursor."""
+    return await service.list_members(principal, cursor=cursor, limit=limit)
+
+
+@router.post("/members/add/hotel/member", status_code=201, response_model=schemas.HotelMemberOut)
+async def add_hotel_member(body: schemas.HotelMemberRequest, service: Members, caller: ServiceCaller):
+    """Service-to-service: create a hotel's member (its first workspace too, if needed).
+
+    Idempotent by `hotelId` + `email`. When the member has no account yet, the answer carries a
+    sign-up `invitationToken` and `member.onboarding` is emitted.
+    """
+    return await service.add_hotel_member(caller, body.model_dump())
+
+
+@router.get("/members/get/by/hotel_id/{hotel_id}", response_model=Page[schemas.MemberOut])
+async def members_of_hotel(
+    hotel_id: str, service: Members, principal: CurrentPrincipal, limit: Limit = 200, cursor: Cursor = None
+):
+    """Members of every workspace of a hotel (service token, or the hotel's administrator)."""
+    return await service.members_of_hotel(principal, hotel_id, cursor=cursor, limit=limit)
+
+
+@router.get("/members/get/with/{email}", response_model=list[schemas.MemberProfile])
+async def profiles_for_email(email: str, service: Members, _caller: ServiceCaller):
+    """Service-to-service (auth, at every sign-in): the active member profiles of an email."""
+    return await service.profiles_for_email(email)
+
+
+@router.post("/members/sync", response_model=Page[schemas.SyncedMember])
+async def sync_members(body: schemas.SyncRequest, service: Members, _caller: ServiceCaller):
+    """Service-to-service: members changed after `cursor` (deleted ones included, with `deletedAt`).
+
+    Pass back `nextCursor` to continue; an empty page means the directory is up to date.
+    """
+    return await service.changed_members(body.model_dump())
+
+
+@router.get("/members/invitations/{token}", response_model=schemas.InvitationDetails)
+async def invitation_details(token: str, service: Members, _caller: ServiceCaller):
+    """Service-to-service (auth, at sign-up): what an unused, unexpired invitation is for."""
+    return await service.invitation_details(token)
+
+
+@router.post("/members/invitations/accept", response_model=schemas.AcceptedInvitation)
+async def accept_invitation(body: schemas.AcceptInvitation, service: Members, _caller: ServiceCaller):
+    """Service-to-service (auth, at sign-up): use an invitation once, creating the member profile."""
+    return await service.accept_invitation(body.model_dump())
+
+
+@router.get("/members/{member_id}", response_model=schemas.MemberOut)
+async def get_member(member_id: str, service: Members, principal: CurrentMember):
+    """A member of the caller's workspace."""
+    return await service.get_member(principal, member_id)
+
+
+@router.patch("/members/{member_id}", response_model=schemas.MemberOut)
+async def update_member(member_id: str, body: schemas.MemberUpdate, service: Members, principal: CurrentMember):
+    """Change a member's role (requires `manage_members`) or one's own profile fields."""
+    return await service.update_member(principal, member_id, body.model_dump(exclude_unset=True))
+
+
+@router.delete("/members/{member_id}", status_code=204)
+async def remove_member(member_id: str, service: Members, principal: CurrentMember) -> Response:
+    """Remove a member from the caller's workspace (requires `manage_members`)."""
+    await service.remove_member(principal, member_id)
+    return Response(status_code=204)
+
+
+@router.post("/workspaces", status_code=201, response_model=schemas.WorkspaceOut)
+async def create_workspace(
+    body: schemas.WorkspaceCreate,
+    service: Members,
+    principal: Annotated[Principal, Depends(require_permission(MANAGE_ECOSYSTEM))],
+):
+    """Create a workspace in the caller's hotel (requires `manage_ecosystem`); the creator becomes its admin."""
+    return await service.create_workspace(principal, body.model_dump())
+
+
+@router.get("/workspaces", response_model=list[schemas.WorkspaceOut])
+async def list_workspaces(service: Members, principal: CurrentMember):
+    """Workspaces of the caller's hotel that the caller belongs to (all of them for a hotel admin)."""
+    return await service.list_workspaces(principal)
+
+
+@router.get("/workspaces/{workspace_id}", response_model=schemas.WorkspaceOut)
+async def get_workspace(workspace_id: str, service: Members, principal: CurrentMember):
+    """One workspace the caller may see."""
+    return await service.get_workspace(principal, workspace_id)
+
+
+@router.patch("/workspaces/{workspace_id}", response_model=schemas.WorkspaceOut)
+async def update_workspace(
+    workspace_id: str, body: schemas.WorkspaceUpdate, service: Members, principal: CurrentMember
+):
+    """Rename or configure a workspace (`manage_workspace` on it, or `manage_ecosystem`)."""
+    return await service.update_workspace(principal, workspace_id, body.model_dump(exclude_unset=True))
+
+
+@router.delete("/workspaces/{workspace_id}", status_code=204)
+async def delete_workspace(workspace_id: str, service: Members, principal: CurrentMember) -> Response:
+    """Delete a workspace and its memberships (requires `manage_ecosystem`)."""
+    await service.delete_workspace(principal, workspace_id)
+    return Response(status_code=204)

@@ -1,0 +1,198 @@
+"""All SQL of the members service. Every member query is scoped by workspace or ecosystem."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.members.models import member, onboarding, workspace
+
+_member_with_workspace = sa.select(
+    member,
+    workspace.c.name.label("workspace_name"),
+    workspace.c.locale.label("workspace_locale"),
+    workspace.c.timezone.label("workspace_timezone"),
+).join(workspace, workspace.c.id == member.c.workspace_id)
+
+
+class WorkspaceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert(self, values: dict[str, Any]) -> None:
+        await self.session.execute(sa.insert(workspace).values(**values))
+
+    async def get(self, workspace_id: str) -> dict | None:
+        row = await self.session.execute(
+            sa.select(workspace).where(workspace.c.id == workspace_id, workspace.c.deleted_at.is_(None))
+        )
+        found = row.mappings().first()
+        return dict(found) if found else None
+
+    async def first_of_ecosystem(self, ecosystem_id: str) -> dict | None:
+        row = await self.session.execute(
+            sa.select(workspace)
+            .where(workspace.c.ecosystem_id == ecosystem_id, workspace.c.deleted_at.is_(None))
+            .order_by(workspace.c.created_at, workspace.c.id)
+            .limit(1)
+        )
+        found = row.mappings().first()
+        return dict(found) if found else None
+
+    async def list_in_ecosystem(self, ecosystem_id: str, *, only_ids: list[str] | None = None) -> list[dict]:
+        query = sa.select(workspace).where(workspace.c.ecosystem_id == ecosystem_id, workspace.c.deleted_at.is_(None))
+        if only_ids is not None:
+            query = query.where(workspace.c.id.in_(only_ids))
+        rows = await self.session.execute(query.order_by(workspace.c.created_at, workspace.c.id))
+        return [dict(r) for r in rows.mappings()]
+
+    async def update(self, workspace_id: str, values: dict[str, Any]) -> None:
+        await self.session.execute(sa.update(workspace).where(workspace.c.id == workspace_id).values(**values))
+
+
+class MemberRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert(self, values: dict[str, Any]) -> None:
+        await self.session.execute(sa.insert(member).values(**values))
+
+    async def get_in_workspace(self, workspace_id: str, member_id: str) -> dict | None:
+        row = await self.session.execute(
+            _member_with_workspace.where(
+                member.c.id == member_id, member.c.workspace_id == workspace_id, member.c.deleted_at.is_(None)
+            )
+        )
+        found = row.mappings().first()
+        return dict(found) if found else None
+
+    async def get_by_email_in_workspace(self, workspace_id: str, email: str) -> dict | None:
+        row = await self.session.execute(
+            _member_with_workspace.where(
+                member.c.workspace_id == workspace_id, member.c.email == email, member.c.deleted_at.is_(None)
+            )
+        )
+        found = row.mappings().first()
+        return dict(found) if found else None
+
+    async def page_in_workspace(self, workspace_id: str, *, after: tuple[str, str] | None, limit: int) -> list[dict]:
+        query = _member_with_workspace.where(member.c.workspace_id == workspace_id, member.c.deleted_at.is_(None))
+        return await self._page(query, after, limit)
+
+    async def page_in_ecosystem(self, ecosystem_id: str, *, after: tuple[str, str] | None, limit: int) -> list[dict]:
+        query = _member_with_workspace.where(member.c.ecosystem_id == ecosystem_id, member.c.deleted_at.is_(None))
+        return await self._page(query, after, limit)
+
+    async def _page(self, query, after: tuple[str, str] | None, limit: int) -> list[dict]:
+        if after is not None:
+            created, member_id = after
+            created_at = datetime.fromisoformat(created)
+            query = query.where(
+                sa.or_(
+                    member.c.created_at > created_at,
+                    sa.and_(member.c.created_at == created_at, member.c.id > member_id),
+                )
+            )
+        rows = await self.session.execute(query.order_by(member.c.created_at, member.c.id).limit(limit))
+        return [dict(r) for r in rows.mappings()]
+
+    async def active_profiles_for_email(self, email: str) -> list[dict]:
+        rows = await self.session.execute(
+            _member_with_workspace.where(
+                member.c.email == email, member.c.deleted_at.is_(None), workspace.c.deleted_at.is_(None)
+            ).order_by(member.c.created_at, member.c.id)
+        )
+        return [dict(r) for r in rows.mappings()]
+
+    async def workspace_ids_of_user(self, user_id: str, ecosystem_id: str) -> list[str]:
+        rows = await self.session.execute(
+            sa.select(member.c.workspace_id).where(
+                member.c.user_id == user_id, member.c.ecosystem_id == ecosystem_id, member.c.deleted_at.is_(None)
+            )
+        )
+        return list(rows.scalars())
+
+    async def changed_since(
+        self, *, after: tuple[str, str] | None, limit: int, ecosystem_id: str | None, workspace_id: str | None
+    ) -> list[dict]:
+        """Members (deleted ones included) in order of last change, for directories kept elsewhere."""
+        query = _member_with_workspace
+        if ecosystem_id:
+            query = query.where(member.c.ecosystem_id == ecosystem_id)
+        if workspace_id:
+            query = query.where(member.c.workspace_id == workspace_id)
+        if after is not None:
+            changed, member_id = after
+            changed_at = datetime.fromisoformat(changed)
+            query = query.where(
+                sa.or_(
+                    member.c.updated_at > changed_at,
+                    sa.and_(member.c.updated_at == changed_at, member.c.id > member_id),
+                )
+            )
+        rows = await self.session.execute(query.order_by(member.c.updated_at, member.c.id).limit(limit))
+        return [dict(r) for r in rows.mappings()]
+
+    async def update(self, member_id: str, values: dict[str, Any]) -> None:
+        await self.session.execute(
+            sa.update(member).where(member.c.id == member_id).values(version=member.c.version + 1, **values)
+        )
+
+    async def soft_delete_workspace_members(self, workspace_id: str, when: datetime) -> list[str]:
+        rows = await self.session.execute(
+            sa.update(member)
+            .where(member.c.workspace_id == workspace_id, member.c.deleted_at.is_(None))
+            .values(deleted_at=when, updated_at=when, version=member.c.version + 1)
+            .returning(member.c.id)
+        )
+        return list(rows.scalars())
+
+    async def count_admins(self, workspace_id: str) -> int:
+        result = await self.session.execute(
+            sa.select(sa.func.count()).where(
+                member.c.workspace_id == workspace_id, member.c.role == "admin", member.c.deleted_at.is_(None)
+            )
+        )
+        return int(result.scalar_one())
+
+
+class OnboardingRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert(self, values: dict[str, Any]) -> None:
+        await self.session.execute(sa.insert(onboarding).values(**values))
+
+    async def by_token_hash(self, token_hash: str, *, for_update: bool = False) -> dict | None:
+        query = (
+            sa.select(onboarding, workspace.c.name.label("workspace_name"), workspace.c.locale.label("workspace_locale"))
+            .join(workspace, workspace.c.id == onboarding.c.workspace_id)
+            .where(onboarding.c.token_hash == token_hash)
+        )
+        if for_update:
+            query = query.with_for_update(of=onboarding)
+        row = await self.session.execute(query)
+        found = row.mappings().first()
+        return dict(found) if found else None
+
+    async def revoke_pending(self, workspace_id: str, email: str, when: datetime) -> None:
+        await self.session.execute(
+            sa.update(onboarding)
+            .where(
+                onboarding.c.workspace_id == workspace_id,
+                onboarding.c.email == email,
+                onboarding.c.accepted_at.is_(None),
+                onboarding.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=when)
+        )
+
+    async def mark_accepted(self, onboarding_id: str, *, user_id: str, member_id: str, when: datetime) -> None:
+        await self.session.execute(
+            sa.update(onboarding)
+            .where(onboarding.c.id == onboarding_id)
+            .values(accepted_at=when, accepted_user_id=user_id, member_id=member_id)
+        )

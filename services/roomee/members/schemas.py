@@ -1,0 +1,150 @@
+"""Request and response bodies of the members service (camelCase on the wire)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import EmailStr, Field
+
+from roomee.kit.schemas import CamelModel
+
+Role = Literal["admin", "manager", "editor", "staff"]
+
+
+class WorkspaceCreate(CamelModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    locale: str = Field(default="fr", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    timezone: str = Field(default="Europe/Paris", max_length=64)
+
+
+class WorkspaceUpdate(CamelModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    locale: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    timezone: str | None = Field(default=None, max_length=64)
+
+
+class WorkspaceOut(CamelModel):
+    id: str
+    ecosystem_id: str
+    name: str
+    description: str | None
+    locale: str
+    timezone: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemberOut(CamelModel):
+    id: str
+    workspace_id: str
+    ecosystem_id: str
+    user_id: str | None
+    email: str
+    first_name: str
+    last_name: str
+    role: Role
+    permissions: list[str]
+    dashboard_access: bool
+    is_admin: bool
+    locale: str | None
+    timezone: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemberProfile(MemberOut):
+    """A member with its workspace, as auth needs it at sign-in."""
+
+    workspace_name: str
+    workspace_locale: str
+    workspace_timezone: str
+
+
+class SyncedMember(MemberOut):
+    workspace_name: str
+    deleted_at: datetime | None
+
+
+class MemberUpdate(CamelModel):
+    role: Role | None = None
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    locale: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    timezone: str | None = Field(default=None, max_length=64)
+    dashboard_access: bool | None = None
+
+
+class InviteRequest(CamelModel):
+    email: EmailStr
+    role: Role = "staff"
+    first_name: str = Field(default="", max_length=100)
+    last_name: str = Field(default="", max_length=100)
+
+
+class InvitationOut(CamelModel):
+    id: str
+    email: str
+    role: Role
+    workspace_id: str
+    expires_at: datetime
+    created_at: datetime
+
+
+class HotelMemberRequest(CamelModel):
+    """The seed's body for ``POST /members/add/hotel/member`` (called by the hotel service)."""
+
+    hotel_id: str = Field(min_length=1, max_length=64)
+    hotel_name: str | None = Field(default=None, max_length=200)
+    email: EmailStr
+    first_name: str = Field(default="", max_length=100)
+    last_name: str = Field(default="", max_length=100)
+    dashboard_access: bool = False
+    is_admin: bool = False
+    workspace_name: str | None = Field(default=None, max_length=200)
+    locale: str = Field(default="fr", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    timezone: str = Field(default="Europe/Paris", max_length=64)
+
+
+class HotelMemberOut(CamelModel):
+    member: MemberOut
+    workspace: WorkspaceOut
+    invitation_token: str | None = Field(
+        default=None, description="Sign-up token for the new member; null when the member already has an account."
+    )
+    invitation_expires_at: datetime | None = None
+
+
+class InvitationDetails(CamelModel):
+    id: str
+    email: str
+    first_name: str
+    last_name: str
+    role: Role
+    workspace_id: str
+    workspace_name: str
+    ecosystem_id: str
+    invited_by_member_id: str | None
+    expires_at: datetime
+
+
+class AcceptInvitation(CamelModel):
+    token: str = Field(min_length=10, max_length=200)
+    user_id: str = Field(min_length=1, max_length=36)
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+
+
+class AcceptedInvitation(CamelModel):
+    member: MemberProfile
+    invited_by_member_id: str | None
+    invited_by_name: str | None
+
+
+class SyncRequest(CamelModel):
+    cursor: str | None = None
+    limit: int = Field(default=500, ge=1, le=5000)
+    ecosystem_id: str | None = None
+    workspace_id: str | None = None

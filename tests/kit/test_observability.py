@@ -1,0 +1,130 @@
+"""JSON/text logs carrying service, request and trace ids; the tracer provider."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import datetime, timedelta
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from roomee.kit import observability
+from roomee.kit.observability import (
+    configure_logging,
+    configure_tracing,
+    propagation_headers,
+    request_id_var,
+    tracer,
+)
+from roomee.kit.settings import Settings
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+
+
+def lines(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def test_json_logs_carry_the_contract_fields(restore_logging):
+    stream = io.StringIO()
+    configure_logging(Settings(log_format="json", log_level="INFO"), "news", stream=stream)
+    logging.getLogger("roomee.test").info("hello %s", "world", extra={"pageId": "p1"})
+    [record] = lines(stream)
+    assert record["message"] == "hello world"
+    assert record["level"] == "INFO"
+    assert record["logger"] == "roomee.test"
+    assert record["service"] == "news"
+    assert record["pageId"] == "p1"
+    assert list(record)[0] == "timestamp"
+    assert datetime.fromisoformat(record["timestamp"]).utcoffset() == timedelta(0)
+    assert record["request_id"] is None and record["trace_id"] is None and record["span_id"] is None
+
+
+def test_json_logs_carry_trace_and_request_ids(restore_logging):
+    configure_tracing(Settings(otel_exporter="none"), "tests")
+    stream = io.StringIO()
+    configure_logging(Settings(log_format="json"), "news", stream=stream)
+    token = request_id_var.set("req-123")
+    try:
+        with tracer.start_as_current_span("work") as span:
+            logging.getLogger("roomee.test").warning("inside")
+            context = span.get_span_context()
+    finally:
+        request_id_var.reset(token)
+    logging.getLogger("roomee.test").warning("outside")
+    inside, outside = lines(stream)
+    assert inside["trace_id"] == format(context.trace_id, "032x")
+    assert inside["span_id"] == format(context.span_id, "016x")
+    assert inside["request_id"] == "req-123"
+    assert outside["trace_id"] is None and outside["request_id"] is None
+
+
+def test_configure_logging_is_idempotent(restore_logging):
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging(Settings(log_format="json"), "news", stream=first)
+    configure_logging(Settings(log_format="json", log_level="WARNING"), "news", stream=second)
+    marked = [h for h in logging.getLogger().handlers if getattr(h, "_roomee_handler", False)]
+    assert len(marked) == 1
+    logging.getLogger("roomee.test").warning("once")
+    logging.getLogger("roomee.test").info("filtered by the new level")
+    assert first.getvalue() == ""
+    assert [r["message"] for r in lines(second)] == ["once"]
+
+
+def test_text_format(restore_logging):
+    stream = io.StringIO()
+    configure_logging(Settings(log_format="text"), "hotel", stream=stream)
+    token = request_id_var.set("r-9")
+    try:
+        logging.getLogger("roomee.test").info("plain")
+    finally:
+        request_id_var.reset(token)
+    line = stream.getvalue().strip()
+    assert "INFO roomee.test [hotel] request_id=r-9" in line
+    assert line.endswith("plain")
+
+
+def test_configure_tracing_installs_one_provider():
+    provider = configure_tracing(Settings(otel_exporter="none"), "tests")
+    assert isinstance(provider, TracerProvider)
+    assert trace.get_tracer_provider() is provider
+    assert configure_tracing(Settings(otel_exporter="none"), "tests") is provider
+    assert provider.resource.attributes["service.name"].startswith("roomee-")
+    with tracer.start_as_current_span("recorded") as span:
+        assert span.is_recording()
+
+
+def test_otlp_exporter_targets_the_traces_path():
+    exporter = observability._span_exporter(
+        Settings(otel_exporter="otlp", otel_endpoint="http://collector:4318/")
+    )
+    assert exporter._endpoint == "http://collector:4318/v1/traces"
+    exporter.shutdown()
+    assert observability._span_exporter(Settings(otel_exporter="none")) is None
+
+
+def test_propagation_headers_carry_trace_context_and_request_id():
+    configure_tracing(Settings(otel_exporter="none"), "tests")
+    token = request_id_var.set("req-7")
+    try:
+        with tracer.start_as_current_span("outgoing") as span:
+            headers = propagation_headers({"Accept": "application/json"})
+            trace_id = format(span.get_span_context().trace_id, "032x")
+    finally:
+        request_id_var.reset(token)
+    assert headers["Accept"] == "application/json"
+    assert headers["X-Request-ID"] == "req-7"
+    assert headers["traceparent"].split("-")[1] == trace_id
