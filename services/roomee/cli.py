@@ -180,3 +180,6 @@ def bootstrap(
 
 def main() -> None:
     app()
+
+if __name__ == "__main__":
+    main()

@@ -129,8 +129,8 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
         spec = next((s for s in targets if s.name == target), None)
         if spec is None:
             return _error(404, "not_found", f"target '{target}' is not served here")
-        routes = [route for route in app.routes if target in (getattr(route, "tags", None) or [])]
-        return JSONResponse(get_openapi(title=f"Roomee {target} ({spec.seed_name})", version=__version__, routes=routes))
+        document = get_openapi(title=f"Roomee {target} ({spec.seed_name})", version=__version__, routes=spec.router.routes)
+        return JSONResponse(document)
 
     asgi = ObservabilityMiddleware(app, service_label)
     for spec in targets:

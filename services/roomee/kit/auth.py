@@ -197,16 +197,20 @@ class TokenVerifier:
         self._load = jwks_loader
         self._keys: dict[str, Any] = {}
         self._fetched_at = 0.0
+        self._forced_at = float("-inf")
         self._min_refresh_interval = min_refresh_interval
         self._lock = asyncio.Lock()
 
     async def _refresh(self, force: bool) -> None:
         async with self._lock:
-            age = time.monotonic() - self._fetched_at
-            if self._keys and not force and age < self.settings.jwks_cache_seconds:
+            now = time.monotonic()
+            if self._keys and not force and now - self._fetched_at < self.settings.jwks_cache_seconds:
                 return
-            if force and age < self._min_refresh_interval:
-                return
+            if force:
+                # Tokens with made-up kids must not turn into a flood of JWKS fetches.
+                if now - self._forced_at < self._min_refresh_interval:
+                    return
+                self._forced_at = now
             document = await self._load()
             self._keys = {
                 key["kid"]: jwt.algorithms.RSAAlgorithm.from_jwk(key) for key in document.get("keys", []) if "kid" in key

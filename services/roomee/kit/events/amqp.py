@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -49,6 +50,9 @@ from roomee.kit.events.broker import (
 from roomee.kit.events.envelope import format_timestamp, parse_timestamp
 
 log = logging.getLogger("roomee.events")
+
+# Connection and channel loss: expected during a broker outage (the relay retries quietly).
+_UNAVAILABLE = (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError)
 
 
 def retry_queue_name(queue: str, number: int) -> str:
@@ -135,19 +139,28 @@ class AmqpBroker(Broker):
         exchange = self._exchange
         for start in range(0, len(messages), self.confirm_window):
             window = messages[start : start + self.confirm_window]
-            results = await asyncio.gather(
-                *(
-                    exchange.publish(
-                        _amqp_message(m.body, m.headers, m.message_id),
-                        m.routing_key,
-                        mandatory=False,  # no bound queue is a normal topic outcome, not an error
-                        timeout=self.publish_timeout,
-                    )
-                    for m in window
-                ),
-                return_exceptions=True,
-            )
+            try:
+                # Confirms for a whole window are awaited together; the timeout also bounds waiting
+                # for a robust channel that is being restored.
+                results = await asyncio.wait_for(
+                    asyncio.gather(
+                        *(
+                            exchange.publish(
+                                _amqp_message(m.body, m.headers, m.message_id),
+                                m.routing_key,
+                                mandatory=False,  # no bound queue is a normal topic outcome
+                            )
+                            for m in window
+                        ),
+                        return_exceptions=True,
+                    ),
+                    self.publish_timeout,
+                )
+            except asyncio.TimeoutError as exc:
+                raise BrokerUnavailable(f"no publisher confirm within {self.publish_timeout} s") from exc
             for result in results:
+                if isinstance(result, _UNAVAILABLE):
+                    raise BrokerUnavailable(f"publish failed: {type(result).__name__}: {result}") from result
                 if isinstance(result, BaseException):
                     raise result
 

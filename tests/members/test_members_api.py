@@ -1,0 +1,144 @@
+"""Members service routes: pagination, updates, removal, workspaces, service routes, sync."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.fixtures.events import event_tap
+from tests.fixtures.people import PASSWORD, invite_and_join, make_admin
+
+
+async def service_headers(platform) -> dict[str, str]:
+    token = await platform.platform.service_token_provider("members")()
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_pagination_update_remove_and_events(platform):
+    async with platform.client() as client, event_tap(platform) as tap:
+        admin = await make_admin(platform, client, "admin@example.com")
+        joined = [await invite_and_join(client, tap, admin, f"m{i}@example.com") for i in range(4)]
+
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+            page = (await client.get("/members/", params=params, headers=admin.headers)).json()
+            seen += [m["email"] for m in page["items"]]
+            cursor = page["nextCursor"]
+            if not cursor:
+                break
+        assert seen == ["admin@example.com"] + [f"m{i}@example.com" for i in range(4)]
+        assert (await client.get("/members/", params={"cursor": "garbage!"}, headers=admin.headers)).status_code == 400
+        assert (await client.get("/members/", params={"limit": 0}, headers=admin.headers)).status_code == 422
+
+        target = joined[0]
+        updated = await client.patch(f"/members/{target.member_id}", json={"role": "manager"}, headers=admin.headers)
+        assert updated.status_code == 200
+        assert updated.json()["permissions"] == ["manage_members", "publish_pages"]
+        event = await tap.wait_for("roomee.notification.member.updated",
+                                   lambda e: e["payload"]["member"]["id"] == target.member_id and "role" in e["payload"]["changes"])
+        assert event["payload"]["member"]["role"] == "manager"
+
+        removed = await client.delete(f"/members/{joined[1].member_id}", headers=admin.headers)
+        assert removed.status_code == 204
+        await tap.wait_for("roomee.notification.member.deleted",
+                           lambda e: e["payload"]["member"]["id"] == joined[1].member_id)
+        assert (await client.get(f"/members/{joined[1].member_id}", headers=admin.headers)).status_code == 404
+        # A removed member can no longer sign in to that workspace...
+        gone = await client.post("/users/signIn", json={"email": "m1@example.com", "password": PASSWORD})
+        assert gone.status_code == 403 and gone.json()["error"] == "no_membership"
+        # ...and can be invited again.
+        back = await invite_and_join(client, tap, admin, "m1@example.com")
+        assert back.member_id != joined[1].member_id
+
+
+async def test_workspaces_and_switching(platform):
+    async with platform.client() as client, event_tap(platform) as tap:
+        admin = await make_admin(platform, client, "admin@example.com")
+        created = await client.post("/workspaces", json={"name": "Restaurant", "locale": "en", "timezone": "Europe/London"},
+                                    headers=admin.headers)
+        assert created.status_code == 201, created.text
+        spa = created.json()
+        event = await tap.wait_for("roomee.notification.workspace.created", lambda e: e["payload"]["id"] == spa["id"])
+        assert event["workspaceName"] == "Restaurant" and event["ecosystemId"] == admin.ecosystem_id
+
+        names = {w["name"] for w in (await client.get("/workspaces", headers=admin.headers)).json()}
+        assert names == {"Hotel Test", "Restaurant"}
+
+        switched = await client.post("/users/switch-workspace", json={"workspaceId": spa["id"]}, headers=admin.headers)
+        assert switched.status_code == 200, switched.text
+        assert switched.json()["member"]["workspaceId"] == spa["id"]
+        assert {m["workspaceName"] for m in switched.json()["memberships"]} == {"Hotel Test", "Restaurant"}
+        in_spa = {"Authorization": f"Bearer {switched.json()['accessToken']}"}
+        assert [m["email"] for m in (await client.get("/members/", headers=in_spa)).json()["items"]] == ["admin@example.com"]
+
+        renamed = await client.patch(f"/workspaces/{spa['id']}", json={"name": "Brasserie"}, headers=in_spa)
+        assert renamed.status_code == 200 and renamed.json()["name"] == "Brasserie"
+        assert (await client.patch(f"/workspaces/{spa['id']}", json={"locale": "english"}, headers=in_spa)).status_code == 422
+
+        stranger = await client.post("/users/switch-workspace", json={"workspaceId": "nope"}, headers=admin.headers)
+        assert stranger.status_code == 403
+
+        deleted = await client.delete(f"/workspaces/{spa['id']}", headers=admin.headers)
+        assert deleted.status_code == 204
+        await tap.wait_for("roomee.notification.workspace.deleted", lambda e: e["payload"]["id"] == spa["id"])
+        assert (await client.get(f"/workspaces/{spa['id']}", headers=admin.headers)).status_code == 404
+
+
+async def test_service_routes_hotel_member_and_sync(platform):
+    async with platform.client() as client, event_tap(platform) as tap:
+        headers = await service_headers(platform)
+        body = {"hotelId": "hotel-42", "hotelName": "Grand Hotel", "email": "Boss@Grand.example.com",
+                "firstName": "Bo", "lastName": "Ss", "dashboardAccess": True, "isAdmin": True}
+        first = await client.post("/members/add/hotel/member", json=body, headers=headers)
+        assert first.status_code == 201, first.text
+        again = await client.post("/members/add/hotel/member", json=body, headers=headers)
+        assert again.json()["member"]["id"] == first.json()["member"]["id"]  # idempotent by hotel + email
+        assert again.json()["workspace"]["id"] == first.json()["workspace"]["id"]
+        member = first.json()["member"]
+        assert member["isAdmin"] and member["dashboardAccess"] and member["role"] == "admin"
+        assert member["ecosystemId"] == "hotel-42" and member["userId"] is None
+
+        signed_up = await client.post("/users/signUp", json={"token": again.json()["invitationToken"], "password": PASSWORD})
+        assert signed_up.status_code == 201
+        assert signed_up.json()["member"]["memberId"] == member["id"]
+        after = await client.post("/members/add/hotel/member", json=body, headers=headers)
+        assert after.json()["invitationToken"] is None and after.json()["member"]["userId"] is not None
+
+        by_hotel = await client.get("/members/get/by/hotel_id/hotel-42", headers=headers)
+        assert [m["email"] for m in by_hotel.json()["items"]] == ["boss@grand.example.com"]
+        with_email = await client.get("/members/get/with/boss@grand.example.com", headers=headers)
+        assert [p["workspaceName"] for p in with_email.json()] == ["Grand Hotel"]
+
+        cursor, changed = None, []
+        for _ in range(10):
+            page = (await client.post("/members/sync", json={"cursor": cursor, "limit": 1}, headers=headers)).json()
+            changed += page["items"]
+            if not page["items"]:
+                break
+            cursor = page["nextCursor"]
+        assert [m["email"] for m in changed] == ["boss@grand.example.com"]
+        assert (await client.post("/members/sync", json={"cursor": cursor}, headers=headers)).json()["items"] == []
+
+        admin_session = signed_up.json()
+        removed_colleague = await client.post("/members/add/hotel/member",
+                                              json={**body, "email": "temp@grand.example.com", "isAdmin": False},
+                                              headers=headers)
+        await client.delete(f"/members/{removed_colleague.json()['member']['id']}",
+                            headers={"Authorization": f"Bearer {admin_session['accessToken']}"})
+        page = (await client.post("/members/sync", json={"cursor": cursor}, headers=headers)).json()
+        assert [(m["email"], m["deletedAt"] is not None) for m in page["items"]] == [("temp@grand.example.com", True)]
+
+        unauthenticated = await client.post("/members/add/hotel/member", json=body)
+        assert unauthenticated.status_code == 401
+        await tap.wait_for("roomee.notification.member.onboarding",
+                           lambda e: e["payload"]["email"] == "boss@grand.example.com")
+
+
+async def test_openapi_per_service(platform):
+    async with httpx.AsyncClient(base_url=platform.url) as client:
+        members = (await client.get("/openapi/members.json")).json()
+        assert "/members/add/hotel/member" in members["paths"]
+        assert "/users/signIn" not in members["paths"]
+        assert "Idempotent" in members["paths"]["/members/add/hotel/member"]["post"]["description"]
+        assert "/users/signUp" in (await client.get("/openapi/auth.json")).json()["paths"]
+        assert (await client.get("/openapi/nothing.json")).status_code == 404

@@ -1,0 +1,96 @@
+"""The ``roomee`` command, run as a user would: a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.fixtures.platform import BACKEND, PG_URL, free_port, make_settings
+
+ROOMEE = [sys.executable, "-m", "roomee.cli"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMEE_")}
+    return env | extra
+
+
+def test_version():
+    out = subprocess.run([*ROOMEE, "--version"], capture_output=True, text=True, check=True, env=_env())
+    assert out.stdout.strip() == "roomee 0.1.0"
+
+
+def test_unknown_target_is_a_clear_error():
+    out = subprocess.run([*ROOMEE, "run", "--target", "nope"], capture_output=True, text=True, env=_env())
+    assert out.returncode == 2
+    assert "unknown target(s): nope" in out.stderr
+
+
+def test_up_on_a_fresh_data_dir_answers_health_and_lets_the_admin_log_in(tmp_path):
+    port = free_port()
+    data_dir = tmp_path / "fresh"
+    process = subprocess.Popen(
+        [*ROOMEE, "up", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("roomee up did not answer /health")
+        credentials_file = data_dir / "admin-credentials.json"
+        while not credentials_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        credentials = json.loads(credentials_file.read_text())
+        signed_in = httpx.post(f"http://127.0.0.1:{port}/users/signIn",
+                               json={"email": credentials["email"], "password": credentials["password"]})
+        assert signed_in.status_code == 200, signed_in.text
+        assert signed_in.json()["member"]["permissions"] == ["manage_ecosystem", "manage_members", "manage_workspace",
+                                                             "publish_pages"]
+        assert (data_dir / "auth.db").exists() and (data_dir / "members.db").exists()
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert f"Roomee is running at http://127.0.0.1:{port}" in output
+    assert "Log in:" in output
+    # uvicorn shuts down cleanly, then re-raises SIGTERM so the exit status tells how it ended.
+    assert "Application shutdown complete" in output
+    assert process.returncode in (0, -signal.SIGTERM), output[-2000:]
+
+
+def test_migrate_brings_every_target_to_head(tmp_path):
+    settings = make_settings(tmp_path)
+    env = _env(ROOMEE_DATA_DIR=str(tmp_path))
+    if BACKEND == "real":
+        env |= {"ROOMEE_DATABASE_URL": PG_URL, "ROOMEE_SCHEMA_PREFIX": settings.schema_prefix}
+    out = subprocess.run([*ROOMEE, "migrate"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(": at ") for line in out.stdout.strip().splitlines())
+    assert set(lines) >= {"auth", "members"}
+    assert all(revision != "None" for revision in lines.values())
+    again = subprocess.run([*ROOMEE, "migrate"], capture_output=True, text=True, env=env)
+    assert again.stdout == out.stdout
+
+
+def test_per_service_overrides(monkeypatch):
+    from roomee.kit.settings import Settings
+
+    monkeypatch.setenv("ROOMEE_DATABASE_URL", "postgresql://shared/db")
+    monkeypatch.setenv("ROOMEE_MEMBERS_DATABASE_URL", "postgresql://members/db")
+    monkeypatch.setenv("ROOMEE_HTTP_TIMEOUT_MS", "1500")
+    settings = Settings()
+    assert settings.for_service("members").database_url == "postgresql://members/db"
+    assert settings.for_service("auth").database_url == "postgresql://shared/db"
+    assert settings.for_service("members").http_timeout_ms == 1500

@@ -1,0 +1,59 @@
+"""The layout rules of ARCHITECTURE §2: services share only roomee.kit, never each other's modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from roomee import targets
+
+SOURCE = Path(__file__).resolve().parents[1] / "services" / "roomee"
+SERVICE_PACKAGES = {spec.package.rsplit(".", 1)[1] for spec in targets.TARGETS.values()}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_no_service_imports_another_service():
+    violations = []
+    for service in SERVICE_PACKAGES:
+        for path in (SOURCE / service).rglob("*.py"):
+            for module in _imported_modules(path):
+                parts = module.split(".")
+                if parts[0] == "roomee" and len(parts) > 1 and parts[1] in SERVICE_PACKAGES and parts[1] != service:
+                    violations.append(f"{path.relative_to(SOURCE)} imports {module}")
+    assert violations == []
+
+
+def test_kit_imports_no_service():
+    violations = [
+        f"{path.relative_to(SOURCE)} imports {module}"
+        for path in (SOURCE / "kit").rglob("*.py")
+        for module in _imported_modules(path)
+        if module.split(".")[:2][-1] in SERVICE_PACKAGES and module.startswith("roomee.")
+    ]
+    assert violations == []
+
+
+def test_every_registered_target_has_the_service_shape():
+    for spec in targets.TARGETS.values():
+        folder = SOURCE / spec.package.rsplit(".", 1)[1]
+        for part in ("endpoints.py", "service.py", "repository.py", "schemas.py", "models.py", "events.py",
+                     "migrations/env.py"):
+            assert (folder / part).exists(), f"{spec.name} lacks {part}"
+        assert list((folder / "migrations" / "versions").glob("*.py")), f"{spec.name} has no migration"
+
+
+def test_detector_catches_a_cross_service_import(tmp_path):
+    sample = tmp_path / "bad.py"
+    sample.write_text("from roomee.members.service import MembersService\nimport roomee.auth.models\n")
+    assert {"roomee.members.service", "roomee.auth.models"} <= _imported_modules(sample)
