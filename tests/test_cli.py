@@ -94,3 +94,56 @@ def test_per_service_overrides(monkeypatch):
     assert settings.for_service("members").database_url == "postgresql://members/db"
     assert settings.for_service("auth").database_url == "postgresql://shared/db"
     assert settings.for_service("members").http_timeout_ms == 1500
+
+
+async def test_dead_letters_can_be_listed_and_replayed_from_the_cli(tmp_path):
+    """A consumer fails every try; the CLI lists the dead letter and replays it to a fixed consumer."""
+    import asyncio
+
+    from roomee.kit.events import Message, broker_from_settings
+
+    settings = make_settings(tmp_path, retry_delays_ms=[50, 50, 50])
+    env = _env(ROOMEE_DATA_DIR=str(tmp_path), ROOMEE_QUEUE_PREFIX=settings.queue_prefix)
+    if BACKEND == "real":
+        env |= {"ROOMEE_BROKER_URL": settings.broker_url, "ROOMEE_EXCHANGE": settings.exchange}
+    queue = settings.queue_prefix + "cli_queue"
+    broker = broker_from_settings(settings)
+    await broker.start()
+    handled, failing = [], True
+
+    async def handler(delivery):
+        if failing:
+            raise RuntimeError("provider down")
+        handled.append(delivery.message_id)
+
+    try:
+        subscription = await broker.consume(queue, ["roomee.cli.#"], handler)
+        await broker.publish_batch([Message("roomee.cli.test", b'{"id": "evt-1"}', {}, "evt-1")])
+        for _ in range(100):
+            if await broker.dead_letters(queue):
+                break
+            await asyncio.sleep(0.1)
+        listed = await asyncio.to_thread(
+            subprocess.run, [*ROOMEE, "events", "dead-letters", "--queue", "cli_queue"],
+            capture_output=True, text=True, env=env,
+        )
+        assert listed.returncode == 0, listed.stderr
+        letter = json.loads(listed.stdout.strip().splitlines()[0])
+        assert letter["routingKey"] == "roomee.cli.test" and "provider down" in letter["error"]
+
+        failing = False
+        replayed = await asyncio.to_thread(
+            subprocess.run, [*ROOMEE, "events", "replay", "--queue", "cli_queue", "--id", letter["id"]],
+            capture_output=True, text=True, env=env,
+        )
+        assert replayed.stdout.strip() == "replayed 1 event(s) to cli_queue", replayed.stderr
+        for _ in range(100):
+            if handled:
+                break
+            await asyncio.sleep(0.1)
+        assert handled == ["evt-1"]
+        assert await broker.dead_letters(queue) == []
+        await subscription.cancel()
+    finally:
+        await broker.delete_queue(queue)
+        await broker.close()

@@ -178,6 +178,50 @@ def bootstrap(
         typer.echo(f"{email} already has an account in hotel {result.hotel_id}; nothing created.")
 
 
+async def _with_broker(settings: Settings, action):
+    from roomee.kit.events import broker_from_settings
+
+    broker = broker_from_settings(settings)
+    await broker.start()
+    try:
+        return await action(broker)
+    finally:
+        await broker.close()
+
+
+@events_app.command("dead-letters")
+def dead_letters(
+    queue: Annotated[str, typer.Option(help="Queue name, e.g. notification_queue.")],
+    limit: Annotated[int, typer.Option(help="How many to show, oldest first.")] = 100,
+) -> None:
+    """List a queue's dead-lettered events (one JSON object a line), leaving them in place."""
+    settings = _settings()
+    letters = asyncio.run(
+        _with_broker(settings, lambda broker: broker.dead_letters(settings.queue_prefix + queue, limit))
+    )
+    for letter in letters:
+        typer.echo(json.dumps(
+            {"id": letter.id, "routingKey": letter.routing_key, "error": letter.error,
+             "attempts": letter.attempts, "deadAt": letter.dead_at.isoformat() if letter.dead_at else None},
+            default=str,
+        ))
+    if not letters:
+        typer.echo(f"no dead letters in {queue}", err=True)
+
+
+@events_app.command("replay")
+def replay(
+    queue: Annotated[str, typer.Option(help="Queue name, e.g. notification_queue.")],
+    event_id: Annotated[Optional[list[str]], typer.Option("--id", help="Only these message ids (repeatable).")] = None,
+) -> None:
+    """Move dead-lettered events back to their queue to be handled again."""
+    settings = _settings()
+    count = asyncio.run(
+        _with_broker(settings, lambda broker: broker.replay_dead_letters(settings.queue_prefix + queue, event_id))
+    )
+    typer.echo(f"replayed {count} event(s) to {queue}")
+
+
 def main() -> None:
     app()
 
