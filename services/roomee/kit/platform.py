@@ -24,11 +24,18 @@ log = logging.getLogger("roomee.platform")
 Handler = Callable[[AsyncSession, dict, Delivery], Awaitable[None]]
 
 
+BatchHandler = Callable[[AsyncSession, list[tuple[dict, Delivery]]], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
+    """A queue a service consumes: a per-event ``handler``, or a ``batch_handler`` for bulk work."""
+
     queue: str
     bindings: list[str]
-    handler: Handler
+    handler: Handler | None = None
+    batch_handler: BatchHandler | None = None
+    batch_size: int = 200
 
 
 @dataclass
@@ -104,7 +111,10 @@ class Platform:
             make_consumers = spec.load(spec.consumers)
             for consumer in make_consumers(ctx) if make_consumers else ():
                 queue = self.settings.queue_prefix + consumer.queue
-                runner = EventConsumer(ctx.db, self.broker, spec.name, queue, consumer.bindings, consumer.handler)
+                runner = EventConsumer(
+                    ctx.db, self.broker, spec.name, queue, consumer.bindings, consumer.handler,
+                    batch_handler=consumer.batch_handler, batch_size=consumer.batch_size,
+                )
                 await runner.start()
                 self._consumers.append(runner)
             make_workers = spec.load(spec.workers)

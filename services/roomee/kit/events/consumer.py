@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - opentelemetry is a dependency; stay us
 log = logging.getLogger("roomee.events")
 
 EventHandler = Callable[[AsyncSession, dict[str, Any], Delivery], Awaitable[None]]
+BatchHandler = Callable[[AsyncSession, list[tuple[dict[str, Any], Delivery]]], Awaitable[None]]
 
 
 class EventConsumer:
@@ -41,6 +42,12 @@ class EventConsumer:
     message down the broker's retry path (1 s, 2 s, 4 s, then the dead-letter queue).
     A body that is not a valid envelope is dead-lettered at once. Inbox rows older than
     ``inbox_retention_seconds`` (default 7 days) are pruned hourly.
+
+    With a ``batch_handler`` the deliveries that arrive together (up to ``batch_size``, waiting at
+    most ``batch_window_seconds``) share one transaction: one inbox insert for all of them, one
+    ``batch_handler(session, [(envelope, delivery), ...])`` call for the new ones, one commit.
+    If the batch fails, each delivery is retried alone so one bad event cannot hold back the
+    others; only the failing ones go down the retry path.
     """
 
     def __init__(
@@ -50,8 +57,11 @@ class EventConsumer:
         service: str,
         queue: str,
         bindings: list[str],
-        handler: EventHandler,
+        handler: EventHandler | None,
         *,
+        batch_handler: BatchHandler | None = None,
+        batch_size: int = 200,
+        batch_window_seconds: float = 0.005,
         prefetch: int | None = None,
         inbox_retention_seconds: float = 7 * 24 * 3600,
         prune_interval_seconds: float = 3600,
@@ -61,7 +71,15 @@ class EventConsumer:
         self.service = service
         self.queue = queue
         self.bindings = list(bindings)
+        if handler is None and batch_handler is None:
+            raise ValueError("a consumer needs a handler or a batch_handler")
         self.handler = handler
+        self.batch_handler = batch_handler
+        self.batch_size = batch_size
+        self.batch_window_seconds = batch_window_seconds
+        self._batch: list[tuple[str, dict[str, Any], Delivery, asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
+        self._flushes: set[asyncio.Task] = set()
         self.prefetch = prefetch or db.settings.consumer_prefetch
         self.inbox_retention_seconds = inbox_retention_seconds
         self.prune_interval_seconds = prune_interval_seconds
@@ -167,6 +185,8 @@ class EventConsumer:
             metrics.consumer_lag_seconds.labels(self.service, self.queue).observe(max(lag, 0.0))
 
     async def _handle_once(self, event_id: str, envelope: dict[str, Any], delivery: Delivery) -> bool:
+        if self.batch_handler is not None:
+            return await self._handle_in_batch(event_id, envelope, delivery)
         async with self.db.transaction() as session:
             inserted = await session.execute(
                 self._insert_inbox(inbox_table)
@@ -179,5 +199,73 @@ class EventConsumer:
             await self.handler(session, envelope, delivery)
         return True
 
+    # -- batching -------------------------------------------------------------------------------
+
+    async def _handle_in_batch(self, event_id: str, envelope: dict[str, Any], delivery: Delivery) -> bool:
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._batch.append((event_id, envelope, delivery, future))
+        if len(self._batch) >= self.batch_size:
+            self._start_flush()
+        elif self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_after_window())
+        return await future
+
+    async def _flush_after_window(self) -> None:
+        await asyncio.sleep(self.batch_window_seconds)
+        self._flusher = None
+        self._start_flush()
+
+    def _start_flush(self) -> None:
+        items, self._batch = self._batch, []
+        if items:
+            task = asyncio.create_task(self._flush(items))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, items: list[tuple[str, dict[str, Any], Delivery, asyncio.Future]]) -> None:
+        try:
+            outcomes = await self._process_batch(items)
+        except Exception:
+            if len(items) > 1:
+                log.warning("batch failed; handling its %d events one by one", len(items),
+                            extra={"service": self.service, "queue": self.queue}, exc_info=True)
+            for item in items:
+                try:
+                    (outcome,) = await self._process_batch([item])
+                except Exception as exc:
+                    _settle_future(item[3], exception=exc)
+                else:
+                    _settle_future(item[3], result=outcome)
+            return
+        for item, outcome in zip(items, outcomes):
+            _settle_future(item[3], result=outcome)
+
+    async def _process_batch(self, items: list[tuple[str, dict[str, Any], Delivery, asyncio.Future]]) -> list[bool]:
+        first_index: dict[str, int] = {}
+        for index, (event_id, *_rest) in enumerate(items):
+            first_index.setdefault(event_id, index)
+        now = datetime.now(timezone.utc)
+        async with self.db.transaction() as session:
+            inserted = await session.execute(
+                self._insert_inbox(inbox_table)
+                .values([{"queue": self.queue, "event_id": event_id, "handled_at": now} for event_id in first_index])
+                .on_conflict_do_nothing()
+                .returning(inbox_table.c.event_id)
+            )
+            new_ids = set(inserted.scalars())
+            fresh = [(items[i][1], items[i][2]) for event_id, i in first_index.items() if event_id in new_ids]
+            if fresh:
+                await self.batch_handler(session, fresh)
+        return [event_id in new_ids and first_index[event_id] == index for index, (event_id, *_r) in enumerate(items)]
+
     def _count(self, routing_key: str, status: str) -> None:
         metrics.amqp_messages_total.labels(self.service, routing_key, "consume", status).inc()
+
+
+def _settle_future(future: asyncio.Future, *, result: Any = None, exception: BaseException | None = None) -> None:
+    if future.done():  # the delivery was cancelled (shutdown): the broker redelivers it
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)
