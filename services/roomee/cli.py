@@ -116,7 +116,17 @@ def run(
 ) -> None:
     """Serve the given target(s); what each Kubernetes Deployment runs."""
     settings = _settings(port=port, host=host)
-    asyncio.run(_serve(settings, _resolve(target)))
+    specs = _resolve(target)
+    served = {spec.name for spec in specs}
+    for spec in specs:
+        for dependency in spec.depends_on:
+            if dependency not in served and getattr(settings, f"{dependency}_url") is None:
+                typer.echo(
+                    f"warning: {spec.name} calls {dependency}, which is not served here and "
+                    f"ROOMEE_{dependency.upper()}_URL is unset; calls will go to {settings.base_url}",
+                    err=True,
+                )
+    asyncio.run(_serve(settings, specs))
 
 
 @app.command()
