@@ -1,0 +1,181 @@
+"""What each consumed event type becomes: its category (what preferences are keyed by) and its
+templates, per locale.
+
+Templates are Jinja2 sources rendered in a sandbox (see ``factory``). Variables:
+``actor`` (name of who did it), ``workspace`` (workspace name), ``title`` (the page, comment or
+hotel title when there is one), ``member`` (the member concerned: ``name``, ``email``),
+``email`` (an invitee's address), ``link`` (a sign-up link), ``payload`` (the raw payload) and
+``recipient`` (the recipient's name, emails only). Each template set has ``title`` and ``body``
+(in-app and push); ``subject``, ``text`` and ``html`` (the email) default to title and body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LOCALES = ("fr", "en")
+DEFAULT_LOCALE = "fr"
+
+CATEGORIES = ("page", "comment", "like", "member", "workspace", "hotel")
+CHANNEL_PREFS = ("app", "push", "email")
+
+
+@dataclass(frozen=True)
+class EventKind:
+    type: str
+    category: str
+
+
+def _kinds(category: str, *actions: str) -> dict[str, EventKind]:
+    return {f"{category}.{action}": EventKind(f"{category}.{action}", category) for action in actions}
+
+
+EVENT_KINDS: dict[str, EventKind] = {
+    **_kinds("page", "created", "updated", "deleted"),
+    **_kinds("comment", "created", "updated", "deleted"),
+    **_kinds("like", "created", "deleted"),
+    **_kinds("member", "created", "updated", "deleted", "onboarding", "registered"),
+    **_kinds("workspace", "created", "updated", "deleted"),
+    **_kinds("hotel", "created", "updated", "deleted", "creation_failed"),
+}
+
+
+def kind_of(event_type: str) -> EventKind | None:
+    return EVENT_KINDS.get(event_type)
+
+
+# -- templates ----------------------------------------------------------------------------------
+
+TEMPLATES: dict[str, dict[str, dict[str, str]]] = {
+    "page.created": {
+        "fr": {"title": "Nouvel article", "body": "{{ actor }} a publié « {{ title }} » dans {{ workspace }}"},
+        "en": {"title": "New article", "body": "{{ actor }} published “{{ title }}” in {{ workspace }}"},
+    },
+    "page.updated": {
+        "fr": {"title": "Article modifié", "body": "{{ actor }} a modifié « {{ title }} »"},
+        "en": {"title": "Article updated", "body": "{{ actor }} updated “{{ title }}”"},
+    },
+    "page.deleted": {
+        "fr": {"title": "Article supprimé", "body": "{{ actor }} a supprimé « {{ title }} »"},
+        "en": {"title": "Article deleted", "body": "{{ actor }} deleted “{{ title }}”"},
+    },
+    "comment.created": {
+        "fr": {"title": "Nouveau commentaire", "body": "{{ actor }} a commenté « {{ title }} »"},
+        "en": {"title": "New comment", "body": "{{ actor }} commented on “{{ title }}”"},
+    },
+    "comment.updated": {
+        "fr": {"title": "Commentaire modifié", "body": "{{ actor }} a modifié son commentaire sur « {{ title }} »"},
+        "en": {"title": "Comment edited", "body": "{{ actor }} edited a comment on “{{ title }}”"},
+    },
+    "comment.deleted": {
+        "fr": {"title": "Commentaire supprimé", "body": "{{ actor }} a supprimé un commentaire sur « {{ title }} »"},
+        "en": {"title": "Comment deleted", "body": "{{ actor }} deleted a comment on “{{ title }}”"},
+    },
+    "like.created": {
+        "fr": {"title": "Nouveau j'aime", "body": "{{ actor }} aime « {{ title }} »"},
+        "en": {"title": "New like", "body": "{{ actor }} likes “{{ title }}”"},
+    },
+    "like.deleted": {
+        "fr": {"title": "J'aime retiré", "body": "{{ actor }} n'aime plus « {{ title }} »"},
+        "en": {"title": "Like removed", "body": "{{ actor }} no longer likes “{{ title }}”"},
+    },
+    "member.created": {
+        "fr": {"title": "Nouveau membre", "body": "{{ member.name or member.email }} a été ajouté à {{ workspace }}"},
+        "en": {"title": "New member", "body": "{{ member.name or member.email }} was added to {{ workspace }}"},
+    },
+    "member.updated": {
+        "fr": {"title": "Membre modifié", "body": "Le profil de {{ member.name or member.email }} a été mis à jour"},
+        "en": {"title": "Member updated", "body": "{{ member.name or member.email }}'s profile was updated"},
+    },
+    "member.deleted": {
+        "fr": {"title": "Membre retiré", "body": "{{ member.name or member.email }} a quitté {{ workspace }}"},
+        "en": {"title": "Member removed", "body": "{{ member.name or member.email }} left {{ workspace }}"},
+    },
+    "member.onboarding": {
+        "fr": {
+            "title": "Invitation envoyée",
+            "body": "Invitation envoyée à {{ email }} pour rejoindre {{ workspace }}",
+            "subject": "{{ actor }} vous invite à rejoindre {{ workspace }} sur Roomee",
+            "text": (
+                "Bonjour{% if member.name %} {{ member.name }}{% endif %},\n\n"
+                "{{ actor }} vous invite à rejoindre l'espace {{ workspace }} sur Roomee.\n"
+                "Créez votre compte avec ce lien (valable jusqu'au {{ expires }}) :\n{{ link }}\n"
+            ),
+            "html": (
+                "<p>Bonjour{% if member.name %} {{ member.name }}{% endif %},</p>"
+                "<p>{{ actor }} vous invite à rejoindre l'espace <strong>{{ workspace }}</strong> sur Roomee.</p>"
+                '<p><a href="{{ link }}">Créer mon compte</a></p>'
+                "<p>Ce lien est valable jusqu'au {{ expires }}.</p>"
+            ),
+        },
+        "en": {
+            "title": "Invitation sent",
+            "body": "Invitation sent to {{ email }} to join {{ workspace }}",
+            "subject": "{{ actor }} invites you to join {{ workspace }} on Roomee",
+            "text": (
+                "Hello{% if member.name %} {{ member.name }}{% endif %},\n\n"
+                "{{ actor }} invites you to join the {{ workspace }} workspace on Roomee.\n"
+                "Create your account with this link (valid until {{ expires }}):\n{{ link }}\n"
+            ),
+            "html": (
+                "<p>Hello{% if member.name %} {{ member.name }}{% endif %},</p>"
+                "<p>{{ actor }} invites you to join the <strong>{{ workspace }}</strong> workspace on Roomee.</p>"
+                '<p><a href="{{ link }}">Create my account</a></p>'
+                "<p>This link is valid until {{ expires }}.</p>"
+            ),
+        },
+    },
+    "member.registered": {
+        "fr": {"title": "Nouveau membre inscrit", "body": "{{ member.name or member.email }} a rejoint {{ workspace }}"},
+        "en": {"title": "New member signed up", "body": "{{ member.name or member.email }} joined {{ workspace }}"},
+    },
+    "workspace.created": {
+        "fr": {"title": "Nouvel espace", "body": "L'espace {{ workspace }} a été créé"},
+        "en": {"title": "New workspace", "body": "The {{ workspace }} workspace was created"},
+    },
+    "workspace.updated": {
+        "fr": {"title": "Espace modifié", "body": "L'espace {{ workspace }} a été mis à jour"},
+        "en": {"title": "Workspace updated", "body": "The {{ workspace }} workspace was updated"},
+    },
+    "workspace.deleted": {
+        "fr": {"title": "Espace supprimé", "body": "L'espace {{ workspace }} a été supprimé"},
+        "en": {"title": "Workspace deleted", "body": "The {{ workspace }} workspace was deleted"},
+    },
+    "hotel.created": {
+        "fr": {"title": "Hôtel prêt", "body": "L'hôtel {{ title }} est prêt : bienvenue sur Roomee !"},
+        "en": {"title": "Hotel ready", "body": "The hotel {{ title }} is ready: welcome to Roomee!"},
+    },
+    "hotel.updated": {
+        "fr": {"title": "Hôtel modifié", "body": "L'hôtel {{ title }} a été mis à jour"},
+        "en": {"title": "Hotel updated", "body": "The hotel {{ title }} was updated"},
+    },
+    "hotel.deleted": {
+        "fr": {"title": "Hôtel supprimé", "body": "L'hôtel {{ title }} a été supprimé"},
+        "en": {"title": "Hotel deleted", "body": "The hotel {{ title }} was deleted"},
+    },
+    "hotel.creation_failed": {
+        "fr": {"title": "Échec de création", "body": "La création de l'hôtel {{ title }} a échoué{% if payload.error %} : {{ payload.error }}{% endif %}"},
+        "en": {"title": "Hotel creation failed", "body": "Creating the hotel {{ title }} failed{% if payload.error %}: {{ payload.error }}{% endif %}"},
+    },
+}
+
+# The default email around a notification that has no email template of its own.
+EMAIL_DEFAULTS: dict[str, dict[str, str]] = {
+    "fr": {
+        "subject": "{{ rendered_title }}",
+        "text": "Bonjour{% if recipient %} {{ recipient }}{% endif %},\n\n{{ rendered_body }}\n\n— Roomee\n",
+        "html": "<p>Bonjour{% if recipient %} {{ recipient }}{% endif %},</p><p>{{ rendered_body }}</p>",
+    },
+    "en": {
+        "subject": "{{ rendered_title }}",
+        "text": "Hello{% if recipient %} {{ recipient }}{% endif %},\n\n{{ rendered_body }}\n\n— Roomee\n",
+        "html": "<p>Hello{% if recipient %} {{ recipient }}{% endif %},</p><p>{{ rendered_body }}</p>",
+    },
+}
+
+# The HTML email layout; ``content`` is already-escaped markup from an autoescaped template.
+EMAIL_LAYOUT = (
+    '<!doctype html><html lang="{{ locale }}"><head><meta charset="utf-8"><title>{{ subject }}</title></head>'
+    '<body style="font-family: sans-serif; color: #222;">{{ content }}'
+    '<hr><p style="color: #888; font-size: 12px;">Roomee</p></body></html>'
+)

@@ -1,0 +1,42 @@
+"""What the notification service consumes and emits.
+
+Consumed: every ``roomee.notification.#`` event (queue ``notification_queue``), the seed's matrix:
+``page.*``, ``comment.*``, ``like.*``, ``member.*``, ``workspace.*``, ``hotel.*``.
+
+Emitted (to itself, through the outbox, in the transaction that stores the notification):
+delivery jobs on ``roomee.delivery.push`` (queue ``notification_push_queue``) and
+``roomee.delivery.email`` (queue ``notification_email_queue``). Each queue has the kit's retries
+(1 s, 2 s, 4 s) and its dead-letter queue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.kit.events import Delivery
+from roomee.kit.platform import ConsumerSpec, ServiceContext
+from roomee.notification.delivery import DeliveryHandlers
+from roomee.notification.dispatcher import EMAIL_JOBS, PUSH_JOBS
+from roomee.notification.processor import NotificationProcessor
+
+NOTIFICATION_QUEUE = "notification_queue"
+PUSH_QUEUE = "notification_push_queue"
+EMAIL_QUEUE = "notification_email_queue"
+QUEUES = (NOTIFICATION_QUEUE, PUSH_QUEUE, EMAIL_QUEUE)
+NOTIFICATION_EVENTS = "roomee.notification.#"
+
+
+def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
+    processor = NotificationProcessor(ctx, ctx.state.get("factory"))
+    deliveries = DeliveryHandlers(ctx)
+
+    async def on_event(session: AsyncSession, envelope: dict[str, Any], _delivery: Delivery) -> None:
+        await processor.handle(session, envelope)
+
+    return [
+        ConsumerSpec(NOTIFICATION_QUEUE, [NOTIFICATION_EVENTS], on_event),
+        ConsumerSpec(PUSH_QUEUE, [PUSH_JOBS], deliveries.push),
+        ConsumerSpec(EMAIL_QUEUE, [EMAIL_JOBS], deliveries.email),
+    ]

@@ -1,0 +1,84 @@
+"""Work that must wait for the end of a transaction: socket emits after the commit (a client told
+about a notification can read it), attempt records after a rollback (a failed delivery is kept
+although the consumer's transaction, inbox row included, rolls back so the broker retries).
+
+Callbacks are coroutine functions stored on the session; SQLAlchemy's session events run them,
+in commit order and one at a time, as tasks of the running event loop. ``drain()`` waits for
+those still running (shutdown, tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+log = logging.getLogger("roomee.notification")
+
+Callback = Callable[[], Awaitable[None]]
+
+_AFTER_COMMIT = "roomee.notification.after_commit"
+_AFTER_ROLLBACK = "roomee.notification.after_rollback"
+_pending: set[asyncio.Task] = set()
+_order: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+
+def after_commit(session: AsyncSession, callback: Callback) -> None:
+    """Run ``callback`` once the session's transaction has committed (dropped on rollback)."""
+    session.sync_session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def after_rollback(session: AsyncSession, callback: Callback) -> None:
+    """Run ``callback`` once the session's transaction has rolled back (dropped on commit)."""
+    session.sync_session.info.setdefault(_AFTER_ROLLBACK, []).append(callback)
+
+
+def _schedule(callbacks: list[Callback]) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        log.error("transaction hook outside an event loop; %d callbacks dropped", len(callbacks))
+        return
+    lock = _order.setdefault(loop, asyncio.Lock())
+
+    async def run() -> None:
+        async with lock:  # FIFO: callbacks of successive transactions keep their order
+            for callback in callbacks:
+                try:
+                    await callback()
+                except Exception:
+                    log.exception("after-transaction callback failed")
+
+    task = loop.create_task(run(), name="roomee-notification-after-tx")
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+@event.listens_for(Session, "after_commit")
+def _on_commit(session: Session) -> None:
+    session.info.pop(_AFTER_ROLLBACK, None)
+    callbacks = session.info.pop(_AFTER_COMMIT, None)
+    if callbacks:
+        _schedule(callbacks)
+
+
+@event.listens_for(Session, "after_rollback")
+def _on_rollback(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
+    callbacks = session.info.pop(_AFTER_ROLLBACK, None)
+    if callbacks:
+        _schedule(callbacks)
+
+
+async def drain(timeout: float = 10.0) -> None:
+    """Wait (bounded) for the callbacks already scheduled."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while _pending:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            break
+        await asyncio.wait(set(_pending), timeout=remaining)

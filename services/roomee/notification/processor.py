@@ -1,0 +1,342 @@
+"""The notification processor (seed Flow 6): event -> template -> preference filter -> rows ->
+dispatch, in the consumer's transaction.
+
+For one event, whatever its number of recipients: one query each for the directory entries,
+the preferences and the device subscriptions; one insert for the notification; one statement
+per chunk of receiver rows and of counter upserts; one outbox insert for every delivery job.
+Socket emits wait for the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.kit.events import emit_many
+from roomee.kit.metrics import notifications_sent_total
+from roomee.notification import clock, directory
+from roomee.notification.catalog import EventKind, kind_of
+from roomee.notification.dispatcher import SocketDispatcher, email_jobs, push_jobs
+from roomee.notification.factory import NotificationFactory, Rendered, context_of, resolve_locale
+from roomee.notification.preferences import SUPPORTED_CHANNELS, Decision, Preferences, decide
+from roomee.notification.repository import (
+    DirectoryRepository,
+    NotificationRepository,
+    PreferenceRepository,
+    SubscriptionRepository,
+)
+from roomee.notification.schemas import NotificationOut
+
+log = logging.getLogger("roomee.notification")
+
+NOTIFICATION_NAMESPACE = uuid.UUID("c2d5e0a4-1b7f-4f3e-8f0a-6b1d9e3c7a52")
+# Never kept in a notification nor shown in the app: an invitation link lets its holder sign up.
+SENSITIVE_KEYS = frozenset({"signupLink", "token", "invitationToken", "password"})
+
+
+def notification_id_for(event_id: str) -> str:
+    """The same event always makes the same notification (redelivery and replay are idempotent)."""
+    return str(uuid.uuid5(NOTIFICATION_NAMESPACE, str(event_id)))
+
+
+def sanitize(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: sanitize(v) for k, v in value.items() if k not in SENSITIVE_KEYS}
+    if isinstance(value, list):
+        return [sanitize(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Recipient:
+    member_id: str | None
+    locale: str
+    email: str | None
+    decision: Decision
+
+
+def push_data(notification: dict[str, Any]) -> dict[str, Any]:
+    """What the app receives with a push, to open the right screen."""
+    data = {
+        "notificationId": notification["id"],
+        "type": notification["type"],
+        "category": notification["category"],
+        "workspaceId": notification["workspace_id"],
+    }
+    entity = (notification.get("data") or {}).get("id")
+    if entity is not None:
+        data["entityId"] = str(entity)
+    return data
+
+
+async def plan_deliveries(
+    session: AsyncSession,
+    notification: dict[str, Any],
+    push_members_by_locale: dict[str, list[str]],
+    emails_by_locale: dict[str, list[dict[str, Any]]],
+) -> list[tuple[str, dict]]:
+    """The push and email jobs for these recipients: push only to the active device subscriptions
+    registered for the notification's workspace."""
+    jobs: list[tuple[str, dict]] = []
+    locale_of = {m: locale for locale, members in push_members_by_locale.items() for m in members}
+    if locale_of and notification["workspace_id"]:
+        subscriptions = await SubscriptionRepository(session).active_for(list(locale_of), notification["workspace_id"])
+        by_locale: dict[str, list[str]] = defaultdict(list)
+        for member_id, subscription_id in subscriptions:
+            by_locale[locale_of[member_id]].append(subscription_id)
+        jobs += push_jobs(notification, dict(by_locale), push_data(notification))
+    jobs += email_jobs(notification, {k: v for k, v in emails_by_locale.items() if v})
+    return jobs
+
+
+class NotificationProcessor:
+    def __init__(self, ctx, factory: NotificationFactory | None = None) -> None:
+        self.ctx = ctx
+        self.factory = factory or NotificationFactory()
+        self.sockets = SocketDispatcher(ctx)
+
+    async def handle(self, session: AsyncSession, envelope: dict[str, Any]) -> None:
+        now = clock.now(self.ctx)
+        await directory.apply_event(session, envelope, now)
+        kind = kind_of(str(envelope.get("type") or ""))
+        if kind is None:
+            log.debug("no notification for event type %s", envelope.get("type"))
+            return
+        channels = frozenset(c for c in envelope.get("channels") or () if c in SUPPORTED_CHANNELS)
+        if not channels:
+            return
+        metadata = envelope.get("metadata") or {}
+        receivers = list(dict.fromkeys(str(r) for r in metadata.get("receiverIds") or () if r))
+        workspace_id = envelope.get("workspaceId")
+        if receivers and not workspace_id:
+            workspace_id = await self._workspace_of(session, envelope, receivers)
+            if workspace_id is None:
+                receivers = []
+        payload = envelope.get("payload") if isinstance(envelope.get("payload"), dict) else {}
+        workspace = await DirectoryRepository(session).workspace(workspace_id) if workspace_id else None
+        workspace_locale = (workspace or {}).get("locale") or payload.get("locale")
+        workspace_timezone = (workspace or {}).get("timezone")
+        context = context_of(envelope)
+
+        invitee = None
+        if kind.type == "member.onboarding" and "email" in channels and payload.get("email"):
+            invitee = Recipient(
+                member_id=None,
+                locale=resolve_locale(payload.get("locale"), workspace_locale),
+                email=str(payload["email"]),
+                decision=Decision(email=True),
+            )
+        if not receivers and invitee is None:
+            if channels == {"socket"} and workspace_id:
+                self._broadcast(session, envelope, kind, context, workspace_id, workspace_locale, now)
+            return
+
+        recipients = await self._recipients(
+            session, receivers, workspace_id, kind, channels, workspace_locale, workspace_timezone, now
+        )
+        if invitee is not None:
+            recipients.append(invitee)
+        if not recipients:
+            return
+        await self._store_and_dispatch(session, envelope, kind, context, workspace_id, recipients, now)
+
+    async def _workspace_of(self, session: AsyncSession, envelope: dict[str, Any], receivers: list[str]) -> str | None:
+        """An event without ``workspaceId`` (a hotel event, say) belongs to its receivers' workspace,
+        when the directory knows them all in one workspace."""
+        members = await DirectoryRepository(session).members(receivers)
+        workspaces = {entry.workspace_id for entry in members.values()}
+        if len(members) == len(receivers) and len(workspaces) == 1:
+            return workspaces.pop()
+        log.warning("event %s names receivers but no workspace, and they are not all of one known workspace; "
+                    "ignored", envelope.get("id"))
+        return None
+
+    async def _recipients(
+        self,
+        session: AsyncSession,
+        receivers: list[str],
+        workspace_id: str,
+        kind: EventKind,
+        channels: frozenset[str],
+        workspace_locale: str | None,
+        workspace_timezone: str | None,
+        now: datetime,
+    ) -> list[Recipient]:
+        if not receivers:
+            return []
+        members = await DirectoryRepository(session).members(receivers)
+        preferences = await PreferenceRepository(session).get_many(receivers, workspace_id)
+        recipients = []
+        # Most members share their preferences' effect (no row, same timezone): decide once for each.
+        decided: dict[tuple[str | None, str | None], Decision] = {}
+        for member_id in receivers:
+            entry = members.get(member_id)
+            if entry is None:  # not synced yet: the workspace's defaults, and no email address
+                timezone, locale, email = workspace_timezone, None, None
+            elif entry.deleted_at is not None or entry.workspace_id != workspace_id:
+                continue  # removed, or not a member of this workspace: never notified here
+            else:
+                timezone, locale, email = entry.timezone or workspace_timezone, entry.locale, entry.email
+            row = preferences.get(member_id)
+            key = (member_id if row is not None else None, timezone)
+            decision = decided.get(key)
+            if decision is None:
+                decision = decided[key] = decide(
+                    Preferences.from_row(row), category=kind.category, channels=channels,
+                    member_timezone=timezone, now=now,
+                )
+            if not decision.anything:
+                continue
+            recipients.append(
+                Recipient(
+                    member_id=member_id,
+                    locale=resolve_locale(locale, workspace_locale),
+                    email=email,
+                    decision=decision,
+                )
+            )
+        return recipients
+
+    def _renders(
+        self, kind: EventKind, context: dict[str, Any], recipients: list[Recipient]
+    ) -> dict[str, dict[str, str]]:
+        renders: dict[str, dict[str, str]] = {}
+        for locale in sorted({r.locale for r in recipients}):
+            rendered = self.factory.render(kind.type, locale, context)
+            renders[locale] = {"title": rendered.title, "body": rendered.body}
+        emailing = {r.locale for r in recipients if r.decision.email or "email" in r.decision.deferred}
+        for locale in sorted(emailing):
+            rendered = Rendered(renders[locale]["title"], renders[locale]["body"])
+            email = self.factory.render_email(kind.type, locale, context, rendered)
+            renders[locale].update(subject=email.subject, text=email.text, html=email.html)
+        return renders
+
+    async def _store_and_dispatch(
+        self,
+        session: AsyncSession,
+        envelope: dict[str, Any],
+        kind: EventKind,
+        context: dict[str, Any],
+        workspace_id: str | None,
+        recipients: list[Recipient],
+        now: datetime,
+    ) -> None:
+        actor = (envelope.get("metadata") or {}).get("actor") or {}
+        notification = {
+            "id": notification_id_for(envelope["id"]),
+            "event_id": str(envelope["id"]),
+            "workspace_id": workspace_id,
+            "ecosystem_id": envelope.get("ecosystemId"),
+            "type": kind.type,
+            "category": kind.category,
+            "actor_id": actor.get("id"),
+            "actor_name": actor.get("name"),
+            "actor_type": actor.get("type"),
+            "renders": self._renders(kind, context, recipients),
+            "data": sanitize(envelope.get("payload") or {}),
+            "created_at": now,
+        }
+        repo = NotificationRepository(session)
+        if not await repo.insert(notification):
+            log.info("notification for event %s exists already; skipped", envelope["id"])
+            return
+
+        in_app = [r for r in recipients if r.decision.app and r.member_id]
+        await repo.insert_receivers(
+            notification["id"],
+            workspace_id,
+            now,
+            [(r.member_id, r.locale, r.decision.summary) for r in in_app],
+        )
+        counters = await repo.bump_counters(notification["id"], now) if in_app else {}
+
+        deferred = [r for r in recipients if r.decision.deferred and r.member_id]
+        if deferred:
+            await repo.insert_deferred(
+                [
+                    {
+                        "id": str(uuid.uuid4()),
+                        "notification_id": notification["id"],
+                        "member_id": r.member_id,
+                        "workspace_id": workspace_id,
+                        "channels": ",".join(r.decision.deferred),
+                        "locale": r.locale,
+                        "release_at": r.decision.release_at,
+                        "created_at": now,
+                        "released_at": None,
+                    }
+                    for r in deferred
+                ]
+            )
+            for channel in ("push", "email"):
+                held = sum(1 for r in deferred if channel in r.decision.deferred)
+                if held:
+                    notifications_sent_total.labels(channel, "deferred").inc(held)
+
+        push_members: dict[str, list[str]] = defaultdict(list)
+        emails: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        unknown_addresses = 0
+        for r in recipients:
+            if r.decision.push and r.member_id:
+                push_members[r.locale].append(r.member_id)
+            if r.decision.email:
+                if r.email:
+                    emails[r.locale].append({"memberId": r.member_id, "to": r.email})
+                else:
+                    unknown_addresses += 1
+        if unknown_addresses:
+            log.warning("no email address known for %d member(s) (directory not synced yet?); their email is skipped",
+                        unknown_addresses, extra={"notification_id": notification["id"]})
+        jobs = await plan_deliveries(session, notification, dict(push_members), dict(emails))
+        await emit_many(session, jobs)
+
+        if in_app and workspace_id:
+            members_by_locale: dict[str, list[str]] = defaultdict(list)
+            for r in in_app:
+                members_by_locale[r.locale].append(r.member_id)
+            self.sockets.notify_after_commit(
+                session,
+                workspace_id=workspace_id,
+                payload_by_locale={
+                    locale: NotificationOut.of(notification, locale).wire() for locale in members_by_locale
+                },
+                members_by_locale=dict(members_by_locale),
+                counters=counters,
+            )
+
+    def _broadcast(
+        self,
+        session: AsyncSession,
+        envelope: dict[str, Any],
+        kind: EventKind,
+        context: dict[str, Any],
+        workspace_id: str,
+        workspace_locale: str | None,
+        now: datetime,
+    ) -> None:
+        """A socket-only UI update (no receivers): one emit to the workspace room, without the actor."""
+        locale = resolve_locale(workspace_locale)
+        rendered = self.factory.render(kind.type, locale, context)
+        actor = (envelope.get("metadata") or {}).get("actor") or {}
+        row = {
+            "id": None,
+            "type": kind.type,
+            "category": kind.category,
+            "workspace_id": workspace_id,
+            "renders": {locale: {"title": rendered.title, "body": rendered.body}},
+            "data": sanitize(envelope.get("payload") or {}),
+            "actor_id": actor.get("id"),
+            "actor_name": actor.get("name"),
+            "actor_type": actor.get("type"),
+            "created_at": now,
+        }
+        skip = [str(actor["id"])] if actor.get("id") and actor.get("type") != "system" else []
+        self.sockets.broadcast_after_commit(
+            session, workspace_id=workspace_id, payload=NotificationOut.of(row, locale).wire(), skip_member_ids=skip
+        )

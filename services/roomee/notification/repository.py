@@ -1,0 +1,525 @@
+"""All SQL of the notification service.
+
+Fan-out is bulk: receivers are written with one statement per chunk, counters with one upsert
+per chunk, and lookups for a set of members are one query whatever its size (the ids travel as
+one array parameter on PostgreSQL, one JSON parameter on SQLite). Every member query filters on
+the member and the workspace (tenant isolation).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.notification.models import (
+    deferred_delivery,
+    delivery_attempt,
+    member_directory,
+    notification,
+    notification_preference,
+    notification_receiver,
+    push_subscription,
+    sync_cursor,
+    unread_counter,
+    workspace_directory,
+)
+
+# Rows per bulk statement (receivers travel as array parameters, deferred rows as executemany).
+RECEIVER_CHUNK = 20000
+
+
+class _TextArray(postgresql.ARRAY):
+    """``text[]`` handed to asyncpg as is: SQLAlchemy's per-item bind processing (several Python
+    ``isinstance`` calls per element) would dominate a large fan-out."""
+
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(sa.String)
+
+    def bind_processor(self, dialect):
+        return None
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class _Repository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.is_postgres = session.get_bind().dialect.name == "postgresql"
+
+    def _insert(self, table: sa.Table):
+        return (postgresql.insert if self.is_postgres else sqlite.insert)(table)
+
+    def _one_of(self, column: sa.ColumnElement, ids: Iterable[str]) -> sa.ColumnElement[bool]:
+        """``column IN ids`` with a single bind parameter, whatever the number of ids."""
+        values = list(ids)
+        if self.is_postgres:
+            return column == sa.any_(sa.bindparam(None, values, type_=_TextArray()))
+        each = sa.func.json_each(sa.bindparam(None, json.dumps(values), type_=sa.Text)).table_valued("value")
+        return column.in_(sa.select(each.c.value))
+
+
+class NotificationRepository(_Repository):
+    async def insert(self, row: dict[str, Any]) -> bool:
+        """Insert the notification; False when it exists already (the event was processed)."""
+        result = await self.session.execute(
+            self._insert(notification).values(**row).on_conflict_do_nothing().returning(notification.c.id)
+        )
+        return result.first() is not None
+
+    async def insert_receivers(
+        self,
+        notification_id: str,
+        workspace_id: str,
+        created_at: datetime,
+        receivers: Sequence[tuple[str, str, str]],
+    ) -> None:
+        """Write the receiver rows ``(member_id, locale, channels)`` of one notification.
+
+        One ``INSERT ... SELECT`` per chunk whose rows travel as a few array parameters
+        (``unnest`` on PostgreSQL, ``json_each`` on SQLite), so the statement and its
+        parameter count do not grow with the fan-out.
+        """
+        columns = ["notification_id", "member_id", "workspace_id", "locale", "channels", "created_at"]
+        constants = (
+            sa.bindparam(None, notification_id, type_=sa.String),
+            sa.bindparam(None, workspace_id, type_=sa.String),
+            sa.bindparam(None, created_at, type_=sa.DateTime(timezone=True)),
+        )
+        for chunk in chunks(receivers, RECEIVER_CHUNK):
+            if self.is_postgres:
+                rows = sa.func.unnest(
+                    *(sa.bindparam(None, [r[i] for r in chunk], type_=_TextArray()) for i in range(3))
+                ).table_valued("member_id", "locale", "channels").render_derived()
+                member, locale, channels = rows.c.member_id, rows.c.locale, rows.c.channels
+            else:
+                rows = sa.func.json_each(sa.bindparam(None, json.dumps(list(chunk)), type_=sa.Text)).table_valued("value")
+                member, locale, channels = (sa.func.json_extract(rows.c.value, f"$[{i}]") for i in range(3))
+            select = sa.select(constants[0], member, constants[1], locale, channels, constants[2]).select_from(rows)
+            await self.session.execute(sa.insert(notification_receiver).from_select(columns, select))
+
+    async def bump_counters(self, notification_id: str, when: datetime) -> dict[str, int]:
+        """+1 on the counter of every receiver of a notification, in one statement; the new counts.
+
+        ``INSERT ... SELECT`` from the receiver rows just written, so the size of the fan-out
+        never shows in the SQL; rows come in member order, so concurrent fan-outs lock counter
+        rows in the same order (no deadlock).
+        """
+        receivers = (
+            sa.select(
+                notification_receiver.c.member_id,
+                notification_receiver.c.workspace_id,
+                sa.literal(1).label("count"),
+                sa.bindparam("when", when, type_=sa.DateTime(timezone=True)).label("updated_at"),
+            )
+            .where(notification_receiver.c.notification_id == notification_id)
+            .order_by(notification_receiver.c.member_id)
+        )
+        stmt = self._insert(unread_counter).from_select(["member_id", "workspace_id", "count", "updated_at"], receivers)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[unread_counter.c.member_id, unread_counter.c.workspace_id],
+            set_={"count": unread_counter.c.count + stmt.excluded.count, "updated_at": stmt.excluded.updated_at},
+        ).returning(unread_counter.c.member_id, unread_counter.c.count)
+        return {member_id: count for member_id, count in (await self.session.execute(stmt)).all()}
+
+    async def get(self, notification_id: str) -> dict | None:
+        row = (await self.session.execute(sa.select(notification).where(notification.c.id == notification_id))).mappings().first()
+        return dict(row) if row else None
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, dict]:
+        rows = await self.session.execute(sa.select(notification).where(self._one_of(notification.c.id, ids)))
+        return {row["id"]: dict(row) for row in rows.mappings()}
+
+    # -- a member's inbox ------------------------------------------------------------------
+
+    def _inbox(self, member_id: str, workspace_id: str):
+        return (
+            sa.select(
+                notification_receiver.c.notification_id.label("id"),
+                notification_receiver.c.read_at,
+                notification_receiver.c.created_at,
+                notification_receiver.c.locale,
+                notification.c.workspace_id,
+                notification.c.type,
+                notification.c.category,
+                notification.c.renders,
+                notification.c.data,
+                notification.c.actor_id,
+                notification.c.actor_name,
+                notification.c.actor_type,
+            )
+            .join(notification, notification.c.id == notification_receiver.c.notification_id)
+            .where(notification_receiver.c.member_id == member_id, notification_receiver.c.workspace_id == workspace_id)
+        )
+
+    async def page_inbox(
+        self, member_id: str, workspace_id: str, *, before: tuple[datetime, str] | None, limit: int, unread_only: bool
+    ) -> list[dict]:
+        query = self._inbox(member_id, workspace_id)
+        if unread_only:
+            query = query.where(notification_receiver.c.read_at.is_(None))
+        if before is not None:
+            created_at, notification_id = before
+            query = query.where(
+                sa.or_(
+                    notification_receiver.c.created_at < created_at,
+                    sa.and_(
+                        notification_receiver.c.created_at == created_at,
+                        notification_receiver.c.notification_id < notification_id,
+                    ),
+                )
+            )
+        query = query.order_by(
+            notification_receiver.c.created_at.desc(), notification_receiver.c.notification_id.desc()
+        ).limit(limit)
+        return [dict(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def in_inbox(self, notification_id: str, member_id: str, workspace_id: str) -> dict | None:
+        query = self._inbox(member_id, workspace_id).where(notification_receiver.c.notification_id == notification_id)
+        row = (await self.session.execute(query)).mappings().first()
+        return dict(row) if row else None
+
+    async def mark_read(self, notification_id: str, member_id: str, workspace_id: str, when: datetime) -> bool:
+        """Mark one unread receiver row read; False when it was read already (or is not there)."""
+        result = await self.session.execute(
+            sa.update(notification_receiver)
+            .where(
+                notification_receiver.c.notification_id == notification_id,
+                notification_receiver.c.member_id == member_id,
+                notification_receiver.c.workspace_id == workspace_id,
+                notification_receiver.c.read_at.is_(None),
+            )
+            .values(read_at=when)
+        )
+        return (result.rowcount or 0) > 0
+
+    async def mark_all_read(self, member_id: str, workspace_id: str, when: datetime) -> int:
+        result = await self.session.execute(
+            sa.update(notification_receiver)
+            .where(
+                notification_receiver.c.member_id == member_id,
+                notification_receiver.c.workspace_id == workspace_id,
+                notification_receiver.c.read_at.is_(None),
+            )
+            .values(read_at=when)
+        )
+        return result.rowcount or 0
+
+    # -- unread counters ---------------------------------------------------------------------
+
+    async def decrement_counter(self, member_id: str, workspace_id: str, by: int, when: datetime) -> int:
+        result = await self.session.execute(
+            sa.update(unread_counter)
+            .where(unread_counter.c.member_id == member_id, unread_counter.c.workspace_id == workspace_id)
+            .values(count=unread_counter.c.count - by, updated_at=when)
+            .returning(unread_counter.c.count)
+        )
+        value = result.scalar_one_or_none()
+        return int(value) if value is not None else 0
+
+    async def counter(self, member_id: str, workspace_id: str) -> int:
+        result = await self.session.execute(
+            sa.select(unread_counter.c.count).where(
+                unread_counter.c.member_id == member_id, unread_counter.c.workspace_id == workspace_id
+            )
+        )
+        value = result.scalar_one_or_none()
+        return int(value) if value is not None else 0
+
+    async def counters_of_workspace(self, workspace_id: str) -> dict[str, int]:
+        rows = await self.session.execute(
+            sa.select(unread_counter.c.member_id, unread_counter.c.count).where(
+                unread_counter.c.workspace_id == workspace_id
+            )
+        )
+        return {member_id: count for member_id, count in rows.all()}
+
+    async def recount(self, *, workspace_id: str | None, member_id: str | None, when: datetime) -> list[tuple[str, str, int, int]]:
+        """Set counters to the number of unread receiver rows; the (member, workspace, old, new) changed.
+
+        The counter rows in scope are locked first (PostgreSQL), so a fan-out or a read running
+        at the same time either finished before the count or applies its delta after it.
+        """
+
+        def scoped(query, table):
+            if workspace_id is not None:
+                query = query.where(table.c.workspace_id == workspace_id)
+            if member_id is not None:
+                query = query.where(table.c.member_id == member_id)
+            return query
+
+        locked = scoped(sa.select(unread_counter.c.member_id, unread_counter.c.workspace_id, unread_counter.c.count), unread_counter)
+        if self.is_postgres:
+            locked = locked.with_for_update()
+        else:
+            # SQLite: take the write lock before reading, so nothing commits between count and write.
+            await self.session.execute(scoped(sa.update(unread_counter), unread_counter).values(count=unread_counter.c.count))
+        current = {(m, w): c for m, w, c in (await self.session.execute(locked)).all()}
+        actual_query = scoped(
+            sa.select(notification_receiver.c.member_id, notification_receiver.c.workspace_id, sa.func.count())
+            .where(notification_receiver.c.read_at.is_(None))
+            .group_by(notification_receiver.c.member_id, notification_receiver.c.workspace_id),
+            notification_receiver,
+        )
+        actual = {(m, w): c for m, w, c in (await self.session.execute(actual_query)).all()}
+        changed = []
+        for key in sorted(set(current) | set(actual)):
+            old, new = current.get(key), actual.get(key, 0)
+            if old != new:
+                changed.append((key[0], key[1], old if old is not None else 0, new))
+        if changed:
+            stmt = self._insert(unread_counter).values(
+                [{"member_id": m, "workspace_id": w, "count": new, "updated_at": when} for m, w, _, new in changed]
+            )
+            await self.session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[unread_counter.c.member_id, unread_counter.c.workspace_id],
+                    set_={"count": stmt.excluded.count, "updated_at": stmt.excluded.updated_at},
+                )
+            )
+        return changed
+
+    # -- deferred deliveries -----------------------------------------------------------------
+
+    async def insert_deferred(self, rows: Sequence[dict[str, Any]]) -> None:
+        for chunk in chunks(rows, 4000):
+            await self.session.execute(self._insert(deferred_delivery).on_conflict_do_nothing(), list(chunk))
+
+    async def due_deferred(self, now: datetime, limit: int) -> list[dict]:
+        query = (
+            sa.select(deferred_delivery)
+            .where(deferred_delivery.c.released_at.is_(None), deferred_delivery.c.release_at <= now)
+            .order_by(deferred_delivery.c.release_at, deferred_delivery.c.id)
+            .limit(limit)
+        )
+        if self.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        return [dict(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def mark_released(self, ids: Sequence[str], when: datetime) -> None:
+        await self.session.execute(
+            sa.update(deferred_delivery).where(self._one_of(deferred_delivery.c.id, ids)).values(released_at=when)
+        )
+
+    async def pending_deferred(self, member_id: str, workspace_id: str) -> list[dict]:
+        rows = await self.session.execute(
+            sa.select(deferred_delivery).where(
+                deferred_delivery.c.member_id == member_id,
+                deferred_delivery.c.workspace_id == workspace_id,
+                deferred_delivery.c.released_at.is_(None),
+            )
+        )
+        return [dict(row) for row in rows.mappings()]
+
+
+class AttemptRepository(_Repository):
+    async def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(sa.insert(delivery_attempt), list(rows))
+
+    async def history(self, job_id: str) -> tuple[int, set[str]]:
+        """The last attempt number of a delivery job and the recipients it already reached."""
+        rows = await self.session.execute(
+            sa.select(delivery_attempt.c.attempt, delivery_attempt.c.status, delivery_attempt.c.recipients).where(
+                delivery_attempt.c.job_id == job_id
+            )
+        )
+        last, reached = 0, set()
+        for attempt, status, recipients in rows.all():
+            last = max(last, attempt)
+            if status == "sent":
+                reached.update(recipients or ())
+        return last, reached
+
+    async def for_notification(self, notification_id: str) -> list[dict]:
+        rows = await self.session.execute(
+            sa.select(delivery_attempt)
+            .where(delivery_attempt.c.notification_id == notification_id)
+            .order_by(delivery_attempt.c.created_at, delivery_attempt.c.id)
+        )
+        return [dict(row) for row in rows.mappings()]
+
+
+class PreferenceRepository(_Repository):
+    async def get(self, member_id: str, workspace_id: str) -> dict | None:
+        row = (
+            await self.session.execute(
+                sa.select(notification_preference).where(
+                    notification_preference.c.member_id == member_id,
+                    notification_preference.c.workspace_id == workspace_id,
+                )
+            )
+        ).mappings().first()
+        return dict(row) if row else None
+
+    async def get_many(self, member_ids: Sequence[str], workspace_id: str) -> dict[str, dict]:
+        rows = await self.session.execute(
+            sa.select(notification_preference).where(
+                notification_preference.c.workspace_id == workspace_id,
+                self._one_of(notification_preference.c.member_id, member_ids),
+            )
+        )
+        return {row["member_id"]: dict(row) for row in rows.mappings()}
+
+    async def upsert(self, row: dict[str, Any]) -> None:
+        stmt = self._insert(notification_preference).values(**row)
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[notification_preference.c.member_id, notification_preference.c.workspace_id],
+                set_={key: stmt.excluded[key] for key in row if key not in ("member_id", "workspace_id")},
+            )
+        )
+
+
+class SubscriptionRepository(_Repository):
+    async def by_subscription_id(self, subscription_id: str) -> dict | None:
+        row = (
+            await self.session.execute(
+                sa.select(push_subscription).where(push_subscription.c.subscription_id == subscription_id)
+            )
+        ).mappings().first()
+        return dict(row) if row else None
+
+    async def upsert(self, row: dict[str, Any]) -> None:
+        """Insert, or update the registration of an existing OneSignal subscription id."""
+        stmt = self._insert(push_subscription).values(**row)
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[push_subscription.c.subscription_id],
+                set_={
+                    "member_id": stmt.excluded.member_id,
+                    "workspace_id": stmt.excluded.workspace_id,
+                    "user_id": stmt.excluded.user_id,
+                    "platform": stmt.excluded.platform,
+                    "is_active": stmt.excluded.is_active,
+                    "updated_at": stmt.excluded.updated_at,
+                },
+            )
+        )
+
+    async def list_for(self, member_id: str, workspace_id: str) -> list[dict]:
+        rows = await self.session.execute(
+            sa.select(push_subscription)
+            .where(push_subscription.c.member_id == member_id, push_subscription.c.workspace_id == workspace_id)
+            .order_by(push_subscription.c.created_at, push_subscription.c.id)
+        )
+        return [dict(row) for row in rows.mappings()]
+
+    async def delete(self, subscription_id: str, member_id: str, workspace_id: str) -> bool:
+        result = await self.session.execute(
+            sa.delete(push_subscription).where(
+                push_subscription.c.subscription_id == subscription_id,
+                push_subscription.c.member_id == member_id,
+                push_subscription.c.workspace_id == workspace_id,
+            )
+        )
+        return (result.rowcount or 0) > 0
+
+    async def deactivate(self, subscription_ids: Sequence[str], when: datetime) -> None:
+        """Stop pushing to subscriptions the provider reported invalid or unsubscribed."""
+        if subscription_ids:
+            await self.session.execute(
+                sa.update(push_subscription)
+                .where(self._one_of(push_subscription.c.subscription_id, subscription_ids))
+                .values(is_active=False, updated_at=when)
+            )
+
+    async def active_for(self, member_ids: Sequence[str], workspace_id: str) -> list[tuple[str, str]]:
+        """(member id, subscription id) of the active devices registered for this workspace."""
+        rows = await self.session.execute(
+            sa.select(push_subscription.c.member_id, push_subscription.c.subscription_id)
+            .where(
+                push_subscription.c.workspace_id == workspace_id,
+                push_subscription.c.is_active.is_(True),
+                self._one_of(push_subscription.c.member_id, member_ids),
+            )
+            .order_by(push_subscription.c.member_id, push_subscription.c.subscription_id)
+        )
+        return [(m, s) for m, s in rows.all()]
+
+
+_DIRECTORY_COLUMNS = ("workspace_id", "ecosystem_id", "user_id", "name", "email", "locale", "timezone", "deleted_at")
+
+
+class DirectoryRepository(_Repository):
+    async def upsert_members(self, rows: Sequence[dict[str, Any]], columns: Sequence[str] = _DIRECTORY_COLUMNS) -> None:
+        """Upsert directory rows; an existing row changes only if the incoming one is not older.
+
+        ``columns`` are the fields the rows carry (an event may know a member's name but not its locale).
+        """
+        if not rows:
+            return
+        for chunk in chunks(rows, 2000):
+            stmt = self._insert(member_directory).values(list(chunk))
+            await self.session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[member_directory.c.member_id],
+                    set_={**{c: stmt.excluded[c] for c in columns}, "updated_at": stmt.excluded.updated_at},
+                    where=member_directory.c.updated_at <= stmt.excluded.updated_at,
+                )
+            )
+
+    async def mark_members_deleted(self, member_ids: Sequence[str], when: datetime) -> None:
+        if member_ids:
+            await self.session.execute(
+                sa.update(member_directory)
+                .where(self._one_of(member_directory.c.member_id, member_ids), member_directory.c.updated_at <= when)
+                .values(deleted_at=when, updated_at=when)
+            )
+
+    async def members(self, member_ids: Sequence[str]) -> dict[str, sa.Row]:
+        """What delivering to these members needs (rows with ``workspace_id``, ``name``, ``email``,
+        ``locale``, ``timezone``, ``deleted_at``), by member id."""
+        d = member_directory.c
+        result = await self.session.execute(
+            sa.select(d.member_id, d.workspace_id, d.name, d.email, d.locale, d.timezone, d.deleted_at).where(
+                self._one_of(d.member_id, member_ids)
+            )
+        )
+        return {row.member_id: row for row in result.all()}
+
+    async def upsert_workspace(self, row: dict[str, Any]) -> None:
+        stmt = self._insert(workspace_directory).values(**row)
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[workspace_directory.c.workspace_id],
+                set_={key: stmt.excluded[key] for key in row if key != "workspace_id"},
+                where=workspace_directory.c.updated_at <= stmt.excluded.updated_at,
+            )
+        )
+
+    async def add_missing_workspaces(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert workspaces not known yet (their events are the authority on changes)."""
+        if rows:
+            await self.session.execute(self._insert(workspace_directory).values(list(rows)).on_conflict_do_nothing())
+
+    async def workspace(self, workspace_id: str) -> dict | None:
+        row = (
+            await self.session.execute(
+                sa.select(workspace_directory).where(workspace_directory.c.workspace_id == workspace_id)
+            )
+        ).mappings().first()
+        return dict(row) if row else None
+
+    async def cursor(self, name: str) -> str | None:
+        result = await self.session.execute(sa.select(sync_cursor.c.cursor).where(sync_cursor.c.name == name))
+        return result.scalar_one_or_none()
+
+    async def save_cursor(self, name: str, cursor: str | None, when: datetime) -> None:
+        stmt = self._insert(sync_cursor).values(name=name, cursor=cursor, updated_at=when)
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[sync_cursor.c.name],
+                set_={"cursor": stmt.excluded.cursor, "updated_at": stmt.excluded.updated_at},
+            )
+        )

@@ -1,0 +1,342 @@
+"""The Socket.IO server of the notification target (seed Flow 6, "socket" channel).
+
+One python-socketio ``AsyncServer`` (ASGI mode) is served by the notification target on the
+same port as its HTTP routes: the target's ``mount`` hook wraps the platform's ASGI app with
+``socketio.ASGIApp`` at ``/socket.io``.
+
+Authentication: the platform JWT, from the Socket.IO ``auth`` payload (``{"token": "..."}``),
+an ``Authorization: Bearer`` header, or a ``?token=`` query parameter, in that order. A
+connection without a valid *member* token is refused (``connect_error`` with a message and
+``{"error": code, "detail": ...}`` as data, the platform's error model). An accepted socket joins
+``workspace:{workspaceId}`` and ``member:{memberId}``.
+
+Several replicas: with ``settings.broker_url`` set, the server uses ``AsyncAioPikaManager``
+(a fanout exchange ``{exchange}-socketio`` on RabbitMQ), so an emit on one replica reaches the
+sockets of every replica.
+
+Leaving members out of a workspace broadcast (``to_workspace(..., skip_member_ids=...)``):
+``skip_sid`` takes socket ids, but a replica only knows the sids of its own sockets, so sids
+resolved on the emitting replica would not skip the author's sockets on another one. The emit
+therefore carries the member rooms (``member:{id}``) to leave out, and the client manager of
+every replica (:class:`_MemberRoomSkip`) turns them into the sids of its own sockets in those
+rooms just before sending. The member -> sids map is the manager's room registry, which
+python-socketio keeps up to date on connect and disconnect (:meth:`SocketServer.member_sids`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+import socketio
+from prometheus_client import Gauge
+from socketio.async_aiopika_manager import AsyncAioPikaManager
+from socketio.async_manager import AsyncManager
+
+from roomee.kit.auth import Principal
+from roomee.kit.errors import RoomeeError
+from roomee.notification.channels import add_teardown
+
+log = logging.getLogger("roomee.notification.socket")
+
+SOCKETIO_PATH = "socket.io"
+MEMBER_ROOM_PREFIX = "member:"
+WORKSPACE_ROOM_PREFIX = "workspace:"
+# How long start() waits for the RabbitMQ listener of the shared manager to be bound.
+LISTENER_READY_TIMEOUT_SECONDS = 10.0
+
+socketio_connected_clients = Gauge(
+    "socketio_connected_clients",
+    "Socket.IO clients connected to this process.",
+    ["service"],
+)
+
+ConnectListener = Callable[[str, Principal], Awaitable[None]]
+
+
+def member_room(member_id: str) -> str:
+    return f"{MEMBER_ROOM_PREFIX}{member_id}"
+
+
+def workspace_room(workspace_id: str) -> str:
+    return f"{WORKSPACE_ROOM_PREFIX}{workspace_id}"
+
+
+class _MemberRoomSkip(AsyncManager):
+    """Expands ``member:{id}`` entries of ``skip_sid`` into this replica's sids in that room.
+
+    Sits right below the pub/sub layer in the MRO, so the expansion runs on every replica when
+    it delivers an emit to its own sockets.
+    """
+
+    async def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs):
+        if skip_sid is not None:
+            skip_sid = self._expand_skip(namespace, skip_sid if isinstance(skip_sid, list) else [skip_sid])
+        return await super().emit(
+            event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to, **kwargs
+        )
+
+    def _expand_skip(self, namespace: str, entries: list) -> list:
+        rooms = self.rooms.get(namespace, {})
+        expanded: list = []
+        for entry in entries:
+            if isinstance(entry, str) and entry.startswith(MEMBER_ROOM_PREFIX):
+                members = rooms.get(entry)
+                if members:
+                    expanded.extend(members.keys())
+            else:
+                expanded.append(entry)
+        return expanded
+
+
+class LocalManager(_MemberRoomSkip):
+    """One process: rooms live in memory."""
+
+
+class SharedManager(AsyncAioPikaManager, _MemberRoomSkip):
+    """Several replicas: emits fan out through a RabbitMQ fanout exchange."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        super().__init__(url=url, channel=channel)
+        self.listening = asyncio.Event()
+
+    async def _queue(self, channel, exchange):
+        queue = await super()._queue(channel, exchange)
+        self.listening.set()
+        return queue
+
+    async def close(self) -> None:
+        """Stop the listener task and close the publisher connection."""
+        task = getattr(self, "thread", None)
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.thread = None
+        connection = self.publisher_connection
+        self.publisher_connection = self.publisher_channel = self.publisher_exchange = None
+        if connection is not None:
+            await connection.close()
+        self.listening.clear()
+
+
+def _bearer(value: str | None) -> str | None:
+    if not value:
+        return None
+    scheme, _, credentials = value.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+def token_from_handshake(environ: dict[str, Any], auth: Any) -> str | None:
+    """The JWT a client presented: ``auth={"token"}``, then ``Authorization: Bearer``, then ``?token=``."""
+    if isinstance(auth, dict):
+        token = auth.get("token")
+        if isinstance(token, str) and token:
+            return _bearer(token) or token
+    header = _bearer(environ.get("HTTP_AUTHORIZATION"))
+    if header:
+        return header
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    values = query.get("token")
+    if values and values[0]:
+        return values[0]
+    return None
+
+
+class SocketServer:
+    """The Socket.IO server and the ``SocketChannel`` the dispatcher emits through."""
+
+    def __init__(
+        self,
+        verifier: Any,
+        *,
+        broker_url: str | None = None,
+        exchange: str = "roomee",
+        service: str = "notification",
+    ) -> None:
+        self.verifier = verifier
+        self.service = service
+        self.manager: LocalManager | SharedManager
+        if broker_url:
+            self.manager = SharedManager(broker_url, channel=f"{exchange}-socketio")
+        else:
+            self.manager = LocalManager()
+        # Authentication is by bearer token, never by cookie, so any origin may connect.
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            client_manager=self.manager,
+            cors_allowed_origins="*",
+            cors_credentials=False,
+        )
+        self._connect_listeners: list[ConnectListener] = []
+        self._gauge = socketio_connected_clients.labels(service=service)
+        self._connected = 0
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+
+    # -- ASGI ----------------------------------------------------------------------------------
+
+    def asgi_app(self, other_asgi_app: Any) -> socketio.ASGIApp:
+        """``other_asgi_app`` with Socket.IO served at ``/socket.io``."""
+        return _SocketASGIApp(self, other_asgi_app)
+
+    async def start(self) -> None:
+        """Initialize the client manager now rather than on the first request.
+
+        With RabbitMQ, waits (bounded) until this replica's queue is bound, so emits from other
+        replicas reach its sockets from the first connection on.
+        """
+        if not self.sio.manager_initialized:
+            self.sio.manager_initialized = True
+            self.manager.initialize()
+        if isinstance(self.manager, SharedManager):
+            try:
+                await asyncio.wait_for(self.manager.listening.wait(), LISTENER_READY_TIMEOUT_SECONDS)
+            except TimeoutError:
+                log.warning("Socket.IO RabbitMQ listener not ready yet; it keeps retrying in the background")
+
+    async def close(self) -> None:
+        """Disconnect this replica's sockets and stop background tasks."""
+        for sid in list(self.manager.rooms.get("/", {}).get(None, {}).keys()):
+            try:
+                await self.sio.disconnect(sid, ignore_queue=True)
+            except Exception:  # a socket already gone must not stop the shutdown
+                log.debug("disconnect of %s during shutdown failed", sid, exc_info=True)
+        await self.sio.shutdown()
+        if isinstance(self.manager, SharedManager):
+            await self.manager.close()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def on_member_connect(self, listener: ConnectListener) -> None:
+        """Call ``await listener(sid, principal)`` after a member's socket joined its rooms
+        (e.g. to send the current unread counters with :meth:`to_sid`)."""
+        self._connect_listeners.append(listener)
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = token_from_handshake(environ, auth)
+        if token is None:
+            raise socketio.exceptions.ConnectionRefusedError(
+                "unauthorized: a member token is required (auth.token, Authorization: Bearer, or ?token=)",
+                {"error": "unauthorized", "detail": "missing token"},
+            )
+        try:
+            principal: Principal = await self.verifier.principal(token)
+        except RoomeeError as exc:
+            kind = {401: "unauthorized", 403: "forbidden"}.get(exc.status_code, "unavailable")
+            raise socketio.exceptions.ConnectionRefusedError(
+                f"{kind}: {exc.detail}", {"error": exc.code, "detail": exc.detail}
+            ) from None
+        except Exception:
+            log.exception("token verification failed unexpectedly")
+            raise socketio.exceptions.ConnectionRefusedError(
+                "unavailable: cannot verify the token now",
+                {"error": "service_unavailable", "detail": "cannot verify the token now"},
+            ) from None
+        if principal.is_service or not principal.member_id or not principal.workspace_id:
+            raise socketio.exceptions.ConnectionRefusedError(
+                "forbidden: a member token is required", {"error": "forbidden", "detail": "a member token is required"}
+            )
+        await self.sio.save_session(
+            sid, {"memberId": principal.member_id, "workspaceId": principal.workspace_id, "subject": principal.subject}
+        )
+        await self.sio.enter_room(sid, workspace_room(principal.workspace_id))
+        await self.sio.enter_room(sid, member_room(principal.member_id))
+        self._connected += 1
+        self._gauge.set(self._connected)
+        log.debug("socket %s connected for member %s", sid, principal.member_id)
+        for listener in self._connect_listeners:
+            try:
+                await listener(sid, principal)
+            except Exception:
+                log.exception("Socket.IO connect listener failed")
+
+    async def _on_disconnect(self, sid: str, *_reason: Any) -> None:
+        self._connected = max(0, self._connected - 1)
+        self._gauge.set(self._connected)
+
+    def member_sids(self, member_id: str) -> list[str]:
+        """The sids of a member's sockets connected to this replica."""
+        return list(self.manager.rooms.get("/", {}).get(member_room(member_id), {}).keys())
+
+    @property
+    def connected(self) -> int:
+        """Sockets connected to this replica."""
+        return self._connected
+
+    # -- SocketChannel -------------------------------------------------------------------------
+
+    async def to_members(self, member_ids: Iterable[str], event: str, payload: dict[str, Any]) -> None:
+        """One emit to the rooms ``member:{id}`` of the given members (every replica)."""
+        rooms = sorted({member_room(member_id) for member_id in member_ids})
+        if not rooms:
+            return
+        await self.sio.emit(event, payload, to=rooms)
+
+    async def to_workspace(
+        self,
+        workspace_id: str,
+        event: str,
+        payload: dict[str, Any],
+        *,
+        skip_member_ids: Iterable[str] = (),
+    ) -> None:
+        """One emit to ``workspace:{id}``, leaving out every socket of the given members."""
+        skip = sorted({member_room(member_id) for member_id in skip_member_ids})
+        await self.sio.emit(event, payload, to=workspace_room(workspace_id), skip_sid=skip or None)
+
+    async def to_sid(self, sid: str, event: str, payload: dict[str, Any]) -> None:
+        """Emit to one socket (e.g. from an ``on_member_connect`` listener)."""
+        await self.sio.emit(event, payload, to=sid)
+
+
+class _SocketASGIApp(socketio.ASGIApp):
+    """``socketio.ASGIApp`` that starts the Socket.IO manager once the wrapped app has started.
+
+    Lifespan events go to the wrapped app (the platform starts there); when it reports
+    ``lifespan.startup.complete``, the server's manager is initialized before that is passed on.
+    """
+
+    def __init__(self, server: SocketServer, other_asgi_app: Any) -> None:
+        super().__init__(server.sio, other_asgi_app=other_asgi_app, socketio_path=SOCKETIO_PATH)
+        self.server = server
+
+    async def lifespan(self, scope, receive, send):
+        async def send_after_start(message):
+            if message.get("type") == "lifespan.startup.complete":
+                await self.server.start()
+            await send(message)
+
+        if self.other_asgi_app is None:
+            return await super().lifespan(scope, receive, send)
+        await self.other_asgi_app(scope, receive, send_after_start)
+
+
+def socket_server(ctx: Any) -> SocketServer:
+    """The notification target's Socket.IO server, created once per service context.
+
+    Puts the ``AsyncServer`` in ``ctx.state["sio"]`` and the ``SocketChannel`` in
+    ``ctx.state["socket"]``, and chains its shutdown onto ``ctx.state["teardown"]``.
+    """
+    server = ctx.state.get("socket")
+    if server is None:
+        settings = ctx.settings
+        server = SocketServer(
+            ctx.platform.verifier,
+            broker_url=settings.broker_url,
+            exchange=settings.exchange,
+            service=getattr(ctx, "name", "notification"),
+        )
+        ctx.state["socket"] = server
+        ctx.state["sio"] = server.sio
+        add_teardown(ctx, server.close)
+    return server
+
+
+def mount(asgi_app: Any, ctx: Any) -> socketio.ASGIApp:
+    """The target's ``mount`` hook: serve Socket.IO at ``/socket.io`` beside the HTTP app."""
+    return socket_server(ctx).asgi_app(asgi_app)
