@@ -117,6 +117,8 @@ async def test_service_routes_hotel_member_and_sync(platform):
                 break
             cursor = page["nextCursor"]
         assert [m["email"] for m in changed] == ["boss@grand.example.com"]
+        assert (changed[0]["workspaceName"], changed[0]["workspaceLocale"], changed[0]["workspaceTimezone"]) == (
+            "Grand Hotel", "fr", "Europe/Paris")
         assert (await client.post("/members/sync", json={"cursor": cursor}, headers=headers)).json()["items"] == []
 
         admin_session = signed_up.json()

@@ -36,6 +36,8 @@ class ConsumerSpec:
     handler: Handler | None = None
     batch_handler: BatchHandler | None = None
     batch_size: int = 200
+    # Unacknowledged deliveries at once; each holds a database connection while it is handled.
+    prefetch: int | None = None
 
 
 @dataclass
@@ -114,6 +116,7 @@ class Platform:
                 runner = EventConsumer(
                     ctx.db, self.broker, spec.name, queue, consumer.bindings, consumer.handler,
                     batch_handler=consumer.batch_handler, batch_size=consumer.batch_size,
+                    prefetch=consumer.prefetch,
                 )
                 await runner.start()
                 self._consumers.append(runner)

@@ -65,6 +65,8 @@ class MemberProfile(MemberOut):
 
 class SyncedMember(MemberOut):
     workspace_name: str
+    workspace_locale: str
+    workspace_timezone: str
     deleted_at: datetime | None
 
 

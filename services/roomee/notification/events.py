@@ -37,6 +37,7 @@ def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
 
     return [
         ConsumerSpec(NOTIFICATION_QUEUE, [NOTIFICATION_EVENTS], on_event),
-        ConsumerSpec(PUSH_QUEUE, [PUSH_JOBS], deliveries.push),
-        ConsumerSpec(EMAIL_QUEUE, [EMAIL_JOBS], deliveries.email),
+        # A delivery job holds its transaction (and connection) during the provider call: keep few in flight.
+        ConsumerSpec(PUSH_QUEUE, [PUSH_JOBS], deliveries.push, prefetch=16),
+        ConsumerSpec(EMAIL_QUEUE, [EMAIL_JOBS], deliveries.email, prefetch=16),
     ]
