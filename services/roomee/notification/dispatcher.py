@@ -148,6 +148,24 @@ class SocketDispatcher:
 
         hooks.after_commit(session, emit)
 
+    def notify_many_after_commit(
+        self,
+        session: AsyncSession,
+        notices: list[tuple[dict[str, dict[str, Any]], dict[str, list[str]]]],
+        counters_by_workspace: dict[str, dict[str, int]],
+    ) -> None:
+        """Several notifications of one transaction: each ``(payload_by_locale, members_by_locale)``
+        to its members' rooms, then each workspace's new unread counts."""
+
+        async def emit() -> None:
+            for payload_by_locale, members_by_locale in notices:
+                for locale, member_ids in members_by_locale.items():
+                    await self._emit_members(member_ids, NOTIFICATION_NEW, payload_by_locale[locale])
+            for workspace_id, counters in counters_by_workspace.items():
+                await self.emit_counters(workspace_id, counters)
+
+        hooks.after_commit(session, emit)
+
     def broadcast_after_commit(
         self, session: AsyncSession, *, workspace_id: str, payload: dict[str, Any], skip_member_ids: list[str]
     ) -> None:

@@ -26,17 +26,24 @@ PUSH_QUEUE = "notification_push_queue"
 EMAIL_QUEUE = "notification_email_queue"
 QUEUES = (NOTIFICATION_QUEUE, PUSH_QUEUE, EMAIL_QUEUE)
 NOTIFICATION_EVENTS = "roomee.notification.#"
+# Events handled in one transaction, and unacknowledged deliveries at once (a batch fills while the
+# previous one commits).
+NOTIFICATION_BATCH = 200
+NOTIFICATION_PREFETCH = 400
 
 
 def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
     processor = NotificationProcessor(ctx, ctx.state.get("factory"))
     deliveries = DeliveryHandlers(ctx)
 
-    async def on_event(session: AsyncSession, envelope: dict[str, Any], _delivery: Delivery) -> None:
-        await processor.handle(session, envelope)
+    async def on_events(session: AsyncSession, items: list[tuple[dict[str, Any], Delivery]]) -> None:
+        await processor.handle_batch(session, [envelope for envelope, _delivery in items])
 
     return [
-        ConsumerSpec(NOTIFICATION_QUEUE, [NOTIFICATION_EVENTS], on_event),
+        # Events that arrive together share one transaction (the kit retries a failed batch one
+        # event at a time, so a poison event only holds back itself).
+        ConsumerSpec(NOTIFICATION_QUEUE, [NOTIFICATION_EVENTS], batch_handler=on_events,
+                     batch_size=NOTIFICATION_BATCH, prefetch=NOTIFICATION_PREFETCH),
         # A delivery job holds its transaction (and connection) during the provider call: keep few in flight.
         ConsumerSpec(PUSH_QUEUE, [PUSH_JOBS], deliveries.push, prefetch=16),
         ConsumerSpec(EMAIL_QUEUE, [EMAIL_JOBS], deliveries.email, prefetch=16),

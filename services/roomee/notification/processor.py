@@ -53,6 +53,23 @@ def sanitize(value: Any) -> Any:
     return value
 
 
+# Events that change the local directory: handled one by one (see ``handle_batch``).
+_DIRECTORY_PREFIXES = ("member.", "workspace.")
+
+
+def _is_plain(envelope: dict[str, Any]) -> bool:
+    """A notification for receivers of a known workspace that changes nothing else."""
+    event_type = envelope.get("type")
+    if not isinstance(event_type, str) or event_type.startswith(_DIRECTORY_PREFIXES) or kind_of(event_type) is None:
+        return False
+    if not envelope.get("workspaceId") or not envelope.get("id"):
+        return False
+    if not any(c in SUPPORTED_CHANNELS for c in envelope.get("channels") or ()):
+        return False
+    metadata = envelope.get("metadata")
+    return isinstance(metadata, dict) and any(metadata.get("receiverIds") or ())
+
+
 @dataclass(frozen=True)
 class Recipient:
     member_id: str | None
@@ -80,13 +97,18 @@ async def plan_deliveries(
     notification: dict[str, Any],
     push_members_by_locale: dict[str, list[str]],
     emails_by_locale: dict[str, list[dict[str, Any]]],
+    active_subscriptions: dict[str, list[str]] | None = None,
 ) -> list[tuple[str, dict]]:
     """The push and email jobs for these recipients: push only to the active device subscriptions
-    registered for the notification's workspace."""
+    registered for the notification's workspace (``active_subscriptions``: member id -> its active
+    subscription ids in that workspace, when the caller looked them up already)."""
     jobs: list[tuple[str, dict]] = []
     locale_of = {m: locale for locale, members in push_members_by_locale.items() for m in members}
     if locale_of and notification["workspace_id"]:
-        subscriptions = await SubscriptionRepository(session).active_for(list(locale_of), notification["workspace_id"])
+        if active_subscriptions is None:
+            subscriptions = await SubscriptionRepository(session).active_for(list(locale_of), notification["workspace_id"])
+        else:
+            subscriptions = [(m, sub) for m in sorted(locale_of) for sub in active_subscriptions.get(m, ())]
         by_locale: dict[str, list[str]] = defaultdict(list)
         for member_id, subscription_id in subscriptions:
             by_locale[locale_of[member_id]].append(subscription_id)
@@ -100,6 +122,122 @@ class NotificationProcessor:
         self.ctx = ctx
         self.factory = factory or NotificationFactory()
         self.sockets = SocketDispatcher(ctx)
+
+    async def handle_batch(self, session: AsyncSession, envelopes: list[dict[str, Any]]) -> None:
+        """Several events in one transaction, with the effect of handling them one by one in
+        delivery order.
+
+        Runs of "plain" events (a notification type, a workspace, receivers; no directory change)
+        are handled together, set-based: one query each for the workspaces, directory entries,
+        preferences and device subscriptions of the whole run, one insert for its notifications,
+        one for its receiver rows, one counter upsert, one outbox insert, one after-commit socket
+        callback. Any other event (directory updates, invitations, broadcasts, events without a
+        workspace) is handled alone, between the runs, so later events see its changes.
+        """
+        run: list[dict[str, Any]] = []
+        for envelope in envelopes:
+            if _is_plain(envelope):
+                run.append(envelope)
+                continue
+            if run:
+                await self._handle_plain(session, run)
+                run = []
+            await self.handle(session, envelope)
+        if run:
+            await self._handle_plain(session, run)
+
+    async def _handle_plain(self, session: AsyncSession, envelopes: list[dict[str, Any]]) -> None:
+        now = clock.now(self.ctx)
+        directory_repo = DirectoryRepository(session)
+        events = []
+        for envelope in envelopes:
+            metadata = envelope.get("metadata") or {}
+            events.append(
+                (
+                    envelope,
+                    kind_of(str(envelope["type"])),
+                    frozenset(c for c in envelope.get("channels") or () if c in SUPPORTED_CHANNELS),
+                    str(envelope["workspaceId"]),
+                    list(dict.fromkeys(str(r) for r in metadata.get("receiverIds") or () if r)),
+                )
+            )
+        workspace_ids = sorted({e[3] for e in events})
+        workspaces = {w: await directory_repo.workspace(w) for w in workspace_ids}
+        members = await directory_repo.members(sorted({r for e in events for r in e[4]}))
+        preferences: dict[str, dict[str, dict]] = {}
+        for w in workspace_ids:
+            receivers = sorted({r for e in events if e[3] == w for r in e[4]})
+            preferences[w] = await PreferenceRepository(session).get_many(receivers, w)
+
+        planned: list[tuple[dict[str, Any], list[Recipient]]] = []
+        for envelope, kind, channels, workspace_id, receivers in events:
+            payload = envelope.get("payload") if isinstance(envelope.get("payload"), dict) else {}
+            workspace = workspaces[workspace_id] or {}
+            recipients = self._select_recipients(
+                receivers, members, preferences[workspace_id], workspace_id, kind, channels,
+                workspace.get("locale") or payload.get("locale"), workspace.get("timezone"), now,
+            )
+            if recipients:
+                row = self._notification_row(envelope, kind, context_of(envelope), workspace_id, recipients, now)
+                planned.append((row, recipients))
+        if not planned:
+            return
+        repo = NotificationRepository(session)
+        inserted = await repo.insert_many([row for row, _ in planned])
+        fresh = []
+        for row, recipients in planned:
+            if row["id"] in inserted:
+                fresh.append((row, recipients, [r for r in recipients if r.decision.app and r.member_id]))
+            else:
+                log.info("notification for event %s exists already; skipped", row["event_id"])
+        if not fresh:
+            return
+        await repo.insert_receivers_of_many(
+            now,
+            [
+                (row["id"], r.member_id, row["workspace_id"], r.locale, r.decision.summary)
+                for row, _, in_app in fresh
+                for r in in_app
+            ],
+        )
+        counted = [row for row, _, in_app in fresh if in_app]
+        if len(counted) == 1:  # one fan-out: its receivers are distinct, no need to group them
+            only = counted[0]
+            counters = {
+                (member_id, only["workspace_id"]): count
+                for member_id, count in (await repo.bump_counters(only["id"], now)).items()
+            }
+        else:
+            counters = await repo.bump_counters_of_many([row["id"] for row in counted], now)
+
+        pushing: dict[str, set[str]] = defaultdict(set)
+        for row, recipients, _ in fresh:
+            pushing[row["workspace_id"]].update(r.member_id for r in recipients if r.decision.push and r.member_id)
+        active: dict[str, dict[str, list[str]]] = {}
+        for w, member_ids in pushing.items():
+            active[w] = defaultdict(list)
+            if member_ids:
+                for member_id, subscription_id in await SubscriptionRepository(session).active_for(sorted(member_ids), w):
+                    active[w][member_id].append(subscription_id)
+        jobs: list[tuple[str, dict]] = []
+        for row, recipients, _ in fresh:
+            await self._deliveries(session, row, row["workspace_id"], recipients, now, active[row["workspace_id"]], jobs)
+        await emit_many(session, jobs)
+
+        notices = []
+        for row, _, in_app in fresh:
+            if not in_app:
+                continue
+            members_by_locale: dict[str, list[str]] = defaultdict(list)
+            for r in in_app:
+                members_by_locale[r.locale].append(r.member_id)
+            payloads = {locale: NotificationOut.of(row, locale).wire() for locale in members_by_locale}
+            notices.append((payloads, dict(members_by_locale)))
+        counters_by_workspace: dict[str, dict[str, int]] = defaultdict(dict)
+        for (member_id, workspace_id), count in counters.items():
+            counters_by_workspace[workspace_id][member_id] = count
+        if notices:
+            self.sockets.notify_many_after_commit(session, notices, dict(counters_by_workspace))
 
     async def handle(self, session: AsyncSession, envelope: dict[str, Any]) -> None:
         now = clock.now(self.ctx)
@@ -172,6 +310,23 @@ class NotificationProcessor:
             return []
         members = await DirectoryRepository(session).members(receivers)
         preferences = await PreferenceRepository(session).get_many(receivers, workspace_id)
+        return self._select_recipients(
+            receivers, members, preferences, workspace_id, kind, channels, workspace_locale, workspace_timezone, now
+        )
+
+    def _select_recipients(
+        self,
+        receivers: list[str],
+        members: dict[str, Any],
+        preferences: dict[str, dict],
+        workspace_id: str,
+        kind: EventKind,
+        channels: frozenset[str],
+        workspace_locale: str | None,
+        workspace_timezone: str | None,
+        now: datetime,
+    ) -> list[Recipient]:
+        """Who gets what (``members``: directory entries, ``preferences``: rows of this workspace)."""
         recipients = []
         # Most members share their preferences' effect (no row, same timezone): decide once for each.
         decided: dict[tuple[str | None, str | None], Decision] = {}
@@ -227,8 +382,30 @@ class NotificationProcessor:
         recipients: list[Recipient],
         now: datetime,
     ) -> None:
+        notification = self._notification_row(envelope, kind, context, workspace_id, recipients, now)
+        repo = NotificationRepository(session)
+        if not await repo.insert(notification):
+            log.info("notification for event %s exists already; skipped", envelope["id"])
+            return
+        in_app = [r for r in recipients if r.decision.app and r.member_id]
+        await repo.insert_receivers(
+            notification["id"], workspace_id, now, [(r.member_id, r.locale, r.decision.summary) for r in in_app]
+        )
+        counters = await repo.bump_counters(notification["id"], now) if in_app else {}
+        await self._deliveries(session, notification, workspace_id, recipients, now, None)
+        self._notify(session, notification, workspace_id, in_app, counters)
+
+    def _notification_row(
+        self,
+        envelope: dict[str, Any],
+        kind: EventKind,
+        context: dict[str, Any],
+        workspace_id: str | None,
+        recipients: list[Recipient],
+        now: datetime,
+    ) -> dict[str, Any]:
         actor = (envelope.get("metadata") or {}).get("actor") or {}
-        notification = {
+        return {
             "id": notification_id_for(envelope["id"]),
             "event_id": str(envelope["id"]),
             "workspace_id": workspace_id,
@@ -242,20 +419,19 @@ class NotificationProcessor:
             "data": sanitize(envelope.get("payload") or {}),
             "created_at": now,
         }
+
+    async def _deliveries(
+        self,
+        session: AsyncSession,
+        notification: dict[str, Any],
+        workspace_id: str | None,
+        recipients: list[Recipient],
+        now: datetime,
+        active_subscriptions: dict[str, list[str]] | None,
+        jobs_out: list[tuple[str, dict]] | None = None,
+    ) -> None:
+        """Deferred rows, and the push and email jobs (emitted now, or appended to ``jobs_out``)."""
         repo = NotificationRepository(session)
-        if not await repo.insert(notification):
-            log.info("notification for event %s exists already; skipped", envelope["id"])
-            return
-
-        in_app = [r for r in recipients if r.decision.app and r.member_id]
-        await repo.insert_receivers(
-            notification["id"],
-            workspace_id,
-            now,
-            [(r.member_id, r.locale, r.decision.summary) for r in in_app],
-        )
-        counters = await repo.bump_counters(notification["id"], now) if in_app else {}
-
         deferred = [r for r in recipients if r.decision.deferred and r.member_id]
         if deferred:
             await repo.insert_deferred(
@@ -293,9 +469,20 @@ class NotificationProcessor:
         if unknown_addresses:
             log.warning("no email address known for %d member(s) (directory not synced yet?); their email is skipped",
                         unknown_addresses, extra={"notification_id": notification["id"]})
-        jobs = await plan_deliveries(session, notification, dict(push_members), dict(emails))
-        await emit_many(session, jobs)
+        jobs = await plan_deliveries(session, notification, dict(push_members), dict(emails), active_subscriptions)
+        if jobs_out is not None:
+            jobs_out.extend(jobs)
+        else:
+            await emit_many(session, jobs)
 
+    def _notify(
+        self,
+        session: AsyncSession,
+        notification: dict[str, Any],
+        workspace_id: str | None,
+        in_app: list[Recipient],
+        counters: dict[str, int],
+    ) -> None:
         if in_app and workspace_id:
             members_by_locale: dict[str, list[str]] = defaultdict(list)
             for r in in_app:

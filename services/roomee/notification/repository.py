@@ -108,6 +108,61 @@ class NotificationRepository(_Repository):
             select = sa.select(constants[0], member, constants[1], locale, channels, constants[2]).select_from(rows)
             await self.session.execute(sa.insert(notification_receiver).from_select(columns, select))
 
+    async def insert_many(self, rows: Sequence[dict[str, Any]]) -> set[str]:
+        """Insert several notifications in one statement; the ids of those that were new."""
+        if not rows:
+            return set()
+        result = await self.session.execute(
+            self._insert(notification).values(list(rows)).on_conflict_do_nothing().returning(notification.c.id)
+        )
+        return set(result.scalars())
+
+    async def insert_receivers_of_many(
+        self, created_at: datetime, receivers: Sequence[tuple[str, str, str, str, str]]
+    ) -> None:
+        """Receiver rows ``(notification_id, member_id, workspace_id, locale, channels)`` of several
+        notifications: one ``INSERT ... SELECT`` per chunk, the columns travelling as arrays."""
+        columns = ["notification_id", "member_id", "workspace_id", "locale", "channels", "created_at"]
+        names = columns[:5]
+        when = sa.bindparam(None, created_at, type_=sa.DateTime(timezone=True))
+        for chunk in chunks(receivers, RECEIVER_CHUNK):
+            if self.is_postgres:
+                rows = sa.func.unnest(
+                    *(sa.bindparam(None, [r[i] for r in chunk], type_=_TextArray()) for i in range(5))
+                ).table_valued(*names).render_derived()
+                values = [rows.c[name] for name in names]
+            else:
+                rows = sa.func.json_each(sa.bindparam(None, json.dumps(list(chunk)), type_=sa.Text)).table_valued("value")
+                values = [sa.func.json_extract(rows.c.value, f"$[{i}]") for i in range(5)]
+            select = sa.select(*values, when).select_from(rows)
+            await self.session.execute(sa.insert(notification_receiver).from_select(columns, select))
+
+    async def bump_counters_of_many(self, notification_ids: Sequence[str], when: datetime) -> dict[tuple[str, str], int]:
+        """Add the receiver rows of these notifications to their members' unread counters, in one
+        statement; the new count of each ``(member_id, workspace_id)``.
+
+        Rows come in (member, workspace) order, so concurrent writers lock counters in one order."""
+        if not notification_ids:
+            return {}
+        r = notification_receiver.c
+        added = (
+            sa.select(
+                r.member_id,
+                r.workspace_id,
+                sa.func.count().label("count"),
+                sa.bindparam("when", when, type_=sa.DateTime(timezone=True)).label("updated_at"),
+            )
+            .where(self._one_of(r.notification_id, notification_ids))
+            .group_by(r.member_id, r.workspace_id)
+            .order_by(r.member_id, r.workspace_id)
+        )
+        stmt = self._insert(unread_counter).from_select(["member_id", "workspace_id", "count", "updated_at"], added)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[unread_counter.c.member_id, unread_counter.c.workspace_id],
+            set_={"count": unread_counter.c.count + stmt.excluded.count, "updated_at": stmt.excluded.updated_at},
+        ).returning(unread_counter.c.member_id, unread_counter.c.workspace_id, unread_counter.c.count)
+        return {(m, w): c for m, w, c in (await self.session.execute(stmt)).all()}
+
     async def bump_counters(self, notification_id: str, when: datetime) -> dict[str, int]:
         """+1 on the counter of every receiver of a notification, in one statement; the new counts.
 

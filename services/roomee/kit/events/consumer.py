@@ -86,6 +86,7 @@ class EventConsumer:
         self._subscription: Subscription | None = None
         self._pruner: asyncio.Task | None = None
         self._insert_inbox = postgresql.insert if db.is_postgres else sqlite.insert
+        self._tracer_value = None
 
     async def start(self) -> None:
         if self._subscription is None:
@@ -140,7 +141,7 @@ class EventConsumer:
             raise PermanentFailure(f"invalid envelope: {exc}") from exc
 
         context = _propagate.extract(delivery.headers) if _propagate is not None else None
-        tracer = _trace.get_tracer("roomee") if _trace is not None else None
+        tracer = self._tracer()
         attributes = {
             "messaging.system": "rabbitmq",
             "messaging.destination.name": self.queue,
@@ -257,6 +258,15 @@ class EventConsumer:
             if fresh:
                 await self.batch_handler(session, fresh)
         return [event_id in new_ids and first_index[event_id] == index for index, (event_id, *_r) in enumerate(items)]
+
+    def _tracer(self):
+        """The tracer, looked up once (``get_tracer`` builds and compares an instrumentation scope on
+        every call: a few percent of a busy consumer's time)."""
+        if _trace is None:
+            return None
+        if self._tracer_value is None:
+            self._tracer_value = _trace.get_tracer("roomee")
+        return self._tracer_value
 
     def _count(self, routing_key: str, status: str) -> None:
         metrics.amqp_messages_total.labels(self.service, routing_key, "consume", status).inc()

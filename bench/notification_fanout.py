@@ -1,0 +1,500 @@
+"""Benchmark of the notification pipeline (issue 3, item 8). A script, not a test.
+
+    python bench/notification_fanout.py [--backend real|embedded] [--sizes 1000,10000,100000]
+                                        [--events 5000] [--naive-cap 10000] [--naive-events 1000]
+
+``real`` (default): PostgreSQL + RabbitMQ on this machine, in schemas, an exchange and queues of
+their own (the test suite's isolation), all dropped at the end. ``embedded``: SQLite + the
+in-process bus in a temporary directory.
+
+The platform runs on real HTTP (uvicorn) with ``push_backend=onesignal`` pointed at the suite's
+recording OneSignal fake, served by a child process (like a real provider, it does not share the
+platform's CPU; it listens with TCP_NODELAY, see ``OneSignalFake``). On ``real`` the throughput
+events are published by another child process (as the producing service would). Measured from the
+publish of the envelope(s) to the broker:
+
+- fan-out (one ``page.created`` with N receivers, a workspace of N members seeded in bulk into the
+  notification directory, each with one active push subscription for that workspace):
+  (a) all N receiver rows committed (polled every 5 ms from a separate transaction),
+  (b) all ceil(N / 2000) push requests received by the fake,
+  (c) the socket emit of the notification done: the socket channel's ``to_members`` wrapped, the
+      time is when the emit to the member rooms (python-socketio ``emit``) returned; no client is
+      connected, so this is the server-side cost of the emit;
+- throughput: K single-receiver events published at once; until all K receiver rows are committed
+  and their K socket emits done; separately, until all K push requests reached the fake.
+
+Naive baseline, in the same run, against the same database and fake: for each receiver, one
+transaction (its ``notification_receiver`` row + its unread counter upsert; one ``notification``
+row per event for the single-event case) and one OneSignal request of one subscription, one after
+the other. Above ``--naive-cap`` receivers (and ``--naive-events`` events) it is measured on the
+cap and extrapolated linearly (it is linear by construction); the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "services"))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=("real", "embedded"), default="real")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="fan-out sizes, comma-separated")
+    parser.add_argument("--events", type=int, default=5000, help="single-receiver events for the throughput")
+    parser.add_argument("--naive-cap", type=int, default=10000, help="largest naive fan-out measured in full")
+    parser.add_argument("--naive-events", type=int, default=1000, help="naive single events measured in full")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for one measurement")
+    parser.add_argument("--serve-fake", metavar="URL_FILE", help=argparse.SUPPRESS)  # a child process
+    parser.add_argument("--publish-file", metavar="JSON", help=argparse.SUPPRESS)  # a child process
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+os.environ["ROOMEE_TEST_BACKEND"] = ARGS.backend
+
+import httpx  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+from roomee.kit.events import Message, build_envelope  # noqa: E402
+from roomee.notification.models import (  # noqa: E402
+    notification,
+    notification_receiver,
+    push_subscription,
+    unread_counter,
+    workspace_directory,
+)
+from roomee.notification.processor import notification_id_for  # noqa: E402
+from roomee.notification.repository import DirectoryRepository  # noqa: E402
+from tests.fixtures.fakes import RecordedRequest, RecordingHttpServer  # noqa: E402
+from tests.fixtures.platform import drop_test_resources, make_settings, running_platform  # noqa: E402
+
+PUSH_BATCH = 2000
+POLL = 0.005
+
+
+class OneSignalFake(RecordingHttpServer):
+    """The suite's recording fake, listening with ``TCP_NODELAY`` (inherited by accepted sockets).
+
+    Without it, the fake's response (headers and body written separately by uvicorn) meets Nagle's
+    algorithm and the client's delayed ACK: every request waits ~40 ms on loopback, an artefact a
+    real provider does not have (measured: 44 ms per sequential request, 1.1 ms with it).
+    """
+
+    async def start(self) -> "OneSignalFake":
+        original = socket.socket.bind
+
+        def bind(sock, address):
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return original(sock, address)
+
+        socket.socket.bind = bind
+        try:
+            return await super().start()
+        finally:
+            socket.socket.bind = original
+
+
+class FakeTally:
+    """What the fake OneSignal received (in the fake's process), by notification id."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, int] = defaultdict(int)
+        self.ids: dict[str, int] = defaultdict(int)
+        self.total = 0
+        self.last = 0.0  # time.perf_counter(): CLOCK_MONOTONIC, the same clock in every process
+
+    def created(self, request: RecordedRequest):
+        body = request.json or {}
+        key = (body.get("data") or {}).get("notificationId") or (body.get("data") or {}).get("naive") or "?"
+        self.requests[key] += 1
+        self.ids[key] += len(body.get("include_subscription_ids") or ())
+        self.total += 1
+        self.last = time.perf_counter()
+        return 200, {"id": str(uuid.uuid4()), "errors": None}
+
+    def stats(self, request: RecordedRequest):
+        key = request.query.partition("id=")[2]
+        return 200, {"total": self.total, "last": self.last, "requests": self.requests.get(key, 0),
+                     "ids": self.ids.get(key, 0)}
+
+
+async def serve_fake(url_file: str) -> None:
+    """The child process: the recording OneSignal fake, until its parent closes our stdin."""
+    tally = FakeTally()
+    async with OneSignalFake(name="onesignal") as fake:
+        fake.respond_with("POST", "/notifications", tally.created)
+        fake.respond_with("GET", "/_bench/stats", tally.stats)
+        Path(url_file).write_text(fake.url)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+class Probe:
+    """What the fake OneSignal (another process, like a real provider) and the socket channel saw."""
+
+    def __init__(self, fake_url: str) -> None:
+        self.http = httpx.AsyncClient(base_url=fake_url, timeout=30)
+        self.socket_done: dict[str, float] = {}  # notification id -> when its emit returned
+        self.socket_total = 0
+
+    async def push(self, notification_id: str = "") -> dict:
+        response = await self.http.get("/_bench/stats", params={"id": notification_id})
+        response.raise_for_status()
+        return response.json()
+
+    def wrap_socket(self, socket) -> None:
+        original = socket.to_members
+
+        async def to_members(member_ids, event, payload):
+            await original(member_ids, event, payload)
+            if event == "notification:new":
+                self.socket_done[payload.get("id")] = time.perf_counter()
+                self.socket_total += 1
+
+        socket.to_members = to_members
+
+
+async def wait_until(check, timeout: float) -> float:
+    """Poll ``check()`` (sync or async) until truthy; return the perf_counter time it became so."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return time.perf_counter()
+        if time.perf_counter() > deadline:
+            raise TimeoutError("benchmark condition not met in time")
+        await asyncio.sleep(POLL)
+
+
+# -- seeding ---------------------------------------------------------------------------------------
+
+
+def member_ids(workspace_id: str, n: int) -> list[str]:
+    return [f"{workspace_id[:8]}-m{i:07d}" for i in range(n)]
+
+
+async def seed_workspace(ctx, workspace_id: str, members: list[str]) -> None:
+    now = datetime.now(timezone.utc)
+    async with ctx.db.transaction() as session:
+        await session.execute(
+            sa.insert(workspace_directory).values(
+                workspace_id=workspace_id, ecosystem_id="hotel-bench", name="Bench Hotel", locale="fr",
+                timezone="Europe/Paris", deleted_at=None, updated_at=now,
+            )
+        )
+        await DirectoryRepository(session).upsert_members(
+            [
+                {
+                    "member_id": m, "workspace_id": workspace_id, "ecosystem_id": "hotel-bench", "user_id": f"u-{m}",
+                    "name": f"Member {i}", "email": f"{m}@bench.example.com", "locale": "fr",
+                    "timezone": "Europe/Paris", "deleted_at": None, "updated_at": now,
+                }
+                for i, m in enumerate(members)
+            ]
+        )
+        rows = [
+            {
+                "id": str(uuid.uuid4()), "member_id": m, "workspace_id": workspace_id, "user_id": f"u-{m}",
+                "platform": "android", "subscription_id": f"sub-{m}", "is_active": True,
+                "created_at": now, "updated_at": now,
+            }
+            for m in members
+        ]
+        for start in range(0, len(rows), 5000):
+            await session.execute(sa.insert(push_subscription), rows[start:start + 5000])
+
+
+def page_created(workspace_id: str, receivers: list[str]) -> dict:
+    return build_envelope(
+        "page.created", workspace_id=workspace_id, ecosystem_id="hotel-bench", workspace_name="Bench Hotel",
+        payload={"id": f"page-{uuid.uuid4().hex[:8]}", "title": "Nouvelle politique RH"},
+        channels=("push", "socket"), actor={"id": "bench-author", "name": "Ada Admin", "type": "member"},
+        receiver_ids=receivers,
+    )
+
+
+async def publish_elsewhere(running, envelopes: list[dict], tmp: Path) -> tuple[float, float]:
+    """Publish from another process, as the producing service would (RabbitMQ only): the
+    publisher then does not share this process's CPU with the pipeline it measures.
+    Returns (start, end) of the publish, on the shared monotonic clock."""
+    path = tmp / f"publish-{uuid.uuid4().hex}.json"
+    settings = running.settings
+    path.write_text(json.dumps({"url": settings.broker_url, "exchange": settings.exchange, "envelopes": envelopes}))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--publish-file", str(path), stdout=asyncio.subprocess.PIPE
+    )
+    start = float((await child.stdout.readline()).decode())
+    out, _ = await child.communicate()
+    if child.returncode:
+        raise RuntimeError("the publisher process failed")
+    return start, float(out.decode())
+
+
+async def publish_file(path: str) -> None:
+    """The child process: publish the envelopes of a file (confirmed), print start and end times."""
+    from roomee.kit.events.amqp import AmqpBroker
+
+    spec = json.loads(Path(path).read_text())
+    broker = AmqpBroker(spec["url"], spec["exchange"])
+    await broker.start()
+    messages = [
+        Message(f"roomee.notification.{e['type']}", json.dumps(e).encode(), message_id=e["id"])
+        for e in spec["envelopes"]
+    ]
+    print(time.perf_counter(), flush=True)
+    await broker.publish_batch(messages)
+    print(time.perf_counter(), flush=True)
+    await broker.close()
+
+
+async def publish(running, envelopes: list[dict]) -> None:
+    await running.platform.broker.publish_batch(
+        [Message(f"roomee.notification.{e['type']}", json.dumps(e).encode(), message_id=e["id"]) for e in envelopes]
+    )
+
+
+async def receiver_count(ctx, *, notification_id: str | None = None, workspace_id: str | None = None) -> int:
+    query = sa.select(sa.func.count()).select_from(notification_receiver)
+    if notification_id is not None:
+        query = query.where(notification_receiver.c.notification_id == notification_id)
+    if workspace_id is not None:
+        query = query.where(notification_receiver.c.workspace_id == workspace_id)
+    async with ctx.db.transaction() as session:
+        return int((await session.execute(query)).scalar_one())
+
+
+# -- ours ------------------------------------------------------------------------------------------
+
+
+async def fanout(running, ctx, probe: Probe, n: int) -> dict:
+    workspace_id = str(uuid.uuid4())
+    members = member_ids(workspace_id, n)
+    await seed_workspace(ctx, workspace_id, members)
+    envelope = page_created(workspace_id, members)
+    nid = notification_id_for(envelope["id"])
+    batches = math.ceil(n / PUSH_BATCH)
+    start = time.perf_counter()
+    await publish(running, [envelope])
+    rows_at = push_at = socket_at = None
+    deadline = start + ARGS.timeout
+    while rows_at is None or push_at is None or socket_at is None:
+        now = time.perf_counter()
+        if now > deadline:
+            raise TimeoutError(f"fan-out {n}: rows={rows_at} push={push_at} socket={socket_at}")
+        if push_at is None:
+            seen = await probe.push(nid)
+            if seen["requests"] >= batches:
+                push_at = seen["last"]
+                pushed_ids = seen["ids"]
+        if socket_at is None and nid in probe.socket_done:
+            socket_at = probe.socket_done[nid]
+        if rows_at is None and await receiver_count(ctx, notification_id=nid) >= n:
+            rows_at = time.perf_counter()
+        await asyncio.sleep(POLL)
+    assert pushed_ids == n, (pushed_ids, n)
+    return {"rows": rows_at - start, "push": push_at - start, "socket": socket_at - start, "batches": batches}
+
+
+async def throughput(running, ctx, probe: Probe, k: int, tmp: Path) -> dict:
+    workspace_id = str(uuid.uuid4())
+    members = member_ids(workspace_id, k)
+    await seed_workspace(ctx, workspace_id, members)
+    envelopes = [page_created(workspace_id, [m]) for m in members]
+    socket_before, push_before = probe.socket_total, (await probe.push())["total"]
+    if ARGS.backend == "real":
+        start, end = await publish_elsewhere(running, envelopes, tmp)
+        published = end - start
+    else:  # the embedded bus lives in this process
+        start = time.perf_counter()
+        await publish(running, envelopes)
+        published = time.perf_counter() - start
+    rows_at = await wait_until(
+        lambda: _rows_and_sockets(ctx, workspace_id, k, probe, socket_before), ARGS.timeout
+    )
+    seen: dict = {}
+
+    async def pushed() -> bool:
+        seen.update(await probe.push())
+        return seen["total"] - push_before >= k
+
+    await wait_until(pushed, ARGS.timeout)
+    push_at = seen["last"]
+    return {"publish": published, "pipeline": rows_at - start, "push": push_at - start}
+
+
+async def _rows_and_sockets(ctx, workspace_id: str, k: int, probe: Probe, socket_before: int) -> bool:
+    if probe.socket_total - socket_before < k:
+        return False
+    return await receiver_count(ctx, workspace_id=workspace_id) >= k
+
+
+# -- naive -----------------------------------------------------------------------------------------
+
+
+def _naive_push_body(key: str, subscription_id: str) -> dict:
+    return {
+        "app_id": "roomee-app", "contents": {"en": "Nouvelle politique RH"}, "headings": {"en": "Ada Admin"},
+        "data": {"naive": key}, "include_subscription_ids": [subscription_id], "idempotency_key": str(uuid.uuid4()),
+    }
+
+
+async def _naive_one(ctx, http: httpx.AsyncClient, notification_id: str, member: str, workspace_id: str,
+                     key: str, *, with_notification: bool) -> None:
+    insert = _insert_for(ctx)
+    now = datetime.now(timezone.utc)
+    async with ctx.db.transaction() as session:
+        if with_notification:
+            await session.execute(
+                sa.insert(notification).values(
+                    id=notification_id, event_id=notification_id, workspace_id=workspace_id, ecosystem_id="hotel-bench",
+                    type="page.created", category="news", actor_id="bench-author", actor_name="Ada Admin",
+                    actor_type="member", renders={"fr": {"title": "t", "body": "b"}}, data={}, created_at=now,
+                )
+            )
+        await session.execute(
+            sa.insert(notification_receiver).values(
+                notification_id=notification_id, member_id=member, workspace_id=workspace_id, locale="fr",
+                channels="socket,push", created_at=now,
+            )
+        )
+        stmt = insert(unread_counter).values(member_id=member, workspace_id=workspace_id, count=1, updated_at=now)
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[unread_counter.c.member_id, unread_counter.c.workspace_id],
+                set_={"count": unread_counter.c.count + 1, "updated_at": stmt.excluded.updated_at},
+            )
+        )
+    response = await http.post("/notifications", json=_naive_push_body(key, f"sub-{member}"),
+                               headers={"Authorization": "Key test-key"})
+    response.raise_for_status()
+
+
+def _insert_for(ctx):
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if ctx.db.is_postgres else sqlite.insert
+
+
+async def naive_fanout(ctx, http: httpx.AsyncClient, n: int) -> tuple[float, bool]:
+    measured = min(n, ARGS.naive_cap)
+    workspace_id = str(uuid.uuid4())
+    members = member_ids(workspace_id, measured)
+    notification_id = str(uuid.uuid4())
+    start = time.perf_counter()
+    for m in members:
+        await _naive_one(ctx, http, notification_id, m, workspace_id, notification_id, with_notification=False)
+    elapsed = time.perf_counter() - start
+    return elapsed * n / measured, measured < n
+
+
+async def naive_events(ctx, http: httpx.AsyncClient, k: int) -> tuple[float, bool]:
+    measured = min(k, ARGS.naive_events)
+    workspace_id = str(uuid.uuid4())
+    members = member_ids(workspace_id, measured)
+    start = time.perf_counter()
+    for m in members:
+        notification_id = str(uuid.uuid4())
+        await _naive_one(ctx, http, notification_id, m, workspace_id, notification_id, with_notification=True)
+    elapsed = time.perf_counter() - start
+    return elapsed * k / measured, measured < k
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+async def main() -> None:
+    sizes = [int(s) for s in ARGS.sizes.split(",") if s.strip()]
+    print(f"backend={ARGS.backend} cores={os.cpu_count()} python={sys.version.split()[0]}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="roomee-bench-") as tmp:
+        url_file = Path(tmp) / "fake-url"
+        fake = subprocess.Popen([sys.executable, __file__, "--serve-fake", str(url_file)], stdin=subprocess.PIPE)
+        try:
+            while not url_file.exists() or not url_file.read_text():
+                if fake.poll() is not None:
+                    raise RuntimeError("the OneSignal fake did not start")
+                await asyncio.sleep(0.05)
+            fake_url = url_file.read_text()
+            probe = Probe(fake_url)
+            settings = make_settings(
+                Path(tmp), push_backend="onesignal", onesignal_url=fake_url, onesignal_app_id="roomee-app",
+                onesignal_api_key="test-key", log_level="ERROR",
+            )
+            async with running_platform(settings, "notification") as running, \
+                    httpx.AsyncClient(base_url=fake_url, timeout=30) as http:
+                ctx = running.platform.services["notification"]
+                probe.wrap_socket(ctx.state["channels"].socket)
+                await fanout(running, ctx, probe, 100)  # warm-up: connections, caches, queues
+                results = []
+                for n in sizes:
+                    ours = await fanout(running, ctx, probe, n)
+                    naive, extrapolated = await naive_fanout(ctx, http, n)
+                    results.append((n, ours, naive, extrapolated))
+                    print(f"  fan-out {n}: rows {ours['rows']:.3f} s, push {ours['push']:.3f} s, "
+                          f"socket {ours['socket']:.3f} s; naive {naive:.2f} s"
+                          f"{' (extrapolated)' if extrapolated else ''}", flush=True)
+                events = None
+                if ARGS.events:
+                    ours_k = await throughput(running, ctx, probe, ARGS.events, Path(tmp))
+                    naive_k, k_extrapolated = await naive_events(ctx, http, ARGS.events)
+                    events = (ours_k, naive_k, k_extrapolated)
+            await probe.http.aclose()
+        finally:
+            fake.stdin.close()
+            fake.wait(10)
+            await drop_test_resources()
+    report(results, events)
+
+
+def report(results, events) -> None:
+    print()
+    print(f"Notification pipeline benchmark — backend {ARGS.backend}, {os.cpu_count()} cores")
+    print("Fan-out: one page.created to N receivers, seconds from publish")
+    header = f"{'N':>8} {'rows':>8} {'push':>8} {'(reqs)':>7} {'socket':>8} | {'naive':>9} {'ratio':>7}"
+    print(header)
+    print("-" * len(header))
+    for n, ours, naive, extrapolated in results:
+        slowest = max(ours["rows"], ours["push"], ours["socket"])
+        print(f"{n:>8} {ours['rows']:>8.3f} {ours['push']:>8.3f} {ours['batches']:>7} {ours['socket']:>8.3f} | "
+              f"{naive:>8.2f}{'*' if extrapolated else ' '} {naive / slowest:>6.0f}x")
+    print("  ratio = naive / slowest of (rows, push, socket); * = naive extrapolated linearly from "
+          f"{ARGS.naive_cap} receivers")
+    if events:
+        ours_k, naive_k, extrapolated = events
+        k = ARGS.events
+        print(f"Throughput: {k} single-receiver events published at once "
+              f"({'from another process, ' if ARGS.backend == 'real' else ''}publish took {ours_k['publish']:.3f} s)")
+        rate = k / ours_k["pipeline"]
+        push_rate = k / ours_k["push"]
+        naive_rate = k / naive_k
+        print(f"  rows committed + socket emits: {ours_k['pipeline']:.3f} s = {rate:,.0f} events/s")
+        print(f"  push requests received:        {ours_k['push']:.3f} s = {push_rate:,.0f} events/s")
+        print(f"  naive (1 tx + 1 push each):    {naive_k:.3f} s = {naive_rate:,.0f} events/s"
+              f"{' (extrapolated from %d)' % ARGS.naive_events if extrapolated else ''}")
+        print(f"  ratio ours/naive: {rate / naive_rate:.1f}x (rows+socket), {push_rate / naive_rate:.1f}x (with push)")
+
+
+if __name__ == "__main__":
+    if ARGS.serve_fake:
+        asyncio.run(serve_fake(ARGS.serve_fake))
+    elif ARGS.publish_file:
+        asyncio.run(publish_file(ARGS.publish_file))
+    else:
+        asyncio.run(main())

@@ -1,0 +1,79 @@
+"""The notification queue is consumed in batches (one transaction for the events that arrive
+together, set-based lookups and writes): the outcome must be that of handling them one by one."""
+
+from __future__ import annotations
+
+from roomee.kit.events import build_envelope
+from tests.notification.support import event, eventually, handled, inbox, publish, team_platform, unread, wait_handled
+
+
+def member_updated(person, *, locale: str) -> dict:
+    return build_envelope(
+        "member.updated",
+        workspace_id=person.workspace_id,
+        ecosystem_id=person.ecosystem_id,
+        payload={"member": {"id": person.member_id, "firstName": "Bob", "lastName": "Staff",
+                            "email": person.email, "locale": locale}},
+        channels=(),
+        actor={"id": "members", "name": "Roomee", "type": "system"},
+    )
+
+
+async def test_a_batch_sees_the_directory_changes_of_the_events_before_it(tmp_path):
+    async with team_platform(tmp_path, members=2) as team:
+        client, admin, (bob, carol) = team.client, team.admin, team.members
+        to_french = member_updated(bob, locale="fr")
+        await publish(team.running, to_french)
+        await wait_handled(team.running, to_french)
+
+        before = event(admin, [bob, carol], payload={"id": "page-a", "title": "Avant"})
+        to_english = member_updated(bob, locale="en")
+        after = event(admin, [bob], payload={"id": "page-b", "title": "After"})
+        others = [event(admin, [carol], payload={"id": f"page-{n}", "title": f"Autre {n}"}) for n in range(5)]
+        # One publish: the consumer takes them as one batch (or several; the outcome is the same).
+        await publish(team.running, before, to_english, after, *others, before)
+        await wait_handled(team.running, before, to_english, after, *others)
+
+        titles = {item["data"]["title"]: item["title"] for item in await inbox(client, bob, limit=50)}
+        assert titles["Avant"] == "Nouvel article"  # bob still read French then
+        assert titles["After"] == "New article"  # the directory change came first
+        carol_items = await inbox(client, carol, limit=50)
+        assert sum(1 for item in carol_items if item["data"]["title"] == "Avant") == 1  # duplicate skipped
+        assert {f"Autre {n}" for n in range(5)} <= {item["data"]["title"] for item in carol_items}
+
+        for person in (bob, carol):
+            assert await unread(client, person) == len(await inbox(client, person, unread="true", limit=100))
+        recount = await client.post("/api/v1/notifications/counters/recount", headers=admin.headers)
+        assert recount.json() == {"workspaceId": admin.workspace_id, "corrected": 0}
+
+
+async def test_a_failing_event_holds_back_only_itself(tmp_path):
+    async with team_platform(tmp_path, members=1) as team:
+        client, admin, bob = team.client, team.admin, team.members[0]
+        factory = team.ctx.state["factory"]
+        render = factory.render
+
+        def failing_render(event_type, locale, context):
+            if context.get("title") == "poison":
+                raise RuntimeError("this event cannot be rendered")
+            return render(event_type, locale, context)
+
+        factory.render = failing_render
+        try:
+            good = [event(admin, [bob], payload={"id": f"page-{n}", "title": f"Good {n}"}) for n in range(6)]
+            poison = event(admin, [bob], payload={"id": "page-x", "title": "poison"})
+            await publish(team.running, *good[:3], poison, *good[3:])
+            await wait_handled(team.running, *good)
+            assert not await handled(team.running, poison)
+            titles = {item["data"]["title"] for item in await inbox(client, bob, limit=50)}
+            assert {f"Good {n}" for n in range(6)} <= titles and "poison" not in titles
+        finally:
+            factory.render = render
+        # Its retry (after 1 s) succeeds now that it can be rendered.
+        await wait_handled(team.running, poison, timeout=15)
+        await eventually(lambda: _titled(client, bob, "poison"))
+        assert await unread(client, bob) == len(await inbox(client, bob, unread="true", limit=100))
+
+
+async def _titled(client, person, title: str) -> bool:
+    return any(item["data"]["title"] == title for item in await inbox(client, person, limit=50))
