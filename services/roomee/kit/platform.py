@@ -49,7 +49,12 @@ class ServiceContext:
     db: Database
     platform: "Platform"
     state: dict[str, Any] = field(default_factory=dict)
+    stop_callbacks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _clients: dict[str, ServiceClient] = field(default_factory=dict)
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` when the platform stops (after consumers and relays; last registered first)."""
+        self.stop_callbacks.append(callback)
 
     def client(self, target: str) -> ServiceClient:
         if target not in self._clients:
@@ -136,9 +141,7 @@ class Platform:
         for ctx in self.services.values():
             for client in ctx._clients.values():
                 await client.aclose()
-            teardown = ctx.state.get("teardown")
-            if teardown is not None:
-                await teardown()
+            await run_stop_callbacks(ctx.name, ctx.stop_callbacks)
         if self.broker is not None:
             await self.broker.close()
         for ctx in self.services.values():
@@ -167,6 +170,16 @@ class Platform:
             yield
         finally:
             await self.stop()
+
+
+async def run_stop_callbacks(service: str, callbacks: list[Callable[[], Awaitable[None]]]) -> None:
+    """Last registered first; one failing callback does not keep the others from running."""
+    while callbacks:
+        callback = callbacks.pop()
+        try:
+            await callback()
+        except Exception:
+            log.exception("stop callback failed", extra={"service": service})
 
 
 async def _supervised(service: str, worker: Callable[[], Awaitable[None]]) -> None:

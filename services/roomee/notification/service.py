@@ -17,7 +17,7 @@ from roomee.kit.platform import ServiceContext
 from roomee.kit.schemas import decode_cursor, encode_cursor
 from roomee.notification import clock, directory, hooks
 from roomee.notification.catalog import CATEGORIES, CHANNEL_PREFS
-from roomee.notification.channels import UNREAD_COUNTERS, add_teardown, build_channels
+from roomee.notification.channels import UNREAD_COUNTERS, build_channels
 from roomee.notification.delivery import deferred_worker
 from roomee.notification.dispatcher import SocketDispatcher
 from roomee.notification.factory import NotificationFactory
@@ -34,7 +34,7 @@ async def setup(ctx: ServiceContext) -> None:
     if on_connect is not None:
         on_connect(functools.partial(_send_counter_on_connect, ctx))
     # Runs first at shutdown: socket emits already queued go out before the channels close.
-    add_teardown(ctx, hooks.drain)
+    ctx.on_stop(hooks.drain)
 
 
 async def _send_counter_on_connect(ctx: ServiceContext, sid: str, principal: Principal) -> None:

@@ -38,7 +38,6 @@ from socketio.async_manager import AsyncManager
 
 from roomee.kit.auth import Principal
 from roomee.kit.errors import RoomeeError
-from roomee.notification.channels import add_teardown
 
 log = logging.getLogger("roomee.notification.socket")
 
@@ -320,7 +319,7 @@ def socket_server(ctx: Any) -> SocketServer:
     """The notification target's Socket.IO server, created once per service context.
 
     Puts the ``AsyncServer`` in ``ctx.state["sio"]`` and the ``SocketChannel`` in
-    ``ctx.state["socket"]``, and chains its shutdown onto ``ctx.state["teardown"]``.
+    ``ctx.state["socket"]``, and registers its shutdown with ``ctx.on_stop``.
     """
     server = ctx.state.get("socket")
     if server is None:
@@ -333,7 +332,7 @@ def socket_server(ctx: Any) -> SocketServer:
         )
         ctx.state["socket"] = server
         ctx.state["sio"] = server.sio
-        add_teardown(ctx, server.close)
+        ctx.on_stop(server.close)
     return server
 
 

@@ -105,24 +105,6 @@ class Channels:
                 await close()
 
 
-def add_teardown(ctx: Any, teardown: Callable[[], Awaitable[None]]) -> None:
-    """Chain ``teardown`` onto ``ctx.state["teardown"]`` (awaited when the platform stops).
-
-    Teardowns run last-added first; a failing one does not stop the earlier ones. Use this
-    instead of assigning ``ctx.state["teardown"]``, which would drop the ones already chained.
-    """
-    previous = ctx.state.get("teardown")
-
-    async def chained() -> None:
-        try:
-            await teardown()
-        finally:
-            if previous is not None:
-                await previous()
-
-    ctx.state["teardown"] = chained
-
-
 def build_push(settings: Any) -> PushChannel:
     """The push backend named by ``settings.push_backend`` (``log`` | ``onesignal``)."""
     from roomee.notification.channels.push import LogPush, OneSignalPush
@@ -153,7 +135,7 @@ def build_channels(ctx: Any) -> Channels:
     Idempotent per context (kept in ``ctx.state["channels"]``); the socket channel is the
     target's Socket.IO server (created here if the target was not mounted, e.g. a worker-only
     process: its emits still reach other replicas through RabbitMQ). Closing the providers is
-    chained onto ``ctx.state["teardown"]``.
+    closed by ``ctx.on_stop``.
     """
     channels = ctx.state.get("channels")
     if channels is None:
@@ -161,5 +143,5 @@ def build_channels(ctx: Any) -> Channels:
 
         channels = Channels(socket=socket_server(ctx), push=build_push(ctx.settings), email=build_email(ctx.settings))
         ctx.state["channels"] = channels
-        add_teardown(ctx, channels.aclose)
+        ctx.on_stop(channels.aclose)
     return channels
