@@ -144,3 +144,50 @@ async def test_openapi_per_service(platform):
         assert "Idempotent" in members["paths"]["/members/add/hotel/member"]["post"]["description"]
         assert "/users/signUp" in (await client.get("/openapi/auth.json")).json()["paths"]
         assert (await client.get("/openapi/nothing.json")).status_code == 404
+
+
+async def test_sync_feed_pages_every_change_in_order(platform):
+    async with platform.client() as client:
+        headers = await service_headers(platform)
+        body = {"hotelId": "hotel-7", "hotelName": "Feed Hotel", "email": "first@feed.example.com"}
+        await client.post("/members/add/hotel/member", json=body, headers=headers)
+        page = (await client.post("/members/sync", json={"limit": 100}, headers=headers)).json()
+        cursor = page["nextCursor"]
+        assert [m["email"] for m in page["items"]] == ["first@feed.example.com"]
+
+        await client.post("/members/add/hotel/member", json={**body, "email": "second@feed.example.com"},
+                          headers=headers)
+        await client.post("/members/add/hotel/member", json={**body, "email": "third@feed.example.com"},
+                          headers=headers)
+        later = (await client.post("/members/sync", json={"cursor": cursor, "limit": 1}, headers=headers)).json()
+        rest = (await client.post("/members/sync", json={"cursor": later["nextCursor"]}, headers=headers)).json()
+        assert [m["email"] for m in later["items"] + rest["items"]] == ["second@feed.example.com",
+                                                                         "third@feed.example.com"]
+        assert rest["nextCursor"] != later["nextCursor"]
+        empty = (await client.post("/members/sync", json={"cursor": rest["nextCursor"]}, headers=headers)).json()
+        assert empty["items"] == [] and empty["nextCursor"] == rest["nextCursor"]
+        bad = await client.post("/members/sync", json={"cursor": "WyJ4Il0"}, headers=headers)
+        assert bad.status_code == 400 and bad.json()["error"] == "invalid_cursor"
+
+
+async def test_feed_positions_are_taken_in_commit_order(platform):
+    """A second change waits for the first to commit, so no later reader can see position P+1
+    before P exists (paging by updated_at could skip a change that commits late)."""
+    import asyncio
+
+    from roomee.members.repository import MemberRepository
+
+    db = platform.platform.services["members"].db
+    async with db.sessionmaker() as first:
+        await first.begin()
+        first_position = await MemberRepository(first)._next_change()
+
+        async def second_change() -> int:
+            async with db.transaction() as second:
+                return await MemberRepository(second)._next_change()
+
+        waiting = asyncio.create_task(second_change())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # held back by the uncommitted first change
+        await first.commit()
+    assert await asyncio.wait_for(waiting, 10) == first_position + 1

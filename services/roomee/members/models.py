@@ -41,6 +41,8 @@ member = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("version", sa.BigInteger, nullable=False, server_default="1"),
+    # Position in the change feed (POST /members/sync); see change_counter.
+    sa.Column("change_seq", sa.BigInteger, nullable=False, server_default="0", index=True),
 )
 # One live membership per email and workspace; a removed member may be invited again.
 sa.Index(
@@ -73,4 +75,14 @@ onboarding = sa.Table(
     sa.Column("member_id", sa.String(36), nullable=True),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# One row per feed. Each member change increments it in its own transaction; the row lock is
+# held until commit, so positions become visible in commit order and a reader paging by
+# position never skips a change that commits late (which paging by updated_at could).
+change_counter = sa.Table(
+    "change_counter",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
 )

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from roomee.members.models import member, onboarding, workspace
+from roomee.members.models import change_counter, member, onboarding, workspace
 
 _member_with_workspace = sa.select(
     member,
@@ -57,8 +57,17 @@ class MemberRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    async def _next_change(self) -> int:
+        result = await self.session.execute(
+            sa.update(change_counter)
+            .where(change_counter.c.name == "member")
+            .values(value=change_counter.c.value + 1)
+            .returning(change_counter.c.value)
+        )
+        return int(result.scalar_one())
+
     async def insert(self, values: dict[str, Any]) -> None:
-        await self.session.execute(sa.insert(member).values(**values))
+        await self.session.execute(sa.insert(member).values(**values, change_seq=await self._next_change()))
 
     async def get_in_workspace(self, workspace_id: str, member_id: str) -> dict | None:
         row = await self.session.execute(
@@ -116,36 +125,38 @@ class MemberRepository:
         return list(rows.scalars())
 
     async def changed_since(
-        self, *, after: tuple[str, str] | None, limit: int, ecosystem_id: str | None, workspace_id: str | None
+        self, *, after: tuple[int, str] | None, limit: int, ecosystem_id: str | None, workspace_id: str | None
     ) -> list[dict]:
-        """Members (deleted ones included) in order of last change, for directories kept elsewhere."""
+        """Members (deleted ones included) in change-feed order, for directories kept elsewhere."""
         query = _member_with_workspace
         if ecosystem_id:
             query = query.where(member.c.ecosystem_id == ecosystem_id)
         if workspace_id:
             query = query.where(member.c.workspace_id == workspace_id)
         if after is not None:
-            changed, member_id = after
-            changed_at = datetime.fromisoformat(changed)
+            position, member_id = after
             query = query.where(
                 sa.or_(
-                    member.c.updated_at > changed_at,
-                    sa.and_(member.c.updated_at == changed_at, member.c.id > member_id),
+                    member.c.change_seq > position,
+                    sa.and_(member.c.change_seq == position, member.c.id > member_id),
                 )
             )
-        rows = await self.session.execute(query.order_by(member.c.updated_at, member.c.id).limit(limit))
+        rows = await self.session.execute(query.order_by(member.c.change_seq, member.c.id).limit(limit))
         return [dict(r) for r in rows.mappings()]
 
     async def update(self, member_id: str, values: dict[str, Any]) -> None:
         await self.session.execute(
-            sa.update(member).where(member.c.id == member_id).values(version=member.c.version + 1, **values)
+            sa.update(member)
+            .where(member.c.id == member_id)
+            .values(version=member.c.version + 1, change_seq=await self._next_change(), **values)
         )
 
     async def soft_delete_workspace_members(self, workspace_id: str, when: datetime) -> list[str]:
         rows = await self.session.execute(
             sa.update(member)
             .where(member.c.workspace_id == workspace_id, member.c.deleted_at.is_(None))
-            .values(deleted_at=when, updated_at=when, version=member.c.version + 1)
+            .values(deleted_at=when, updated_at=when, version=member.c.version + 1,
+                    change_seq=await self._next_change())
             .returning(member.c.id)
         )
         return list(rows.scalars())

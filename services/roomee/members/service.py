@@ -438,13 +438,17 @@ class MembersService:
         return [present_member(r) for r in await self.members.active_profiles_for_email(normalise_email(email))]
 
     async def changed_members(self, data: dict[str, Any]) -> dict:
+        after = decode_cursor(data.get("cursor"))
+        if after is not None and not (
+            len(after) == 2 and isinstance(after[0], int) and isinstance(after[1], str)
+        ):
+            raise BadRequest("invalid cursor", code="invalid_cursor")
         rows = await self.members.changed_since(
-            after=_page_after(data.get("cursor")), limit=data["limit"],
+            after=tuple(after) if after else None, limit=data["limit"],
             ecosystem_id=data.get("ecosystem_id"), workspace_id=data.get("workspace_id"),
         )
-        cursor = _next_cursor(rows, data["limit"], "updated_at")
-        if cursor is None and rows:
-            cursor = encode_cursor(as_utc(rows[-1]["updated_at"]).isoformat(), rows[-1]["id"])
+        # Always a cursor to resume from, also after the last page: the caller polls with it.
+        cursor = encode_cursor(rows[-1]["change_seq"], rows[-1]["id"]) if rows else None
         return {"items": [present_member(r) for r in rows], "next_cursor": cursor or data.get("cursor")}
 
 
