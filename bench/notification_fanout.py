@@ -17,8 +17,8 @@ publish of the envelope(s) to the broker:
   notification directory, each with one active push subscription for that workspace):
   (a) all N receiver rows committed (polled every 5 ms from a separate transaction),
   (b) all ceil(N / 2000) push requests received by the fake,
-  (c) the socket emit of the notification done: the socket channel's ``to_members`` wrapped, the
-      time is when the emit to the member rooms (python-socketio ``emit``) returned; no client is
+  (c) the socket emit of the notification done: the socket channel's ``to_members_many`` wrapped, the
+      time is when the emits to the member rooms (python-socketio ``emit``) returned; no client is
       connected, so this is the server-side cost of the emit;
 - throughput: K single-receiver events published at once; until all K receiver rows are committed
   and their K socket emits done; separately, until all K push requests reached the fake.
@@ -159,15 +159,17 @@ class Probe:
         return response.json()
 
     def wrap_socket(self, socket) -> None:
-        original = socket.to_members
+        original = socket.to_members_many
 
-        async def to_members(member_ids, event, payload):
-            await original(member_ids, event, payload)
-            if event == "notification:new":
-                self.socket_done[payload.get("id")] = time.perf_counter()
-                self.socket_total += 1
+        async def to_members_many(emits):
+            await original(emits)
+            done = time.perf_counter()
+            for event, payload, _members in emits:
+                if event == "notification:new":
+                    self.socket_done[payload.get("id")] = done
+                    self.socket_total += 1
 
-        socket.to_members = to_members
+        socket.to_members_many = to_members_many
 
 
 async def wait_until(check, timeout: float) -> float:

@@ -4,12 +4,15 @@ with the operator's CLI and delivered; every attempt is on record."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
 from pathlib import Path
 
 from roomee.kit.clock import as_utc
+from roomee.kit.events import Message
+from roomee.notification.dispatcher import delivery_jobs
 from roomee.notification.processor import notification_id_for
 from tests.notification.support import (
     attempts,
@@ -92,3 +95,37 @@ async def test_provider_5xx_is_retried_at_1_2_4_s_then_dead_lettered_then_replay
         assert _sent_total(after, "push", "sent") - _sent_total(before, "push", "sent") == 1
         await asyncio.sleep(0.3)
         assert len(await attempts(team.running, page)) == 5
+
+
+async def test_a_job_of_several_notifications_retries_only_the_request_that_failed(tmp_path):
+    """Notifications planned in one transaction share a push job; a 5xx on one of its requests
+    retries the job, and the retry sends that request again (same idempotency key), not the
+    ones OneSignal accepted."""
+    async with team_platform(tmp_path, members=0) as team:
+        requests = [
+            {"notificationId": f"n-{n}", "workspaceId": team.admin.workspace_id, "ecosystemId": team.admin.ecosystem_id,
+             "locale": "fr", "title": f"Titre {n}", "body": f"Corps {n}", "data": {"notificationId": f"n-{n}"},
+             "subscriptionIds": [f"device-{n}"]}
+            for n in (1, 2, 3)
+        ]
+        [(routing_key, job)] = delivery_jobs("push", requests)
+        team.onesignal.fail_next(1, status=503)  # whichever request arrives first
+        await team.running.platform.broker.publish_batch(
+            [Message(routing_key, json.dumps(job).encode(), message_id=job["id"])]
+        )
+
+        async def all_sent():
+            rows = [r for n in (1, 2, 3) for r in await attempts(team.running, f"n-{n}")]
+            return rows if sum(r["status"] == "sent" for r in rows) == 3 else None
+
+        rows = await eventually(all_sent, timeout=10)
+        assert len(rows) == 4 and {r["job_id"] for r in rows} == {job["id"]}
+        failed = [r for r in rows if r["status"] == "failed"]
+        assert [(r["attempt"], r["error"]) for r in failed] == [(1, "HTTP 503")]
+        retried = [r for r in rows if r["notification_id"] == failed[0]["notification_id"] and r["status"] == "sent"]
+        assert [r["attempt"] for r in retried] == [2]
+        assert sorted(r["attempt"] for r in rows if r["notification_id"] != failed[0]["notification_id"]) == [1, 1]
+        posted = team.onesignal.requests_to("POST", "/notifications")
+        assert len(posted) == 4  # three requests, one of them twice
+        keys = [r.json["idempotency_key"] for r in posted]
+        assert len(set(keys)) == 3

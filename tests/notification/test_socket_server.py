@@ -236,6 +236,16 @@ async def test_two_replicas_share_rooms_through_rabbitmq(tmp_path):
             # An emit on replica A reaches a client connected to replica B.
             await server_a.to_members(["m-b"], NOTIFICATION_NEW, {"id": "n1"})
             assert await on_b.wait(NOTIFICATION_NEW) == [{"id": "n1"}]
+            # Several emits in one RabbitMQ message: each reaches its rooms on every replica, in
+            # order, and the emitting replica's own clients get theirs once.
+            await server_a.to_members_many(
+                [(NOTIFICATION_NEW, {"id": "n2"}, ["m-b"]), (NOTIFICATION_NEW, {"id": "n3"}, ["m-a", "m-b"]),
+                 (NOTIFICATION_NEW, {"id": "nobody"}, [])]
+            )
+            assert await on_b.wait(NOTIFICATION_NEW, 3) == [{"id": "n1"}, {"id": "n2"}, {"id": "n3"}]
+            assert await on_a.wait(NOTIFICATION_NEW) == [{"id": "n3"}]
+            await asyncio.sleep(0.2)
+            assert on_a.received[NOTIFICATION_NEW] == [{"id": "n3"}]
             # The author's sockets are left out on every replica, not only on the emitting one.
             await server_a.to_workspace("w1", "comment:new", {"c": 1}, skip_member_ids=["author"])
             assert await on_b.wait("comment:new") == [{"c": 1}]

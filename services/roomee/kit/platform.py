@@ -15,6 +15,7 @@ from roomee.kit import migrations
 from roomee.kit.auth import ServiceTokenProvider, TokenVerifier, remote_jwks_loader
 from roomee.kit.db import Database
 from roomee.kit.events import Delivery, EventConsumer, OutboxRelay, broker_from_settings
+from roomee.kit.events.consumer import BatchHandler
 from roomee.kit.http import ServiceClient
 from roomee.kit.observability import configure_logging, configure_tracing
 from roomee.kit.settings import Settings
@@ -22,9 +23,6 @@ from roomee.kit.settings import Settings
 log = logging.getLogger("roomee.platform")
 
 Handler = Callable[[AsyncSession, dict, Delivery], Awaitable[None]]
-
-
-BatchHandler = Callable[[AsyncSession, list[tuple[dict, Delivery]]], Awaitable[None]]
 
 
 @dataclass(frozen=True)

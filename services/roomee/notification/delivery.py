@@ -1,12 +1,13 @@
 """Delivery consumers (push and email jobs) and the release of deferred deliveries.
 
-A job is one provider request's worth of recipients. Its handler calls the channel (whose
-providers sit behind the platform's circuit breaker), records every ``AttemptResult`` as a
-``delivery_attempt`` row and counts ``notifications_sent_total{channel,status}``. A retryable
-failure (5xx, timeout, open circuit) raises, so the kit retries the job after 1 s, 2 s and 4 s and
-then dead-letters it; the attempt rows are then written in their own transaction once the
-consumer's has rolled back, so failures stay on record. A retry or a replay skips the recipients
-an earlier attempt of the same job reached, and numbers its attempts after the earlier ones.
+A job carries provider requests (see ``dispatcher.delivery_jobs``); jobs are handled in
+batches. Each request's channel call (providers sit behind the platform's circuit breaker) gives
+``AttemptResult``s, each recorded as a ``delivery_attempt`` row and counted in
+``notifications_sent_total{channel,status}``. A job with a retryable failure (5xx, timeout, open
+circuit) is handed back to the kit as failed, so the kit retries that job alone after 1 s, 2 s
+and 4 s and then dead-letters it; its attempt rows commit with the batch, so failures stay on
+record. A retry or a replay skips the recipients an earlier attempt of the same job reached, and
+numbers its attempts after the earlier ones.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.kit.events import Delivery, emit_many
 from roomee.kit.metrics import notifications_sent_total
-from roomee.notification import clock, hooks
+from roomee.notification import clock
 from roomee.notification.channels import AttemptResult, EmailMessage, PushMessage
-from roomee.notification.processor import plan_deliveries
+from roomee.notification.processor import Planned, plan_deliveries
 from roomee.notification.repository import (
     AttemptRepository,
     DirectoryRepository,
@@ -36,13 +38,36 @@ log = logging.getLogger("roomee.notification.delivery")
 
 DEFERRED_POLL_SECONDS = 1.0
 DEFERRED_BATCH = 1000
+EMAIL_CONCURRENCY = 4
 
 
 class DeliveryFailed(Exception):
     """A provider request failed in a way worth retrying; the kit retries the job."""
 
 
+@dataclass
+class _Send:
+    """One provider request of a job in a batch: what is left to send and the provider's outcome."""
+
+    index: int  # the job's position in the batch
+    job_id: str
+    key: str  # the request's idempotency key: the same on every try of the job
+    request: dict[str, Any]
+    attempt: int
+    recipients: list[Any]
+    results: list[AttemptResult] = field(default_factory=list)
+
+
 class DeliveryHandlers:
+    """Batch handlers of the push and email job queues.
+
+    A batch of jobs shares the consumer's transaction: one query for the jobs' earlier attempts,
+    every provider request of the batch concurrently (each channel bounds its own concurrency),
+    one insert for every attempt. A job with a retryable failure is returned to the kit as
+    failed, so that job alone goes down the retry path while its attempt rows commit with the
+    rest of the batch.
+    """
+
     def __init__(self, ctx) -> None:
         self.ctx = ctx
 
@@ -50,53 +75,83 @@ class DeliveryHandlers:
     def channels(self):
         return self.ctx.state["channels"]
 
-    async def push(self, session: AsyncSession, envelope: dict[str, Any], delivery: Delivery) -> None:
-        job, job_id = envelope["payload"], str(envelope["id"])
+    async def push(self, session: AsyncSession, items: list[tuple[dict[str, Any], Delivery]]) -> dict[int, Exception]:
         channel = self.channels.push
-        last, reached = await AttemptRepository(session).history(job_id)
-        remaining = [s for s in job["subscriptionIds"] if s not in reached]
-        if not remaining:
-            return
-        message = PushMessage(
-            notification_id=job["notificationId"],
-            workspace_id=job["workspaceId"],
-            title=job["title"],
-            body=job["body"],
-            data=job.get("data") or {},
-            subscription_ids=remaining,
-            locale=job.get("locale") or "fr",
+        sends = await self._pending(session, items, "subscriptionIds", lambda subscription_id: subscription_id)
+
+        async def send(unit: _Send) -> None:
+            request = unit.request
+            message = PushMessage(
+                notification_id=request["notificationId"],
+                workspace_id=request["workspaceId"],
+                title=request["title"],
+                body=request["body"],
+                data=request.get("data") or {},
+                subscription_ids=unit.recipients,
+                locale=request.get("locale") or "fr",
+            )
+            unit.results = await self._call(
+                "push", channel.provider, unit.recipients, lambda: channel.send(message, idempotency_key=unit.key)
+            )
+
+        await asyncio.gather(*(send(unit) for unit in sends))
+        failures = await self._settle(session, sends)
+        invalid = sorted(
+            {r for unit in sends for result in unit.results for r in (getattr(result, "invalid_recipients", None) or ())}
         )
-        results = await self._call(
-            "push", channel.provider, remaining, lambda: channel.send(message, idempotency_key=job_id)
-        )
-        await self._settle(session, job_id, job["notificationId"], last + 1, results)
-        invalid = sorted({r for result in results for r in (getattr(result, "invalid_recipients", None) or ())})
         if invalid:
             await SubscriptionRepository(session).deactivate(invalid, clock.now(self.ctx))
             log.info("deactivated %d push subscriptions the provider reported invalid", len(invalid))
+        return failures
 
-    async def email(self, session: AsyncSession, envelope: dict[str, Any], delivery: Delivery) -> None:
-        job, job_id = envelope["payload"], str(envelope["id"])
+    async def email(self, session: AsyncSession, items: list[tuple[dict[str, Any], Delivery]]) -> dict[int, Exception]:
         channel = self.channels.email
-        last, reached = await AttemptRepository(session).history(job_id)
-        recipients = [r for r in job["recipients"] if r["to"] not in reached]
-        if not recipients:
-            return
-        messages = [
-            EmailMessage(
-                notification_id=job["notificationId"],
-                member_id=r.get("memberId"),
-                to=r["to"],
-                subject=job["subject"],
-                text=job["text"],
-                html=job["html"],
-            )
-            for r in recipients
-        ]
-        results = await self._call(
-            "email", channel.provider, [r["to"] for r in recipients], lambda: channel.send(messages)
-        )
-        await self._settle(session, job_id, job["notificationId"], last + 1, results)
+        sends = await self._pending(session, items, "recipients", lambda recipient: recipient["to"])
+        # Each SMTP request opens its own connection: a few at a time.
+        semaphore = asyncio.Semaphore(EMAIL_CONCURRENCY)
+
+        async def send(unit: _Send) -> None:
+            request = unit.request
+            messages = [
+                EmailMessage(
+                    notification_id=request["notificationId"],
+                    member_id=r.get("memberId"),
+                    to=r["to"],
+                    subject=request["subject"],
+                    text=request["text"],
+                    html=request["html"],
+                )
+                for r in unit.recipients
+            ]
+            async with semaphore:
+                unit.results = await self._call(
+                    "email", channel.provider, [r["to"] for r in unit.recipients], lambda: channel.send(messages)
+                )
+
+        await asyncio.gather(*(send(unit) for unit in sends))
+        return await self._settle(session, sends)
+
+    async def _pending(
+        self,
+        session: AsyncSession,
+        items: list[tuple[dict[str, Any], Delivery]],
+        recipients_key: str,
+        address: Callable[[Any], str],
+    ) -> list[_Send]:
+        """The requests of a batch's jobs with what they still have to send: a retry or a replay
+        skips the recipients an earlier attempt of the job reached for that notification, and
+        numbers its attempt after the earlier ones."""
+        histories = await AttemptRepository(session).histories([str(envelope["id"]) for envelope, _ in items])
+        sends = []
+        for index, (envelope, _delivery) in enumerate(items):
+            job_id = str(envelope["id"])
+            last, reached = histories.get(job_id, (0, set()))
+            for position, request in enumerate(envelope["payload"]["requests"]):
+                notification_id = request["notificationId"]
+                remaining = [r for r in request[recipients_key] if (notification_id, address(r)) not in reached]
+                if remaining:
+                    sends.append(_Send(index, job_id, f"{job_id}/{position}", request, last + 1, remaining))
+        return sends
 
     async def _call(
         self, name: str, provider: str, recipients: list[str], send: Callable[[], Awaitable[list[AttemptResult]]]
@@ -112,44 +167,38 @@ class DeliveryHandlers:
                 )
             ]
 
-    async def _settle(
-        self, session: AsyncSession, job_id: str, notification_id: str, attempt: int, results: list[AttemptResult]
-    ) -> None:
+    async def _settle(self, session: AsyncSession, sends: list[_Send]) -> dict[int, Exception]:
+        """Record every attempt (one insert), count them, and name the jobs to retry."""
         now = clock.now(self.ctx)
-        rows = [
-            {
-                "id": str(uuid.uuid4()),
-                "notification_id": notification_id,
-                "job_id": job_id,
-                "channel": r.channel,
-                "provider": r.provider,
-                "status": r.status,
-                "attempt": attempt,
-                "recipients_count": len(r.recipients),
-                "recipients": list(r.recipients),
-                "provider_message_id": getattr(r, "provider_message_id", None),
-                "response": r.response,
-                "error": r.error,
-                "created_at": now,
-            }
-            for r in results
-        ]
-        for r in results:
-            notifications_sent_total.labels(r.channel, r.status).inc(max(len(r.recipients), 1))
-        retryable = [r for r in results if r.status == "failed" and r.retryable]
-        if not retryable:
-            await AttemptRepository(session).insert_many(rows)
-            return
-
-        async def keep_attempts() -> None:
-            async with self.ctx.db.transaction() as separate:
-                await AttemptRepository(separate).insert_many(rows)
-
-        hooks.after_rollback(session, keep_attempts)
-        raise DeliveryFailed(
-            f"{len(retryable)} of {len(results)} {retryable[0].channel} requests failed "
-            f"(attempt {attempt}): {retryable[0].error}"
-        )
+        rows = []
+        failures: dict[int, Exception] = {}
+        for unit in sends:
+            for r in unit.results:
+                rows.append(
+                    {
+                        "id": str(uuid.uuid4()),
+                        "notification_id": unit.request["notificationId"],
+                        "job_id": unit.job_id,
+                        "channel": r.channel,
+                        "provider": r.provider,
+                        "status": r.status,
+                        "attempt": unit.attempt,
+                        "recipients_count": len(r.recipients),
+                        "recipients": list(r.recipients),
+                        "provider_message_id": getattr(r, "provider_message_id", None),
+                        "response": r.response,
+                        "error": r.error,
+                        "created_at": now,
+                    }
+                )
+                notifications_sent_total.labels(r.channel, r.status).inc(max(len(r.recipients), 1))
+            retryable = [r for r in unit.results if r.status == "failed" and r.retryable]
+            if retryable and unit.index not in failures:
+                failures[unit.index] = DeliveryFailed(
+                    f"{retryable[0].channel} request failed (attempt {unit.attempt}): {retryable[0].error}"
+                )
+        await AttemptRepository(session).insert_many(rows)
+        return failures
 
 
 async def release_due(ctx, limit: int = DEFERRED_BATCH) -> int:
@@ -165,7 +214,7 @@ async def release_due(ctx, limit: int = DEFERRED_BATCH) -> int:
         by_notification: dict[str, list[dict]] = defaultdict(list)
         for row in due:
             by_notification[row["notification_id"]].append(row)
-        jobs: list[tuple[str, dict]] = []
+        planned = Planned()
         for notification_id, rows in by_notification.items():
             notification = notifications.get(notification_id)
             if notification is None:
@@ -183,7 +232,8 @@ async def release_due(ctx, limit: int = DEFERRED_BATCH) -> int:
                     push[locale].append(row["member_id"])
                 if "email" in wanted and entry is not None and entry.email and "subject" in renders.get(locale, {}):
                     emails[locale].append({"memberId": row["member_id"], "to": entry.email})
-            jobs += await plan_deliveries(session, notification, dict(push), dict(emails))
+            await plan_deliveries(session, notification, dict(push), dict(emails), planned)
+        jobs = planned.jobs()
         await emit_many(session, jobs)
         await repo.mark_released([row["id"] for row in due], now)
     log.info("released %d deferred deliveries", len(due), extra={"jobs": len(jobs)})

@@ -2,10 +2,11 @@
 delivery jobs written to the outbox in the same transaction as the rows.
 
 Jobs travel on ``roomee.delivery.push`` and ``roomee.delivery.email`` (not under
-``roomee.notification.#``), one per provider request: a push job holds at most 2 000 device
-subscriptions, an email job at most ``EMAIL_BATCH`` recipients, all reading one locale. Their ids
-are derived from their content, so a job is the same whoever plans it again, and the provider's
-idempotency key with it.
+``roomee.notification.#``). A job carries up to ``REQUESTS_PER_JOB`` provider requests of one
+workspace, from one or several notifications of a transaction (many single-receiver events make
+few jobs): a push request holds at most 2 000 device subscriptions, an email request at most
+``EMAIL_BATCH`` recipients, all reading one locale. Job ids are derived from their content, so a
+job is the same whoever plans it again, and the provider's idempotency keys with it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import hashlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,99 +31,98 @@ PUSH_JOBS = "roomee.delivery.push"
 EMAIL_JOBS = "roomee.delivery.email"
 PUSH_BATCH = 2000
 EMAIL_BATCH = 100
+REQUESTS_PER_JOB = 50
 JOB_NAMESPACE = uuid.UUID("0b7f3d0e-7c55-4b8e-a1e1-5d7c2f4f9a30")
-
-
-def job_id(notification_id: str, channel: str, recipients: Iterable[str]) -> str:
-    digest = hashlib.sha256("\n".join(recipients).encode()).hexdigest()
-    return str(uuid.uuid5(JOB_NAMESPACE, f"{notification_id}:{channel}:{digest}"))
 
 
 def chunked(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[start:start + size] for start in range(0, len(items), size)]
 
 
-def push_jobs(
+def push_requests(
     notification: dict[str, Any],
     subscriptions_by_locale: dict[str, list[str]],
     push_data: dict[str, Any],
-) -> list[tuple[str, dict]]:
-    """One job per locale and batch of at most 2 000 active device subscriptions."""
-    jobs = []
+) -> list[dict[str, Any]]:
+    """One OneSignal request per locale and batch of at most 2 000 active device subscriptions."""
+    requests = []
     for locale, subscription_ids in sorted(subscriptions_by_locale.items()):
         render = notification["renders"][locale]
         for batch in chunked(sorted(set(subscription_ids)), PUSH_BATCH):
-            jobs.append(
-                (
-                    PUSH_JOBS,
-                    _job_envelope(
-                        "delivery.push",
-                        notification,
-                        job_id(notification["id"], "push", batch),
-                        {
-                            "notificationId": notification["id"],
-                            "workspaceId": notification["workspace_id"],
-                            "locale": locale,
-                            "title": render["title"],
-                            "body": render["body"],
-                            "data": push_data,
-                            "subscriptionIds": list(batch),
-                        },
-                        "push",
-                    ),
-                )
+            requests.append(
+                {
+                    "notificationId": notification["id"],
+                    "workspaceId": notification["workspace_id"],
+                    "ecosystemId": notification.get("ecosystem_id"),
+                    "locale": locale,
+                    "title": render["title"],
+                    "body": render["body"],
+                    "data": push_data,
+                    "subscriptionIds": list(batch),
+                }
             )
-    return jobs
+    return requests
 
 
-def email_jobs(notification: dict[str, Any], recipients_by_locale: dict[str, list[dict[str, Any]]]) -> list[tuple[str, dict]]:
-    """One job per locale and batch of recipients (``{"memberId", "to"}``)."""
-    jobs = []
+def email_requests(notification: dict[str, Any], recipients_by_locale: dict[str, list[dict[str, Any]]]) -> list[dict]:
+    """One email request per locale and batch of recipients (``{"memberId", "to"}``)."""
+    requests = []
     for locale, recipients in sorted(recipients_by_locale.items()):
         render = notification["renders"][locale]
         # One message per address, even when two members share one.
         ordered = sorted({r["to"].lower(): r for r in recipients}.values(), key=lambda r: r["to"])
         for batch in chunked(ordered, EMAIL_BATCH):
-            jobs.append(
-                (
-                    EMAIL_JOBS,
-                    _job_envelope(
-                        "delivery.email",
-                        notification,
-                        job_id(notification["id"], "email", [r["to"] for r in batch]),
-                        {
-                            "notificationId": notification["id"],
-                            "workspaceId": notification["workspace_id"],
-                            "locale": locale,
-                            "subject": render["subject"],
-                            "text": render["text"],
-                            "html": render["html"],
-                            "recipients": list(batch),
-                        },
-                        "email",
-                    ),
-                )
+            requests.append(
+                {
+                    "notificationId": notification["id"],
+                    "workspaceId": notification["workspace_id"],
+                    "ecosystemId": notification.get("ecosystem_id"),
+                    "locale": locale,
+                    "subject": render["subject"],
+                    "text": render["text"],
+                    "html": render["html"],
+                    "recipients": list(batch),
+                }
             )
+    return requests
+
+
+def delivery_jobs(channel: str, requests: list[dict[str, Any]]) -> list[tuple[str, dict]]:
+    """The jobs (outbox ``(routing key, envelope)``) carrying these requests: per workspace, at most
+    ``REQUESTS_PER_JOB`` each. A job's id is derived from its requests, so planning the same
+    requests again gives the same job."""
+    routing_key, recipients_key = (PUSH_JOBS, "subscriptionIds") if channel == "push" else (EMAIL_JOBS, "recipients")
+    by_workspace: dict[tuple[str | None, str | None], list[dict[str, Any]]] = defaultdict(list)
+    for request in requests:
+        by_workspace[(request["workspaceId"], request.get("ecosystemId"))].append(request)
+    jobs = []
+    for (workspace_id, ecosystem_id), grouped in by_workspace.items():
+        for batch in chunked(grouped, REQUESTS_PER_JOB):
+            keys = "\n".join(
+                f"{r['notificationId']}:{r['locale']}:"
+                + ",".join(x if isinstance(x, str) else x["to"] for x in r[recipients_key])
+                for r in batch
+            )
+            job = str(uuid.uuid5(JOB_NAMESPACE, f"{channel}:{hashlib.sha256(keys.encode()).hexdigest()}"))
+            envelope = build_envelope(
+                f"delivery.{channel}",
+                workspace_id=workspace_id,
+                ecosystem_id=ecosystem_id,
+                payload={"requests": list(batch)},
+                channels=(channel,),
+                actor={"id": "notification", "name": "Roomee", "type": "system"},
+                event_id=job,
+            )
+            jobs.append((routing_key, envelope))
     return jobs
-
-
-def _job_envelope(kind: str, notification: dict[str, Any], job: str, payload: dict[str, Any], channel: str) -> dict:
-    return build_envelope(
-        kind,
-        workspace_id=notification["workspace_id"],
-        ecosystem_id=notification.get("ecosystem_id"),
-        payload=payload,
-        channels=(channel,),
-        actor={"id": "notification", "name": "Roomee", "type": "system"},
-        event_id=job,
-    )
 
 
 class SocketDispatcher:
     """Socket.IO side: ``notification:new`` to member rooms, counters, workspace broadcasts.
 
-    Emits are queued on the session and run once it commits; a failed emit is logged and
-    counted (the notification stays in the member's list either way).
+    Emits are queued on the session and run once it commits, all those of one transaction
+    together (one RabbitMQ message to the other replicas); a failed emit is logged and counted
+    (the notification stays in the member's list either way).
     """
 
     def __init__(self, ctx) -> None:
@@ -141,12 +141,7 @@ class SocketDispatcher:
         members_by_locale: dict[str, list[str]],
         counters: dict[str, int],
     ) -> None:
-        async def emit() -> None:
-            for locale, member_ids in members_by_locale.items():
-                await self._emit_members(member_ids, NOTIFICATION_NEW, payload_by_locale[locale])
-            await self.emit_counters(workspace_id, counters)
-
-        hooks.after_commit(session, emit)
+        self.notify_many_after_commit(session, [(payload_by_locale, members_by_locale)], {workspace_id: counters})
 
     def notify_many_after_commit(
         self,
@@ -158,11 +153,21 @@ class SocketDispatcher:
         to its members' rooms, then each workspace's new unread counts."""
 
         async def emit() -> None:
+            emits: list[tuple[str, dict[str, Any], list[str]]] = []
+            receivers = 0
             for payload_by_locale, members_by_locale in notices:
                 for locale, member_ids in members_by_locale.items():
-                    await self._emit_members(member_ids, NOTIFICATION_NEW, payload_by_locale[locale])
+                    emits.append((NOTIFICATION_NEW, payload_by_locale[locale], member_ids))
+                    receivers += len(member_ids)
             for workspace_id, counters in counters_by_workspace.items():
-                await self.emit_counters(workspace_id, counters)
+                emits += counter_emits(workspace_id, counters)
+            try:
+                await self.socket.to_members_many(emits)
+            except Exception:
+                notifications_sent_total.labels("socket", "failed").inc(receivers)
+                log.exception("socket emit failed", extra={"notifications": len(notices)})
+                return
+            notifications_sent_total.labels("socket", "sent").inc(receivers)
 
         hooks.after_commit(session, emit)
 
@@ -182,26 +187,20 @@ class SocketDispatcher:
 
     def counters_after_commit(self, session: AsyncSession, workspace_id: str, counters: dict[str, int]) -> None:
         async def emit() -> None:
-            await self.emit_counters(workspace_id, counters)
-
-        hooks.after_commit(session, emit)
-
-    async def emit_counters(self, workspace_id: str, counters: dict[str, int]) -> None:
-        """``notification:unread`` with each member's count: one emit per distinct count value."""
-        by_value: dict[int, list[str]] = defaultdict(list)
-        for member_id, count in counters.items():
-            by_value[count].append(member_id)
-        for count, member_ids in sorted(by_value.items()):
             try:
-                await self.socket.to_members(member_ids, UNREAD_COUNTERS, {"workspaceId": workspace_id, "unread": count})
+                await self.socket.to_members_many(counter_emits(workspace_id, counters))
             except Exception:
                 log.exception("socket counter update failed", extra={"workspace_id": workspace_id})
 
-    async def _emit_members(self, member_ids: list[str], event: str, payload: dict[str, Any]) -> None:
-        try:
-            await self.socket.to_members(member_ids, event, payload)
-        except Exception:
-            notifications_sent_total.labels("socket", "failed").inc(len(member_ids))
-            log.exception("socket emit failed", extra={"notification_id": payload.get("id")})
-            return
-        notifications_sent_total.labels("socket", "sent").inc(len(member_ids))
+        hooks.after_commit(session, emit)
+
+
+def counter_emits(workspace_id: str, counters: dict[str, int]) -> list[tuple[str, dict[str, Any], list[str]]]:
+    """``notification:unread`` with each member's count: one emit per distinct count value."""
+    by_value: dict[int, list[str]] = defaultdict(list)
+    for member_id, count in counters.items():
+        by_value[count].append(member_id)
+    return [
+        (UNREAD_COUNTERS, {"workspaceId": workspace_id, "unread": count}, member_ids)
+        for count, member_ids in sorted(by_value.items())
+    ]

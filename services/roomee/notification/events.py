@@ -30,6 +30,8 @@ NOTIFICATION_EVENTS = "roomee.notification.#"
 # previous one commits).
 NOTIFICATION_BATCH = 200
 NOTIFICATION_PREFETCH = 400
+DELIVERY_BATCH = 100
+DELIVERY_PREFETCH = 200
 
 
 def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
@@ -44,7 +46,9 @@ def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
         # event at a time, so a poison event only holds back itself).
         ConsumerSpec(NOTIFICATION_QUEUE, [NOTIFICATION_EVENTS], batch_handler=on_events,
                      batch_size=NOTIFICATION_BATCH, prefetch=NOTIFICATION_PREFETCH),
-        # A delivery job holds its transaction (and connection) during the provider call: keep few in flight.
-        ConsumerSpec(PUSH_QUEUE, [PUSH_JOBS], deliveries.push, prefetch=16),
-        ConsumerSpec(EMAIL_QUEUE, [EMAIL_JOBS], deliveries.email, prefetch=16),
+        # Delivery jobs too: a batch holds one transaction (and connection) during its provider calls.
+        ConsumerSpec(PUSH_QUEUE, [PUSH_JOBS], batch_handler=deliveries.push,
+                     batch_size=DELIVERY_BATCH, prefetch=DELIVERY_PREFETCH),
+        ConsumerSpec(EMAIL_QUEUE, [EMAIL_JOBS], batch_handler=deliveries.email,
+                     batch_size=DELIVERY_BATCH, prefetch=DELIVERY_PREFETCH),
     ]

@@ -1,6 +1,5 @@
 """Work that must wait for the end of a transaction: socket emits after the commit (a client told
-about a notification can read it), attempt records after a rollback (a failed delivery is kept
-although the consumer's transaction, inbox row included, rolls back so the broker retries).
+about a notification can read it).
 
 Callbacks are coroutine functions stored on the session; SQLAlchemy's session events run them,
 in commit order and one at a time, as tasks of the running event loop. ``drain()`` waits for
@@ -22,7 +21,6 @@ log = logging.getLogger("roomee.notification")
 Callback = Callable[[], Awaitable[None]]
 
 _AFTER_COMMIT = "roomee.notification.after_commit"
-_AFTER_ROLLBACK = "roomee.notification.after_rollback"
 _pending: set[asyncio.Task] = set()
 _order: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
@@ -30,11 +28,6 @@ _order: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 def after_commit(session: AsyncSession, callback: Callback) -> None:
     """Run ``callback`` once the session's transaction has committed (dropped on rollback)."""
     session.sync_session.info.setdefault(_AFTER_COMMIT, []).append(callback)
-
-
-def after_rollback(session: AsyncSession, callback: Callback) -> None:
-    """Run ``callback`` once the session's transaction has rolled back (dropped on commit)."""
-    session.sync_session.info.setdefault(_AFTER_ROLLBACK, []).append(callback)
 
 
 def _schedule(callbacks: list[Callback]) -> None:
@@ -60,7 +53,6 @@ def _schedule(callbacks: list[Callback]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _on_commit(session: Session) -> None:
-    session.info.pop(_AFTER_ROLLBACK, None)
     callbacks = session.info.pop(_AFTER_COMMIT, None)
     if callbacks:
         _schedule(callbacks)
@@ -69,9 +61,6 @@ def _on_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _on_rollback(session: Session) -> None:
     session.info.pop(_AFTER_COMMIT, None)
-    callbacks = session.info.pop(_AFTER_ROLLBACK, None)
-    if callbacks:
-        _schedule(callbacks)
 
 
 async def drain(timeout: float = 10.0) -> None:

@@ -3,7 +3,7 @@ dispatch, in the consumer's transaction.
 
 For one event, whatever its number of recipients: one query each for the directory entries,
 the preferences and the device subscriptions; one insert for the notification; one statement
-per chunk of receiver rows and of counter upserts; one outbox insert for every delivery job.
+per chunk of receiver rows and of counter upserts; one outbox insert for its delivery jobs.
 Socket emits wait for the commit.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from roomee.kit.events import emit_many
 from roomee.kit.metrics import notifications_sent_total
 from roomee.notification import clock, directory
 from roomee.notification.catalog import EventKind, kind_of
-from roomee.notification.dispatcher import SocketDispatcher, email_jobs, push_jobs
+from roomee.notification.dispatcher import SocketDispatcher, delivery_jobs, email_requests, push_requests
 from roomee.notification.factory import NotificationFactory, Rendered, context_of, resolve_locale
 from roomee.notification.preferences import SUPPORTED_CHANNELS, Decision, Preferences, decide
 from roomee.notification.repository import (
@@ -92,17 +92,28 @@ def push_data(notification: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+@dataclass
+class Planned:
+    """Provider requests planned in one transaction, emitted as few jobs (see ``delivery_jobs``)."""
+
+    push: list[dict[str, Any]] = field(default_factory=list)
+    email: list[dict[str, Any]] = field(default_factory=list)
+
+    def jobs(self) -> list[tuple[str, dict]]:
+        return delivery_jobs("push", self.push) + delivery_jobs("email", self.email)
+
+
 async def plan_deliveries(
     session: AsyncSession,
     notification: dict[str, Any],
     push_members_by_locale: dict[str, list[str]],
     emails_by_locale: dict[str, list[dict[str, Any]]],
+    planned: Planned,
     active_subscriptions: dict[str, list[str]] | None = None,
-) -> list[tuple[str, dict]]:
-    """The push and email jobs for these recipients: push only to the active device subscriptions
-    registered for the notification's workspace (``active_subscriptions``: member id -> its active
-    subscription ids in that workspace, when the caller looked them up already)."""
-    jobs: list[tuple[str, dict]] = []
+) -> None:
+    """Add to ``planned`` the push and email requests for these recipients: push only to the active
+    device subscriptions registered for the notification's workspace (``active_subscriptions``:
+    member id -> its active subscription ids in that workspace, when the caller looked them up)."""
     locale_of = {m: locale for locale, members in push_members_by_locale.items() for m in members}
     if locale_of and notification["workspace_id"]:
         if active_subscriptions is None:
@@ -112,9 +123,8 @@ async def plan_deliveries(
         by_locale: dict[str, list[str]] = defaultdict(list)
         for member_id, subscription_id in subscriptions:
             by_locale[locale_of[member_id]].append(subscription_id)
-        jobs += push_jobs(notification, dict(by_locale), push_data(notification))
-    jobs += email_jobs(notification, {k: v for k, v in emails_by_locale.items() if v})
-    return jobs
+        planned.push += push_requests(notification, dict(by_locale), push_data(notification))
+    planned.email += email_requests(notification, {k: v for k, v in emails_by_locale.items() if v})
 
 
 class NotificationProcessor:
@@ -219,10 +229,10 @@ class NotificationProcessor:
             if member_ids:
                 for member_id, subscription_id in await SubscriptionRepository(session).active_for(sorted(member_ids), w):
                     active[w][member_id].append(subscription_id)
-        jobs: list[tuple[str, dict]] = []
+        planned = Planned()
         for row, recipients, _ in fresh:
-            await self._deliveries(session, row, row["workspace_id"], recipients, now, active[row["workspace_id"]], jobs)
-        await emit_many(session, jobs)
+            await self._deliveries(session, row, row["workspace_id"], recipients, now, planned, active[row["workspace_id"]])
+        await emit_many(session, planned.jobs())
 
         notices = []
         for row, _, in_app in fresh:
@@ -392,7 +402,9 @@ class NotificationProcessor:
             notification["id"], workspace_id, now, [(r.member_id, r.locale, r.decision.summary) for r in in_app]
         )
         counters = await repo.bump_counters(notification["id"], now) if in_app else {}
-        await self._deliveries(session, notification, workspace_id, recipients, now, None)
+        planned = Planned()
+        await self._deliveries(session, notification, workspace_id, recipients, now, planned)
+        await emit_many(session, planned.jobs())
         self._notify(session, notification, workspace_id, in_app, counters)
 
     def _notification_row(
@@ -427,10 +439,10 @@ class NotificationProcessor:
         workspace_id: str | None,
         recipients: list[Recipient],
         now: datetime,
-        active_subscriptions: dict[str, list[str]] | None,
-        jobs_out: list[tuple[str, dict]] | None = None,
+        planned: Planned,
+        active_subscriptions: dict[str, list[str]] | None = None,
     ) -> None:
-        """Deferred rows, and the push and email jobs (emitted now, or appended to ``jobs_out``)."""
+        """Deferred rows, and the push and email requests (added to ``planned``)."""
         repo = NotificationRepository(session)
         deferred = [r for r in recipients if r.decision.deferred and r.member_id]
         if deferred:
@@ -469,11 +481,7 @@ class NotificationProcessor:
         if unknown_addresses:
             log.warning("no email address known for %d member(s) (directory not synced yet?); their email is skipped",
                         unknown_addresses, extra={"notification_id": notification["id"]})
-        jobs = await plan_deliveries(session, notification, dict(push_members), dict(emails), active_subscriptions)
-        if jobs_out is not None:
-            jobs_out.extend(jobs)
-        else:
-            await emit_many(session, jobs)
+        await plan_deliveries(session, notification, dict(push_members), dict(emails), planned, active_subscriptions)
 
     def _notify(
         self,

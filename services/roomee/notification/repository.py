@@ -382,19 +382,24 @@ class AttemptRepository(_Repository):
         if rows:
             await self.session.execute(sa.insert(delivery_attempt), list(rows))
 
-    async def history(self, job_id: str) -> tuple[int, set[str]]:
-        """The last attempt number of a delivery job and the recipients it already reached."""
+    async def histories(self, job_ids: Sequence[str]) -> dict[str, tuple[int, set[tuple[str, str]]]]:
+        """For each delivery job with earlier attempts: its last attempt number and the
+        ``(notification id, recipient)`` pairs it already reached (one query for all the jobs)."""
+        if not job_ids:
+            return {}
         rows = await self.session.execute(
-            sa.select(delivery_attempt.c.attempt, delivery_attempt.c.status, delivery_attempt.c.recipients).where(
-                delivery_attempt.c.job_id == job_id
-            )
+            sa.select(
+                delivery_attempt.c.job_id, delivery_attempt.c.notification_id, delivery_attempt.c.attempt,
+                delivery_attempt.c.status, delivery_attempt.c.recipients,
+            ).where(self._one_of(delivery_attempt.c.job_id, job_ids))
         )
-        last, reached = 0, set()
-        for attempt, status, recipients in rows.all():
-            last = max(last, attempt)
+        histories: dict[str, tuple[int, set[tuple[str, str]]]] = {}
+        for job_id, notification_id, attempt, status, recipients in rows.all():
+            last, reached = histories.get(job_id, (0, set()))
             if status == "sent":
-                reached.update(recipients or ())
-        return last, reached
+                reached.update((notification_id, r) for r in recipients or ())
+            histories[job_id] = (max(last, attempt), reached)
+        return histories
 
     async def for_notification(self, notification_id: str) -> list[dict]:
         rows = await self.session.execute(

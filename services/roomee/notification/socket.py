@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
+import aio_pika
 import socketio
 from prometheus_client import Gauge
 from socketio.async_aiopika_manager import AsyncAioPikaManager
@@ -46,6 +47,13 @@ MEMBER_ROOM_PREFIX = "member:"
 WORKSPACE_ROOM_PREFIX = "workspace:"
 # How long start() waits for the RabbitMQ listener of the shared manager to be bound.
 LISTENER_READY_TIMEOUT_SECONDS = 10.0
+# Messages the shared manager's listener takes before acknowledging (python-socketio: 1).
+LISTENER_PREFETCH = 256
+# Emits carried by one RabbitMQ message of ``emit_many``.
+EMITS_PER_MESSAGE = 500
+
+# One emit: event name, payload, target rooms.
+Emit = tuple[str, dict[str, Any], list[str]]
 
 socketio_connected_clients = Gauge(
     "socketio_connected_clients",
@@ -96,7 +104,13 @@ class LocalManager(_MemberRoomSkip):
 
 
 class SharedManager(AsyncAioPikaManager, _MemberRoomSkip):
-    """Several replicas: emits fan out through a RabbitMQ fanout exchange."""
+    """Several replicas: emits fan out through a RabbitMQ fanout exchange.
+
+    Beyond python-socketio's manager: :meth:`emit_many` carries a list of emits in one message
+    (``{"method": "emit_many", "messages": [...]}``, each entry python-socketio's own ``emit``
+    message), which every replica's listener unpacks; and the listener takes messages
+    ``LISTENER_PREFETCH`` at a time rather than one per acknowledgement round trip.
+    """
 
     def __init__(self, url: str, channel: str) -> None:
         super().__init__(url=url, channel=channel)
@@ -106,6 +120,55 @@ class SharedManager(AsyncAioPikaManager, _MemberRoomSkip):
         queue = await super()._queue(channel, exchange)
         self.listening.set()
         return queue
+
+    async def emit_many(self, emits: Sequence[Emit], namespace: str = "/") -> None:
+        messages = [
+            {
+                "method": "emit", "event": event, "data": [payload], "binary": False, "namespace": namespace,
+                "room": rooms, "skip_sid": None, "callback": None, "host_id": self.host_id,
+            }
+            for event, payload, rooms in emits
+        ]
+        for message in messages:  # this replica's sockets
+            await self._handle_emit(message)
+        for start in range(0, len(messages), EMITS_PER_MESSAGE):  # the other replicas'
+            await self._publish(
+                {"method": "emit_many", "messages": messages[start:start + EMITS_PER_MESSAGE], "host_id": self.host_id}
+            )
+
+    def _unpack(self, body: bytes) -> list[Any]:
+        try:
+            data = self.json.loads(body)
+        except ValueError:
+            return [body]  # python-socketio logs and drops what it cannot read
+        if isinstance(data, dict) and data.get("method") == "emit_many":
+            if data.get("host_id") == self.host_id:
+                return []  # emitted here already
+            return [m for m in data.get("messages") or () if isinstance(m, dict)]
+        return [data]
+
+    async def _listen(self):
+        # python-socketio's listener, with a prefetch above 1 and emit_many unpacked.
+        retry_sleep = 1
+        while True:
+            try:
+                async with (await self._connection()) as connection:
+                    channel = await self._channel(connection)
+                    await channel.set_qos(prefetch_count=LISTENER_PREFETCH)
+                    exchange = await self._exchange(channel)
+                    queue = await self._queue(channel, exchange)
+                    async with queue.iterator() as queue_iter:
+                        async for message in queue_iter:
+                            async with message.process():
+                                for item in self._unpack(message.body):
+                                    yield item
+                            retry_sleep = 1
+            except aio_pika.exceptions.ChannelInvalidStateError:
+                raise asyncio.CancelledError() from None  # how aio-pika reports a cancelled task
+            except Exception as exc:
+                log.error("Socket.IO RabbitMQ listener failed (%s); retrying in %s s", exc, retry_sleep)
+                await asyncio.sleep(retry_sleep)
+                retry_sleep = min(retry_sleep * 2, 60)
 
     async def close(self) -> None:
         """Stop the listener task and close the publisher connection."""
@@ -271,10 +334,20 @@ class SocketServer:
 
     async def to_members(self, member_ids: Iterable[str], event: str, payload: dict[str, Any]) -> None:
         """One emit to the rooms ``member:{id}`` of the given members (every replica)."""
-        rooms = sorted({member_room(member_id) for member_id in member_ids})
-        if not rooms:
+        await self.to_members_many([(event, payload, member_ids)])
+
+    async def to_members_many(self, emits: Sequence[tuple[str, dict[str, Any], Iterable[str]]]) -> None:
+        """Several ``(event, payload, member_ids)`` emits, in order; with RabbitMQ, one message
+        takes them all to the other replicas."""
+        by_rooms = [(event, payload, sorted({member_room(m) for m in member_ids})) for event, payload, member_ids in emits]
+        by_rooms = [emit for emit in by_rooms if emit[2]]
+        if not by_rooms:
             return
-        await self.sio.emit(event, payload, to=rooms)
+        if isinstance(self.manager, SharedManager):
+            await self.manager.emit_many(by_rooms)
+            return
+        for event, payload, rooms in by_rooms:
+            await self.sio.emit(event, payload, to=rooms)
 
     async def to_workspace(
         self,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
-from roomee.kit.events import EventConsumer, Message
+import sqlalchemy as sa
+
+from roomee.kit.events import EventConsumer, Message, emit
+from roomee.kit.events.tables import outbox_table
 from tests.kit.events.conftest import wait_until
 from tests.kit.events.helpers import sample_envelope, unique_service
 
@@ -42,5 +46,46 @@ async def test_batches_share_a_transaction_and_a_poison_event_is_isolated(make_d
                                     Message("roomee.batch.x", json.dumps(healthy).encode(), {}, healthy["id"])])
         await wait_until(lambda: healthy["id"] in handled, timeout=10)
         assert poison["id"] not in handled  # it fails alone and goes down the retry path
+    finally:
+        await consumer.stop()
+
+
+async def test_a_batch_handler_fails_some_deliveries_and_commits_the_rest(
+    make_events_settings, make_db, make_broker, queue_name
+):
+    """Returned failures go down the retry path alone; what the handler wrote for the batch
+    (here an outbox row per attempt) commits, and the others are never handled again."""
+    service = unique_service("partial")
+    settings = make_events_settings(retry_delays_ms=[50, 50, 50])
+    db = await make_db(service, settings)
+    broker = await make_broker(settings)
+    queue = queue_name()
+    calls: list[tuple[str, int]] = []
+    flaky = sample_envelope(7)
+
+    async def batch_handler(session, items):
+        failures = {}
+        for index, (envelope, delivery) in enumerate(items):
+            calls.append((envelope["id"], delivery.attempt))
+            await emit(session, "roomee.attempts.x", {"id": f"{envelope['id']}:{delivery.attempt}"})
+            if envelope["id"] == flaky["id"] and delivery.attempt < 3:
+                failures[index] = RuntimeError("provider 503")
+        return failures
+
+    consumer = EventConsumer(db, broker, service, queue, ["roomee.partial.#"], None, batch_handler=batch_handler,
+                             batch_size=50, batch_window_seconds=0.05)
+    await consumer.start()
+    try:
+        envelopes = [sample_envelope(i) for i in range(5)] + [flaky]
+        await broker.publish_batch([Message("roomee.partial.x", json.dumps(e).encode(), {}, e["id"]) for e in envelopes])
+        await wait_until(lambda: (flaky["id"], 3) in calls, timeout=10)
+        await asyncio.sleep(0.3)  # a redelivery of a committed event would show up here
+        others = [c for c in calls if c[0] != flaky["id"]]
+        assert sorted(others) == sorted((e["id"], 1) for e in envelopes[:5])
+        assert [c for c in calls if c[0] == flaky["id"]] == [(flaky["id"], 1), (flaky["id"], 2), (flaky["id"], 3)]
+        async with db.transaction() as session:
+            bodies = (await session.execute(sa.select(outbox_table.c.body))).scalars().all()
+        recorded = sorted(json.loads(body)["id"] for body in bodies)
+        assert recorded == sorted([f"{e['id']}:1" for e in envelopes] + [f"{flaky['id']}:2", f"{flaky['id']}:3"])
     finally:
         await consumer.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -29,7 +29,10 @@ except ImportError:  # pragma: no cover - opentelemetry is a dependency; stay us
 log = logging.getLogger("roomee.events")
 
 EventHandler = Callable[[AsyncSession, dict[str, Any], Delivery], Awaitable[None]]
-BatchHandler = Callable[[AsyncSession, list[tuple[dict[str, Any], Delivery]]], Awaitable[None]]
+# A batch handler may return the deliveries that failed, by index in the list it was given: the
+# others commit, the failed ones go down the retry path (see ``EventConsumer``).
+BatchFailures = Mapping[int, BaseException]
+BatchHandler = Callable[[AsyncSession, list[tuple[dict[str, Any], Delivery]]], Awaitable[BatchFailures | None]]
 
 
 class EventConsumer:
@@ -44,10 +47,16 @@ class EventConsumer:
     ``inbox_retention_seconds`` (default 7 days) are pruned hourly.
 
     With a ``batch_handler`` the deliveries that arrive together (up to ``batch_size``, waiting at
-    most ``batch_window_seconds``) share one transaction: one inbox insert for all of them, one
-    ``batch_handler(session, [(envelope, delivery), ...])`` call for the new ones, one commit.
+    most ``batch_window_seconds`` when the consumer is idle) share one transaction: one inbox
+    insert for all of them, one ``batch_handler(session, [(envelope, delivery), ...])`` call for
+    the new ones, one commit. At most ``max_flushes`` batches are handled at once; deliveries
+    arriving meanwhile make the next batch, so batches grow with the load (prefetch permitting).
     If the batch fails, each delivery is retried alone so one bad event cannot hold back the
-    others; only the failing ones go down the retry path.
+    others; only the failing ones go down the retry path. A batch handler that knows which
+    deliveries failed (a provider refused some requests of a batch, say) returns them as
+    ``{index: exception}``: the transaction still commits what the handler wrote (e.g. the record
+    of every attempt), the failed deliveries' inbox rows are left out of it, and only those go
+    down the retry path, without handling the rest of the batch again.
     """
 
     def __init__(
@@ -62,6 +71,7 @@ class EventConsumer:
         batch_handler: BatchHandler | None = None,
         batch_size: int = 200,
         batch_window_seconds: float = 0.005,
+        max_flushes: int = 1,
         prefetch: int | None = None,
         inbox_retention_seconds: float = 7 * 24 * 3600,
         prune_interval_seconds: float = 3600,
@@ -77,6 +87,7 @@ class EventConsumer:
         self.batch_handler = batch_handler
         self.batch_size = batch_size
         self.batch_window_seconds = batch_window_seconds
+        self.max_flushes = max_flushes
         self._batch: list[tuple[str, dict[str, Any], Delivery, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         self._flushes: set[asyncio.Task] = set()
@@ -207,7 +218,7 @@ class EventConsumer:
         self._batch.append((event_id, envelope, delivery, future))
         if len(self._batch) >= self.batch_size:
             self._start_flush()
-        elif self._flusher is None:
+        elif self._flusher is None and not self._flushes:
             self._flusher = asyncio.create_task(self._flush_after_window())
         return await future
 
@@ -217,11 +228,18 @@ class EventConsumer:
         self._start_flush()
 
     def _start_flush(self) -> None:
-        items, self._batch = self._batch, []
-        if items:
-            task = asyncio.create_task(self._flush(items))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+        # Batches grow with the load: while ``max_flushes`` batches are being handled, deliveries
+        # wait in ``_batch`` and the next batch takes them together when one finishes.
+        if len(self._flushes) >= self.max_flushes or not self._batch:
+            return
+        items, self._batch = self._batch[: self.batch_size], self._batch[self.batch_size :]
+        task = asyncio.create_task(self._flush(items))
+        self._flushes.add(task)
+        task.add_done_callback(self._flush_done)
+
+    def _flush_done(self, task: asyncio.Task) -> None:
+        self._flushes.discard(task)
+        self._start_flush()
 
     async def _flush(self, items: list[tuple[str, dict[str, Any], Delivery, asyncio.Future]]) -> None:
         try:
@@ -234,14 +252,21 @@ class EventConsumer:
                 try:
                     (outcome,) = await self._process_batch([item])
                 except Exception as exc:
-                    _settle_future(item[3], exception=exc)
+                    outcome = exc
+                if isinstance(outcome, BaseException):
+                    _settle_future(item[3], exception=outcome)
                 else:
                     _settle_future(item[3], result=outcome)
             return
         for item, outcome in zip(items, outcomes):
-            _settle_future(item[3], result=outcome)
+            if isinstance(outcome, BaseException):
+                _settle_future(item[3], exception=outcome)
+            else:
+                _settle_future(item[3], result=outcome)
 
-    async def _process_batch(self, items: list[tuple[str, dict[str, Any], Delivery, asyncio.Future]]) -> list[bool]:
+    async def _process_batch(
+        self, items: list[tuple[str, dict[str, Any], Delivery, asyncio.Future]]
+    ) -> list[bool | BaseException]:
         first_index: dict[str, int] = {}
         for index, (event_id, *_rest) in enumerate(items):
             first_index.setdefault(event_id, index)
@@ -254,10 +279,27 @@ class EventConsumer:
                 .returning(inbox_table.c.event_id)
             )
             new_ids = set(inserted.scalars())
-            fresh = [(items[i][1], items[i][2]) for event_id, i in first_index.items() if event_id in new_ids]
-            if fresh:
-                await self.batch_handler(session, fresh)
-        return [event_id in new_ids and first_index[event_id] == index for index, (event_id, *_r) in enumerate(items)]
+            fresh_indexes = [i for event_id, i in first_index.items() if event_id in new_ids]
+            failed: dict[str, BaseException] = {}
+            if fresh_indexes:
+                failures = await self.batch_handler(session, [(items[i][1], items[i][2]) for i in fresh_indexes])
+                for position, exc in (failures or {}).items():
+                    failed[items[fresh_indexes[position]][0]] = exc
+            if failed:  # not handled: their redelivery must find no inbox row
+                await session.execute(
+                    sa.delete(inbox_table).where(
+                        inbox_table.c.queue == self.queue, inbox_table.c.event_id.in_(sorted(failed))
+                    )
+                )
+        outcomes: list[bool | BaseException] = []
+        for index, (event_id, *_rest) in enumerate(items):
+            if first_index[event_id] != index:
+                outcomes.append(False)  # a duplicate within the batch
+            elif event_id in failed:
+                outcomes.append(failed[event_id])
+            else:
+                outcomes.append(event_id in new_ids)
+        return outcomes
 
     def _tracer(self):
         """The tracer, looked up once (``get_tracer`` builds and compares an instrumentation scope on

@@ -8,7 +8,7 @@ settings (push: ``log`` | ``onesignal``; email: ``file`` | ``smtp`` | ``sendgrid
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, Protocol
 
 AttemptStatus = Literal["sent", "failed"]
@@ -76,6 +76,9 @@ class EmailChannel(Protocol):
 class SocketChannel(Protocol):
     async def to_members(self, member_ids: list[str], event: str, payload: dict[str, Any]) -> None:
         """Emit to the rooms ``member:{id}``."""
+
+    async def to_members_many(self, emits: Sequence[tuple[str, dict[str, Any], Iterable[str]]]) -> None:
+        """Several ``(event, payload, member_ids)`` emits, in order, at the cost of about one."""
 
     async def to_workspace(
         self, workspace_id: str, event: str, payload: dict[str, Any], *, skip_member_ids: list[str] = ()
