@@ -68,10 +68,12 @@ def parse_args() -> argparse.Namespace:
 ARGS = parse_args()
 os.environ["ROOMEE_TEST_BACKEND"] = ARGS.backend
 
+import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from roomee.kit.events import Message, build_envelope  # noqa: E402
+from roomee.kit.loop import run  # noqa: E402
 from roomee.notification.models import (  # noqa: E402
     notification,
     notification_receiver,
@@ -149,14 +151,20 @@ class Probe:
     """What the fake OneSignal (another process, like a real provider) and the socket channel saw."""
 
     def __init__(self, fake_url: str) -> None:
-        self.http = httpx.AsyncClient(base_url=fake_url, timeout=30)
+        self.fake_url = fake_url
+        self.http: aiohttp.ClientSession | None = None  # aiohttp: polling costs this process little CPU
         self.socket_done: dict[str, float] = {}  # notification id -> when its emit returned
         self.socket_total = 0
 
     async def push(self, notification_id: str = "") -> dict:
-        response = await self.http.get("/_bench/stats", params={"id": notification_id})
-        response.raise_for_status()
-        return response.json()
+        if self.http is None:
+            self.http = aiohttp.ClientSession(raise_for_status=True)
+        async with self.http.get(f"{self.fake_url}/_bench/stats", params={"id": notification_id}) as response:
+            return await response.json()
+
+    async def aclose(self) -> None:
+        if self.http is not None:
+            await self.http.close()
 
     def wrap_socket(self, socket) -> None:
         original = socket.to_members_many
@@ -457,7 +465,7 @@ async def main() -> None:
                     ours_k = await throughput(running, ctx, probe, ARGS.events, Path(tmp))
                     naive_k, k_extrapolated = await naive_events(ctx, http, ARGS.events)
                     events = (ours_k, naive_k, k_extrapolated)
-            await probe.http.aclose()
+            await probe.aclose()
         finally:
             fake.stdin.close()
             fake.wait(10)
@@ -499,4 +507,4 @@ if __name__ == "__main__":
     elif ARGS.publish_file:
         asyncio.run(publish_file(ARGS.publish_file))
     else:
-        asyncio.run(main())
+        run(main())  # the event loop ``roomee run`` uses

@@ -151,23 +151,22 @@ class EventConsumer:
                 raise
             raise PermanentFailure(f"invalid envelope: {exc}") from exc
 
-        context = _propagate.extract(delivery.headers) if _propagate is not None else None
-        tracer = self._tracer()
-        attributes = {
-            "messaging.system": "rabbitmq",
-            "messaging.destination.name": self.queue,
-            "messaging.rabbitmq.destination.routing_key": routing_key,
-            "messaging.message.id": parsed.id,
-            "roomee.event.type": parsed.type,
-            "roomee.delivery.attempt": delivery.attempt,
-        }
         try:
-            if tracer is not None:
+            if self.batch_handler is not None:  # traced per batch (``_process_batch``)
+                handled = await self._handle_in_batch(parsed.id, envelope, delivery)
+            elif (tracer := self._tracer()) is not None:
                 with tracer.start_as_current_span(
                     f"{self.queue} process",
-                    context=context,
+                    context=_propagate.extract(delivery.headers),
                     kind=_trace.SpanKind.CONSUMER,
-                    attributes=attributes,
+                    attributes={
+                        "messaging.system": "rabbitmq",
+                        "messaging.destination.name": self.queue,
+                        "messaging.rabbitmq.destination.routing_key": routing_key,
+                        "messaging.message.id": parsed.id,
+                        "roomee.event.type": parsed.type,
+                        "roomee.delivery.attempt": delivery.attempt,
+                    },
                 ):
                     handled = await self._handle_once(parsed.id, envelope, delivery)
             else:
@@ -197,8 +196,6 @@ class EventConsumer:
             metrics.consumer_lag_seconds.labels(self.service, self.queue).observe(max(lag, 0.0))
 
     async def _handle_once(self, event_id: str, envelope: dict[str, Any], delivery: Delivery) -> bool:
-        if self.batch_handler is not None:
-            return await self._handle_in_batch(event_id, envelope, delivery)
         async with self.db.transaction() as session:
             inserted = await session.execute(
                 self._insert_inbox(inbox_table)
@@ -265,6 +262,31 @@ class EventConsumer:
                 _settle_future(item[3], result=outcome)
 
     async def _process_batch(
+        self, items: list[tuple[str, dict[str, Any], Delivery, asyncio.Future]]
+    ) -> list[bool | BaseException]:
+        tracer = self._tracer()
+        if tracer is None:
+            return await self._process_batch_untraced(items)
+        # One span per batch, linked to each message's trace (OpenTelemetry's messaging
+        # conventions for batch processing): a span per message costs more than handling it.
+        links = []
+        for _event_id, _envelope, delivery, _future in items:
+            span_context = _trace.get_current_span(_propagate.extract(delivery.headers)).get_span_context()
+            if span_context.is_valid:
+                links.append(_trace.Link(span_context))
+        with tracer.start_as_current_span(
+            f"{self.queue} process",
+            kind=_trace.SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.destination.name": self.queue,
+                "messaging.batch.message_count": len(items),
+            },
+        ):
+            return await self._process_batch_untraced(items)
+
+    async def _process_batch_untraced(
         self, items: list[tuple[str, dict[str, Any], Delivery, asyncio.Future]]
     ) -> list[bool | BaseException]:
         first_index: dict[str, int] = {}
