@@ -60,12 +60,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--naive-cap", type=int, default=10000, help="largest naive fan-out measured in full")
     parser.add_argument("--naive-events", type=int, default=1000, help="naive single events measured in full")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for one measurement")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="notification processes sharing the queues (real backend; the extra ones are children)")
     parser.add_argument("--serve-fake", metavar="URL_FILE", help=argparse.SUPPRESS)  # a child process
+    parser.add_argument("--serve-replica", metavar="SETTINGS_FILE", help=argparse.SUPPRESS)  # a child process
     parser.add_argument("--publish-file", metavar="JSON", help=argparse.SUPPRESS)  # a child process
     return parser.parse_args()
 
 
 ARGS = parse_args()
+if ARGS.replicas > 1 and ARGS.backend != "real":
+    sys.exit("--replicas needs --backend real (replicas share RabbitMQ queues and PostgreSQL)")
 os.environ["ROOMEE_TEST_BACKEND"] = ARGS.backend
 
 import aiohttp  # noqa: E402
@@ -84,7 +89,7 @@ from roomee.notification.models import (  # noqa: E402
 from roomee.notification.processor import notification_id_for  # noqa: E402
 from roomee.notification.repository import DirectoryRepository  # noqa: E402
 from tests.fixtures.fakes import RecordedRequest, RecordingHttpServer  # noqa: E402
-from tests.fixtures.platform import drop_test_resources, make_settings, running_platform  # noqa: E402
+from tests.fixtures.platform import drop_test_resources, free_port, make_settings, running_platform  # noqa: E402
 
 PUSH_BATCH = 2000
 POLL = 0.005
@@ -137,6 +142,31 @@ class FakeTally:
                      "ids": self.ids.get(key, 0)}
 
 
+async def serve_replica(settings_file: str) -> None:
+    """The child process: one more notification replica on the same database and broker."""
+    from roomee.kit.settings import Settings
+
+    settings = Settings.model_validate_json(Path(settings_file).read_text())
+    async with running_platform(settings, "notification"):
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+def start_replicas(settings, count: int, tmp: Path) -> list[subprocess.Popen]:
+    children = []
+    for n in range(count):
+        port = free_port()
+        path = tmp / f"replica-{n}.json"
+        path.write_text(settings.model_copy(update={"port": port, "public_url": f"http://127.0.0.1:{port}"})
+                        .model_dump_json())
+        child = subprocess.Popen([sys.executable, __file__, "--serve-replica", str(path)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        if child.stdout.readline().strip() != b"ready":
+            raise RuntimeError("a notification replica did not start")
+        children.append(child)
+    return children
+
+
 async def serve_fake(url_file: str) -> None:
     """The child process: the recording OneSignal fake, until its parent closes our stdin."""
     tally = FakeTally()
@@ -178,6 +208,21 @@ class Probe:
                     self.socket_total += 1
 
         socket.to_members_many = to_members_many
+
+        manager = socket.manager
+        if hasattr(manager, "_unpack"):  # the emits of the other replicas, as this one receives them
+            unpack = manager._unpack
+
+            def counting_unpack(body):
+                messages = unpack(body)
+                done = time.perf_counter()
+                for message in messages:
+                    if isinstance(message, dict) and message.get("event") == "notification:new":
+                        self.socket_done[(message.get("data") or [{}])[0].get("id")] = done
+                        self.socket_total += 1
+                return messages
+
+            manager._unpack = counting_unpack
 
 
 async def wait_until(check, timeout: float) -> float:
@@ -451,6 +496,7 @@ async def main() -> None:
                     httpx.AsyncClient(base_url=fake_url, timeout=30) as http:
                 ctx = running.platform.services["notification"]
                 probe.wrap_socket(ctx.state["channels"].socket)
+                replicas = start_replicas(settings, ARGS.replicas - 1, Path(tmp))
                 await fanout(running, ctx, probe, 100)  # warm-up: connections, caches, queues
                 results = []
                 for n in sizes:
@@ -465,6 +511,9 @@ async def main() -> None:
                     ours_k = await throughput(running, ctx, probe, ARGS.events, Path(tmp))
                     naive_k, k_extrapolated = await naive_events(ctx, http, ARGS.events)
                     events = (ours_k, naive_k, k_extrapolated)
+                for replica in replicas:
+                    replica.stdin.close()
+                    replica.wait(30)
             await probe.aclose()
         finally:
             fake.stdin.close()
@@ -504,6 +553,8 @@ def report(results, events) -> None:
 if __name__ == "__main__":
     if ARGS.serve_fake:
         asyncio.run(serve_fake(ARGS.serve_fake))
+    elif ARGS.serve_replica:
+        run(serve_replica(ARGS.serve_replica))
     elif ARGS.publish_file:
         asyncio.run(publish_file(ARGS.publish_file))
     else:

@@ -11,11 +11,14 @@ import typer
 import uvicorn
 
 from roomee import __version__, targets
+from roomee.kit import loop
 from roomee.kit.settings import Settings
 
 app = typer.Typer(help="Roomee Platform.", no_args_is_help=True, add_completion=False)
 events_app = typer.Typer(help="Inspect and replay dead-lettered events.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+notifications_app = typer.Typer(help="Maintain the notification service's data.", no_args_is_help=True)
+app.add_typer(notifications_app, name="notifications")
 
 DEMO_ADMIN_EMAIL = "admin@roomee.example.com"
 
@@ -105,7 +108,7 @@ def up(
             f"(credentials kept in {credentials_file})\n",
         )
 
-    asyncio.run(_serve(settings, _resolve(targets.ALL), greet))
+    loop.run(_serve(settings, _resolve(targets.ALL), greet))
 
 
 @app.command()
@@ -126,7 +129,7 @@ def run(
                     f"ROOMEE_{dependency.upper()}_URL is unset; calls will go to {settings.base_url}",
                     err=True,
                 )
-    asyncio.run(_serve(settings, specs))
+    loop.run(_serve(settings, specs))
 
 
 @app.command()
@@ -230,6 +233,56 @@ def replay(
         _with_broker(settings, lambda broker: broker.replay_dead_letters(settings.queue_prefix + queue, event_id))
     )
     typer.echo(f"replayed {count} event(s) to {queue}")
+
+
+async def _with_database(service: str, action):
+    """Run ``action(db)`` on a service's database as configured (``ROOMEE_DATABASE_URL``, else the
+    SQLite file in ``ROOMEE_DATA_DIR``); a database that cannot be used ends the command with exit 1."""
+    from sqlalchemy.exc import DBAPIError
+
+    from roomee.kit.db import Database
+
+    settings = _settings().for_service(service)
+    sqlite_file = settings.data_dir / f"{service}.db"  # where Database keeps it
+    if not settings.database_url and not sqlite_file.exists():
+        # Opening it would create an empty database and hide a wrong ROOMEE_DATA_DIR.
+        typer.echo(f"error: no {service} database at {sqlite_file} (set ROOMEE_DATA_DIR, "
+                   f"or ROOMEE_DATABASE_URL for PostgreSQL)", err=True)
+        raise typer.Exit(code=1)
+    db = Database(service, settings)
+    try:
+        return await action(db)
+    except (DBAPIError, OSError) as exc:
+        where = db.engine.url.render_as_string(hide_password=True)
+        if db.schema:
+            where += f" (schema {db.schema})"
+        reason = getattr(exc, "orig", None) or exc
+        typer.echo(f"error: cannot use the {service} database at {where}: {reason}", err=True)
+        raise typer.Exit(code=1) from None
+    finally:
+        await db.dispose()
+
+
+@notifications_app.command("recount")
+def recount_notifications(
+    workspace: Annotated[
+        Optional[str], typer.Option(metavar="ID", help="Only this workspace's counters (default: all).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report the drift; change nothing.")] = False,
+) -> None:
+    """Recompute the unread counters from the receiver rows, directly in the database (no platform needed).
+
+    Apps connected meanwhile see the corrected counts at their next change or reconnect.
+    """
+    from roomee.notification.service import recount_unread_in_bulk
+
+    drift = asyncio.run(_with_database(
+        "notification", lambda db: recount_unread_in_bulk(db, workspace_id=workspace, dry_run=dry_run)
+    ))
+    if dry_run:
+        typer.echo(f"{drift.drifted} counter(s) drifted; nothing changed")
+    else:
+        typer.echo(f"recounted {drift.counters} counter(s); {drift.drifted} had drifted")
 
 
 def main() -> None:

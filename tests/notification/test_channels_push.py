@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 
 import onesignal
 import pytest
 from onesignal.api import default_api
 from onesignal.model.notification import Notification
+from pydantic import ValidationError
 
 from roomee.kit.breaker import CircuitBreaker
 from roomee.notification.channels import PushMessage, build_push
@@ -164,6 +166,30 @@ async def test_connection_error_and_timeout_are_retryable():
     assert slow.status == "failed" and slow.retryable and slow.error.startswith("timeout")
 
 
+async def test_provider_timeout_setting_bounds_each_onesignal_request(tmp_path):
+    async with onesignal_fake() as fake:
+        fake.delay = 0.6
+        push = build_push(
+            make_settings(tmp_path, push_backend="onesignal", onesignal_app_id=APP_ID, onesignal_api_key=API_KEY,
+                          onesignal_url=fake.url, provider_timeout_seconds=0.2)
+        )
+        try:
+            assert push.timeout == 0.2
+            started = time.monotonic()
+            [slow] = await push.send(message(subscriptions(1)), idempotency_key="event-12")
+            elapsed = time.monotonic() - started
+        finally:
+            await push.aclose()
+    assert slow.status == "failed" and slow.retryable and slow.error.startswith("timeout")
+    assert elapsed < 0.5
+
+
+def test_provider_timeout_must_be_positive(tmp_path):
+    for invalid in (0, -1):
+        with pytest.raises(ValidationError, match="provider_timeout_seconds"):
+            make_settings(tmp_path, provider_timeout_seconds=invalid)
+
+
 async def test_200_without_id_is_not_sent_and_invalid_ids_are_reported():
     async with onesignal_fake() as fake:
         fake.respond("POST", "/notifications", 200, {"id": "", "errors": ["All included players are not subscribed"]})
@@ -229,5 +255,6 @@ async def test_backend_is_chosen_by_settings(tmp_path):
     try:
         assert isinstance(configured, OneSignalPush) and configured.url == "http://127.0.0.1:9"
         assert configured.breaker.target == "onesignal"
+        assert configured.timeout == 10.0  # the provider_timeout_seconds default
     finally:
         await configured.aclose()

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     onesignal_url: str = "https://api.onesignal.com"
     onesignal_app_id: str | None = None
     onesignal_api_key: str | None = None
+    provider_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Timeout of each request to a notification provider (OneSignal, SMTP, SendGrid).",
+    )
     email_backend: Literal["file", "smtp", "sendgrid"] = "file"
     email_from: str = "Roomee <no-reply@roomee.local>"
     smtp_host: str = "127.0.0.1"
@@ -100,6 +105,14 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_starttls: bool = False
+    smtp_implicit_tls: bool = Field(
+        default=False,
+        description="TLS from the first byte (SMTPS, port 465); excludes smtp_starttls.",
+    )
+    smtp_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle verifying the SMTP server's certificate (either TLS mode); unset: the system CAs.",
+    )
     sendgrid_api_key: str | None = None
     sendgrid_url: str | None = None
     members_sync_interval_seconds: float = 300.0

@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.kit.auth import Principal
-from roomee.kit.clock import as_utc
+from roomee.kit.clock import as_utc, utcnow
+from roomee.kit.db import Database
 from roomee.kit.errors import BadRequest, Conflict, Forbidden, NotFound
 from roomee.kit.platform import ServiceContext
 from roomee.kit.schemas import decode_cursor, encode_cursor
@@ -21,7 +22,12 @@ from roomee.notification.channels import UNREAD_COUNTERS, build_channels
 from roomee.notification.delivery import deferred_worker
 from roomee.notification.dispatcher import SocketDispatcher
 from roomee.notification.factory import NotificationFactory
-from roomee.notification.repository import NotificationRepository, PreferenceRepository, SubscriptionRepository
+from roomee.notification.repository import (
+    CounterDrift,
+    NotificationRepository,
+    PreferenceRepository,
+    SubscriptionRepository,
+)
 from roomee.notification.schemas import NotificationOut
 
 
@@ -48,14 +54,17 @@ def workers(ctx: ServiceContext) -> list:
     return [functools.partial(directory.sync_worker, ctx), functools.partial(deferred_worker, ctx)]
 
 
-async def recount_unread(ctx: ServiceContext, *, workspace_id: str | None = None, member_id: str | None = None) -> int:
-    """Recompute unread counters from the receiver rows (all, one workspace, or one member);
-    return how many counters were wrong."""
-    async with ctx.db.transaction() as session:
-        changed = await NotificationRepository(session).recount(
-            workspace_id=workspace_id, member_id=member_id, when=clock.now(ctx)
-        )
-    return len(changed)
+async def recount_unread_in_bulk(db: Database, *, workspace_id: str | None = None, dry_run: bool = False) -> CounterDrift:
+    """Recompute every unread counter (or one workspace's) from the receiver rows, set-based, or
+    with ``dry_run`` only measure the drift; for operators, with no platform running.
+
+    Connected sockets are not told: they get the right count at their next change or connect.
+    """
+    async with db.transaction() as session:
+        notifications = NotificationRepository(session)
+        if dry_run:
+            return await notifications.counter_drift(workspace_id=workspace_id)
+        return await notifications.recount_in_bulk(workspace_id=workspace_id, when=utcnow())
 
 
 def _default_category_prefs() -> dict[str, dict[str, bool]]:

@@ -294,11 +294,10 @@ class EventConsumer:
             first_index.setdefault(event_id, index)
         now = datetime.now(timezone.utc)
         async with self.db.transaction() as session:
+            # executemany parameters, not a VALUES list: the statement compiles once and stays cached.
             inserted = await session.execute(
-                self._insert_inbox(inbox_table)
-                .values([{"queue": self.queue, "event_id": event_id, "handled_at": now} for event_id in first_index])
-                .on_conflict_do_nothing()
-                .returning(inbox_table.c.event_id)
+                self._insert_inbox(inbox_table).on_conflict_do_nothing().returning(inbox_table.c.event_id),
+                [{"queue": self.queue, "event_id": event_id, "handled_at": now} for event_id in first_index],
             )
             new_ids = set(inserted.scalars())
             fresh_indexes = [i for event_id, i in first_index.items() if event_id in new_ids]

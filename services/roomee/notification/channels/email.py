@@ -4,17 +4,20 @@ Every backend sends a multipart/alternative message (text, then HTML) from ``set
 and returns one ``AttemptResult`` per message, in the order given.
 
 - ``file``: writes each message as an ``.eml`` file under ``<data_dir>/mail/`` and logs it.
-- ``smtp``: aiosmtplib; one connection (STARTTLS and login per settings) reused for the whole
-  batch, re-opened once if the server drops it. A 4xx reply, a timeout or a connection failure is
-  retryable; a 5xx reply for the message (refused recipient, rejected data) is not. If the server
-  cannot be reached, the remaining messages of the batch fail at once (retryable).
+- ``smtp``: aiosmtplib; one connection (STARTTLS or implicit TLS, and login, per settings) reused
+  for the whole batch, re-opened once if the server drops it. ``smtp_ca_file`` replaces the system
+  CAs for verifying the server's certificate; it is loaded at start-up. A 4xx reply, a timeout or
+  a connection failure (an unverifiable certificate included) is retryable; a 5xx reply for the
+  message (refused recipient, rejected data) is not. If the server cannot be reached, the
+  remaining messages of the batch fail at once (retryable).
 - ``sendgrid``: the official SDK (``SendGridAPIClient`` -> ``POST /v3/mail/send``, 202 expected).
   The SDK is synchronous (urllib), so each message is sent on a small dedicated thread pool,
   ``EMAIL_CONCURRENCY`` at a time. 5xx, 429, timeouts and connection errors are retryable; other
   4xx are not.
 
-Provider calls go through a circuit breaker; failures that belong to one message (a refused
-address, a 4xx from SendGrid) do not count against the provider.
+Every provider request is bounded by ``settings.provider_timeout_seconds``. Provider calls go
+through a circuit breaker; failures that belong to one message (a refused address, a 4xx from
+SendGrid) do not count against the provider.
 """
 
 from __future__ import annotations
@@ -170,6 +173,18 @@ class _Unreachable(Exception):
     pass
 
 
+def smtp_tls_context(ca_file: str | Path) -> ssl.SSLContext:
+    """A client TLS context that trusts only the CAs in ``ca_file`` (PEM) and checks the host name.
+
+    Built once when the backend is created: a wrong path is a start-up error, not a failure of
+    every email.
+    """
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except OSError as exc:  # also ssl.SSLError: a file that holds no PEM certificate
+        raise ValueError(f"ROOMEE_SMTP_CA_FILE={ca_file} is not a readable PEM CA bundle: {exc}") from exc
+
+
 class SmtpEmail:
     """SMTP through aiosmtplib, one connection per batch."""
 
@@ -184,23 +199,41 @@ class SmtpEmail:
         username: str | None = None,
         password: str | None = None,
         starttls: bool = False,
+        implicit_tls: bool = False,
         timeout: float = PROVIDER_TIMEOUT_SECONDS,
         breaker: CircuitBreaker | None = None,
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
-        """``tls_context``: trust and verification for STARTTLS (default: the system CAs)."""
+        """``implicit_tls``: TLS from the first byte (SMTPS) instead of a STARTTLS upgrade;
+        ``tls_context``: trust and verification for either (default: the system CAs)."""
+        if starttls and implicit_tls:
+            raise ValueError("SMTP: starttls and implicit_tls are exclusive")
         self.host = host
         self.port = port
         self.sender = sender
         self.username = username
         self.password = password
         self.starttls = starttls
+        self.implicit_tls = implicit_tls
         self.timeout = timeout
         self.tls_context = tls_context
         self.breaker = breaker or CircuitBreaker("notification", "smtp", is_failure=_smtp_is_failure)
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> "SmtpEmail":
+        """Raises ``ValueError`` for a configuration that could not send any email."""
+        if settings.smtp_starttls and settings.smtp_implicit_tls:
+            raise ValueError(
+                "ROOMEE_SMTP_STARTTLS and ROOMEE_SMTP_IMPLICIT_TLS are exclusive: set ROOMEE_SMTP_IMPLICIT_TLS "
+                "for a server that speaks TLS from the first byte (port 465), ROOMEE_SMTP_STARTTLS for one "
+                "that upgrades a plain connection (port 587)"
+            )
+        if settings.smtp_ca_file is not None:
+            if not (settings.smtp_starttls or settings.smtp_implicit_tls):
+                # Likely a forgotten TLS switch: mail would go out in clear despite the CA.
+                log.warning("ROOMEE_SMTP_CA_FILE is set but neither STARTTLS nor implicit TLS is: SMTP is unencrypted")
+            kwargs.setdefault("tls_context", smtp_tls_context(settings.smtp_ca_file))
+        kwargs.setdefault("timeout", settings.provider_timeout_seconds)
         kwargs.setdefault(
             "breaker", CircuitBreaker.from_settings(settings, "notification", "smtp", is_failure=_smtp_is_failure)
         )
@@ -211,6 +244,7 @@ class SmtpEmail:
             username=settings.smtp_username,
             password=settings.smtp_password,
             starttls=settings.smtp_starttls,
+            implicit_tls=settings.smtp_implicit_tls,
             **kwargs,
         )
 
@@ -220,6 +254,7 @@ class SmtpEmail:
             port=self.port,
             username=self.username or None,
             password=self.password or None,
+            use_tls=self.implicit_tls,
             start_tls=self.starttls,
             timeout=self.timeout,
             tls_context=self.tls_context,
@@ -337,6 +372,7 @@ class SendGridEmail:
     def from_settings(cls, settings: Any, **kwargs: Any) -> "SendGridEmail":
         if not settings.sendgrid_api_key:
             raise ValueError("email_backend=sendgrid needs ROOMEE_SENDGRID_API_KEY")
+        kwargs.setdefault("timeout", settings.provider_timeout_seconds)
         kwargs.setdefault("breaker", CircuitBreaker.from_settings(settings, "notification", "sendgrid"))
         return cls(api_key=settings.sendgrid_api_key, sender=settings.email_from, url=settings.sendgrid_url, **kwargs)
 

@@ -183,6 +183,7 @@ class OneSignalPush:
         if missing:
             names = ", ".join(f"ROOMEE_{name.upper()}" for name in missing)
             raise ValueError(f"push_backend=onesignal needs {names}")
+        kwargs.setdefault("timeout", settings.provider_timeout_seconds)
         kwargs.setdefault("breaker", CircuitBreaker.from_settings(settings, "notification", "onesignal"))
         return cls(
             url=settings.onesignal_url,
