@@ -89,3 +89,51 @@ async def test_a_batch_handler_fails_some_deliveries_and_commits_the_rest(
         assert recorded == sorted([f"{e['id']}:1" for e in envelopes] + [f"{flaky['id']}:2", f"{flaky['id']}:3"])
     finally:
         await consumer.stop()
+
+
+async def test_a_batch_is_one_consumer_span_linked_to_each_message_trace(make_db, make_broker, queue_name):
+    from opentelemetry import propagate, trace
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from roomee.kit.observability import configure_tracing
+    from roomee.kit.settings import Settings
+
+    provider = configure_tracing(Settings(otel_exporter="none"), "tests")
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    service = unique_service("traced")
+    db = await make_db(service)
+    broker = await make_broker()
+    queue = queue_name()
+    handled: list[str] = []
+
+    async def batch_handler(session, items):
+        handled.extend(envelope["id"] for envelope, _ in items)
+
+    consumer = EventConsumer(db, broker, service, queue, ["roomee.traced.#"], None, batch_handler=batch_handler,
+                             batch_size=50, batch_window_seconds=0.05)
+    await consumer.start()
+    try:
+        envelopes = [sample_envelope(i) for i in range(3)]
+        producers, messages = [], []
+        for envelope in envelopes:  # each event published under its own producer span
+            with trace.get_tracer("tests").start_as_current_span("produce") as span:
+                headers: dict[str, str] = {}
+                propagate.inject(headers)
+                producers.append(span.get_span_context())
+                messages.append(Message("roomee.traced.x", json.dumps(envelope).encode(), headers, envelope["id"]))
+        await broker.publish_batch(messages)
+        await wait_until(lambda: len(handled) == 3, timeout=10)
+        await asyncio.sleep(0.1)  # the span ends once the batch is settled
+        spans = [s for s in exporter.get_finished_spans() if s.name == f"{queue} process"]
+        assert len(spans) == 1  # one span for the batch, not one per message
+        [span] = spans
+        assert span.kind == trace.SpanKind.CONSUMER
+        assert span.attributes["messaging.batch.message_count"] == 3
+        assert sorted((link.context.trace_id, link.context.span_id) for link in span.links) == sorted(
+            (context.trace_id, context.span_id) for context in producers
+        )
+    finally:
+        await consumer.stop()
+        exporter.shutdown()  # the processor stays on the process's provider; it keeps nothing more
