@@ -2,10 +2,16 @@
 
     python bench/notification_fanout.py [--backend real|embedded] [--sizes 1000,10000,100000]
                                         [--events 5000] [--naive-cap 10000] [--naive-events 1000]
+                                        [--replicas 1]
 
 ``real`` (default): PostgreSQL + RabbitMQ on this machine, in schemas, an exchange and queues of
 their own (the test suite's isolation), all dropped at the end. ``embedded``: SQLite + the
 in-process bus in a temporary directory.
+
+The platform runs on uvloop, as ``roomee run`` does. ``--replicas N`` (real only) adds N - 1
+notification processes on the same database and queues, as more pods of the notification
+Deployment would; socket emits of the other replicas are timed when this process's Socket.IO
+manager receives them from RabbitMQ.
 
 The platform runs on real HTTP (uvicorn) with ``push_backend=onesignal`` pointed at the suite's
 recording OneSignal fake, served by a child process (like a real provider, it does not share the
