@@ -72,6 +72,7 @@ class EventConsumer:
         batch_size: int = 200,
         batch_window_seconds: float = 0.005,
         max_flushes: int = 1,
+        stop_timeout_seconds: float = 10.0,
         prefetch: int | None = None,
         inbox_retention_seconds: float = 7 * 24 * 3600,
         prune_interval_seconds: float = 3600,
@@ -88,6 +89,7 @@ class EventConsumer:
         self.batch_size = batch_size
         self.batch_window_seconds = batch_window_seconds
         self.max_flushes = max_flushes
+        self.stop_timeout_seconds = stop_timeout_seconds
         self._batch: list[tuple[str, dict[str, Any], Delivery, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         self._flushes: set[asyncio.Task] = set()
@@ -115,6 +117,11 @@ class EventConsumer:
         if pruner is not None:
             pruner.cancel()
             await asyncio.gather(pruner, return_exceptions=True)
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.cancel()
+        if self._flushes:  # a batch already handed to its handler finishes its transaction
+            await asyncio.wait(set(self._flushes), timeout=self.stop_timeout_seconds)
 
     async def prune_inbox(self) -> int:
         """Forget handled event ids older than the retention; return how many."""
@@ -227,6 +234,8 @@ class EventConsumer:
     def _start_flush(self) -> None:
         # Batches grow with the load: while ``max_flushes`` batches are being handled, deliveries
         # wait in ``_batch`` and the next batch takes them together when one finishes.
+        # Deliveries cancelled while waiting (shutdown) are left out: the broker redelivers them.
+        self._batch = [item for item in self._batch if not item[3].done()]
         if len(self._flushes) >= self.max_flushes or not self._batch:
             return
         items, self._batch = self._batch[: self.batch_size], self._batch[self.batch_size :]
