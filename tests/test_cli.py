@@ -60,6 +60,9 @@ def test_up_on_a_fresh_data_dir_answers_health_and_lets_the_admin_log_in(tmp_pat
         assert signed_in.json()["member"]["permissions"] == ["manage_ecosystem", "manage_members", "manage_workspace",
                                                              "publish_pages"]
         assert (data_dir / "auth.db").exists() and (data_dir / "members.db").exists()
+        # The demo admin was signed up by the bootstrap itself: no invitation email with a used link.
+        time.sleep(1.0)
+        assert list((data_dir / "mail").glob("*.eml")) == []
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=30)

@@ -50,7 +50,8 @@ async def bootstrap_admin(
             f"{members_url}/members/add/hotel/member",
             headers={"Authorization": f"Bearer {service_token}"},
             json={"hotelId": hotel_id, "hotelName": hotel_name, "email": email, "firstName": first_name,
-                  "lastName": last_name, "dashboardAccess": True, "isAdmin": True},
+                  "lastName": last_name, "dashboardAccess": True, "isAdmin": True,
+                  "sendInvitation": False},  # signed up right below: no email with a used link
         )
         added.raise_for_status()
         body = added.json()

@@ -132,8 +132,17 @@ async def test_service_routes_hotel_member_and_sync(platform):
 
         unauthenticated = await client.post("/members/add/hotel/member", json=body)
         assert unauthenticated.status_code == 401
-        await tap.wait_for("roomee.notification.member.onboarding",
-                           lambda e: e["payload"]["email"] == "boss@grand.example.com")
+        invited = await tap.wait_for("roomee.notification.member.onboarding",
+                                     lambda e: e["payload"]["email"] == "boss@grand.example.com")
+        assert invited["channels"] == ["email", "socket"]  # the invitation email goes out
+
+        # A caller that signs the member up itself (the platform's bootstrap) asks for no email.
+        quiet = await client.post("/members/add/hotel/member", headers=headers,
+                                  json={**body, "email": "night@grand.example.com", "sendInvitation": False})
+        assert quiet.status_code == 201 and quiet.json()["invitationToken"]
+        silent = await tap.wait_for("roomee.notification.member.onboarding",
+                                    lambda e: e["payload"]["email"] == "night@grand.example.com")
+        assert silent["channels"] == ["socket"]
 
 
 async def test_openapi_per_service(platform):

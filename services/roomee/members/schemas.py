@@ -108,6 +108,9 @@ class HotelMemberRequest(CamelModel):
     workspace_name: str | None = Field(default=None, max_length=200)
     locale: str = Field(default="fr", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
     timezone: str = Field(default="Europe/Paris", max_length=64)
+    # False when the caller signs the member up itself with the returned token (the platform's
+    # bootstrap): no invitation email, whose link would already be used.
+    send_invitation: bool = True
 
 
 class HotelMemberOut(CamelModel):

@@ -268,6 +268,7 @@ class MembersService:
     async def _issue_invitation(
         self, *, workspace: dict, email: str, role: str, first_name: str, last_name: str, inviter: Principal | None,
         is_admin: bool = False, dashboard_access: bool = False, member_id: str | None = None,
+        send_email: bool = True,
     ) -> tuple[dict, str]:
         now = utcnow()
         await self.onboardings.revoke_pending(workspace["id"], email, now)
@@ -309,7 +310,7 @@ class MembersService:
             },
             actor=inviter_actor,
             receiver_ids=[row["invited_by_member_id"]] if row["invited_by_member_id"] else [],
-            channels=("email", "socket"),
+            channels=("email", "socket") if send_email else ("socket",),
         )
         return row, token
 
@@ -419,6 +420,7 @@ class MembersService:
                 workspace=workspace, email=email, role=role, first_name=data["first_name"],
                 last_name=data["last_name"], inviter=caller, is_admin=data["is_admin"],
                 dashboard_access=data["dashboard_access"], member_id=existing["id"],
+                send_email=data["send_invitation"],
             )
             expires_at = invitation["expires_at"]
         return {
