@@ -4,6 +4,7 @@ together, set-based lookups and writes): the outcome must be that of handling th
 from __future__ import annotations
 
 from roomee.kit.events import build_envelope
+from roomee.notification.dispatcher import PUSH_BATCH, RECIPIENTS_PER_JOB, delivery_jobs
 from tests.notification.support import event, eventually, handled, inbox, publish, team_platform, unread, wait_handled
 
 
@@ -77,3 +78,27 @@ async def test_a_failing_event_holds_back_only_itself(tmp_path):
 
 async def _titled(client, person, title: str) -> bool:
     return any(item["data"]["title"] == title for item in await inbox(client, person, limit=50))
+
+
+def _push_request(notification_id: str, workspace_id: str, subscriptions: list[str]) -> dict:
+    return {"notificationId": notification_id, "workspaceId": workspace_id, "ecosystemId": "hotel", "locale": "fr",
+            "title": "t", "body": "b", "data": {}, "subscriptionIds": subscriptions}
+
+
+def test_delivery_jobs_group_requests_per_workspace_within_their_limits():
+    fan_out = [_push_request("n-big", "w1", [f"s{i}-{j}" for j in range(PUSH_BATCH)]) for i in range(50)]
+    jobs = delivery_jobs("push", fan_out)
+    # 100 000 devices: ten jobs of five 2 000-device requests, not one 4 MB message.
+    assert [len(job["payload"]["requests"]) for _, job in jobs] == [5] * 10
+    assert all(sum(len(r["subscriptionIds"]) for r in job["payload"]["requests"]) <= RECIPIENTS_PER_JOB
+               for _, job in jobs)
+
+    singles = [_push_request(f"n{i}", "w1" if i % 2 else "w2", [f"device-{i}"]) for i in range(240)]
+    jobs = delivery_jobs("push", singles)
+    assert sorted(len(job["payload"]["requests"]) for _, job in jobs) == [20, 20, 50, 50, 50, 50]
+    for _, job in jobs:  # a job never mixes workspaces, and says which it belongs to
+        assert {r["workspaceId"] for r in job["payload"]["requests"]} == {job["workspaceId"]}
+    assert {routing_key for routing_key, _ in jobs} == {"roomee.delivery.push"}
+    # Planned again (a redelivered event), the same requests make the same jobs.
+    assert [job["id"] for _, job in delivery_jobs("push", singles)] == [job["id"] for _, job in jobs]
+    assert len({job["id"] for _, job in jobs}) == len(jobs)

@@ -2,9 +2,9 @@
 delivery jobs written to the outbox in the same transaction as the rows.
 
 Jobs travel on ``roomee.delivery.push`` and ``roomee.delivery.email`` (not under
-``roomee.notification.#``). A job carries up to ``REQUESTS_PER_JOB`` provider requests of one
-workspace, from one or several notifications of a transaction (many single-receiver events make
-few jobs): a push request holds at most 2 000 device subscriptions, an email request at most
+``roomee.notification.#``). A job carries up to ``REQUESTS_PER_JOB`` provider requests (and
+``RECIPIENTS_PER_JOB`` recipients) of one workspace, from one or several notifications of a
+transaction (many single-receiver events make few jobs): a push request holds at most 2 000 device subscriptions, an email request at most
 ``EMAIL_BATCH`` recipients, all reading one locale. Job ids are derived from their content, so a
 job is the same whoever plans it again, and the provider's idempotency keys with it.
 """
@@ -32,6 +32,7 @@ EMAIL_JOBS = "roomee.delivery.email"
 PUSH_BATCH = 2000
 EMAIL_BATCH = 100
 REQUESTS_PER_JOB = 50
+RECIPIENTS_PER_JOB = 10_000
 JOB_NAMESPACE = uuid.UUID("0b7f3d0e-7c55-4b8e-a1e1-5d7c2f4f9a30")
 
 
@@ -87,9 +88,28 @@ def email_requests(notification: dict[str, Any], recipients_by_locale: dict[str,
     return requests
 
 
+def _job_batches(requests: list[dict[str, Any]], recipients_key: str) -> list[list[dict[str, Any]]]:
+    """Requests cut into jobs of at most ``REQUESTS_PER_JOB`` requests and ``RECIPIENTS_PER_JOB``
+    recipients: a big fan-out makes several jobs, which replicas deliver in parallel and which
+    stay small messages."""
+    batches: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    recipients = 0
+    for request in requests:
+        size = len(request[recipients_key])
+        if current and (len(current) == REQUESTS_PER_JOB or recipients + size > RECIPIENTS_PER_JOB):
+            batches.append(current)
+            current, recipients = [], 0
+        current.append(request)
+        recipients += size
+    if current:
+        batches.append(current)
+    return batches
+
+
 def delivery_jobs(channel: str, requests: list[dict[str, Any]]) -> list[tuple[str, dict]]:
-    """The jobs (outbox ``(routing key, envelope)``) carrying these requests: per workspace, at most
-    ``REQUESTS_PER_JOB`` each. A job's id is derived from its requests, so planning the same
+    """The jobs (outbox ``(routing key, envelope)``) carrying these requests, per workspace (see
+    ``_job_batches``). A job's id is derived from its requests, so planning the same
     requests again gives the same job."""
     routing_key, recipients_key = (PUSH_JOBS, "subscriptionIds") if channel == "push" else (EMAIL_JOBS, "recipients")
     by_workspace: dict[tuple[str | None, str | None], list[dict[str, Any]]] = defaultdict(list)
@@ -97,7 +117,7 @@ def delivery_jobs(channel: str, requests: list[dict[str, Any]]) -> list[tuple[st
         by_workspace[(request["workspaceId"], request.get("ecosystemId"))].append(request)
     jobs = []
     for (workspace_id, ecosystem_id), grouped in by_workspace.items():
-        for batch in chunked(grouped, REQUESTS_PER_JOB):
+        for batch in _job_batches(grouped, recipients_key):
             keys = "\n".join(
                 f"{r['notificationId']}:{r['locale']}:"
                 + ",".join(x if isinstance(x, str) else x["to"] for x in r[recipients_key])
