@@ -9,21 +9,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.kit import migrations
 from roomee.kit.auth import ServiceTokenProvider, TokenVerifier, remote_jwks_loader
 from roomee.kit.db import Database
-from roomee.kit.events import Delivery, EventConsumer, OutboxRelay, broker_from_settings
-from roomee.kit.events.consumer import BatchHandler
+from roomee.kit.events import EventConsumer, OutboxRelay, broker_from_settings
+from roomee.kit.events.consumer import BatchHandler, EventHandler
 from roomee.kit.http import ServiceClient
 from roomee.kit.observability import configure_logging, configure_tracing
 from roomee.kit.settings import Settings
 
 log = logging.getLogger("roomee.platform")
-
-Handler = Callable[[AsyncSession, dict, Delivery], Awaitable[None]]
-
 
 @dataclass(frozen=True)
 class ConsumerSpec:
@@ -31,7 +27,7 @@ class ConsumerSpec:
 
     queue: str
     bindings: list[str]
-    handler: Handler | None = None
+    handler: EventHandler | None = None
     batch_handler: BatchHandler | None = None
     batch_size: int = 200
     # Unacknowledged deliveries at once; each holds a database connection while it is handled.

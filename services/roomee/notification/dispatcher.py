@@ -152,17 +152,6 @@ class SocketDispatcher:
     def socket(self):
         return self.ctx.state["channels"].socket
 
-    def notify_after_commit(
-        self,
-        session: AsyncSession,
-        *,
-        workspace_id: str,
-        payload_by_locale: dict[str, dict[str, Any]],
-        members_by_locale: dict[str, list[str]],
-        counters: dict[str, int],
-    ) -> None:
-        self.notify_many_after_commit(session, [(payload_by_locale, members_by_locale)], {workspace_id: counters})
-
     def notify_many_after_commit(
         self,
         session: AsyncSession,

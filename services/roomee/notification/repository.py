@@ -80,44 +80,6 @@ class _Repository:
 
 
 class NotificationRepository(_Repository):
-    async def insert(self, row: dict[str, Any]) -> bool:
-        """Insert the notification; False when it exists already (the event was processed)."""
-        result = await self.session.execute(
-            self._insert(notification).values(**row).on_conflict_do_nothing().returning(notification.c.id)
-        )
-        return result.first() is not None
-
-    async def insert_receivers(
-        self,
-        notification_id: str,
-        workspace_id: str,
-        created_at: datetime,
-        receivers: Sequence[tuple[str, str, str]],
-    ) -> None:
-        """Write the receiver rows ``(member_id, locale, channels)`` of one notification.
-
-        One ``INSERT ... SELECT`` per chunk whose rows travel as a few array parameters
-        (``unnest`` on PostgreSQL, ``json_each`` on SQLite), so the statement and its
-        parameter count do not grow with the fan-out.
-        """
-        columns = ["notification_id", "member_id", "workspace_id", "locale", "channels", "created_at"]
-        constants = (
-            sa.bindparam(None, notification_id, type_=sa.String),
-            sa.bindparam(None, workspace_id, type_=sa.String),
-            sa.bindparam(None, created_at, type_=sa.DateTime(timezone=True)),
-        )
-        for chunk in chunks(receivers, RECEIVER_CHUNK):
-            if self.is_postgres:
-                rows = sa.func.unnest(
-                    *(sa.bindparam(None, [r[i] for r in chunk], type_=_TextArray()) for i in range(3))
-                ).table_valued("member_id", "locale", "channels").render_derived()
-                member, locale, channels = rows.c.member_id, rows.c.locale, rows.c.channels
-            else:
-                rows = sa.func.json_each(sa.bindparam(None, json.dumps(list(chunk)), type_=sa.Text)).table_valued("value")
-                member, locale, channels = (sa.func.json_extract(rows.c.value, f"$[{i}]") for i in range(3))
-            select = sa.select(constants[0], member, constants[1], locale, channels, constants[2]).select_from(rows)
-            await self.session.execute(sa.insert(notification_receiver).from_select(columns, select))
-
     async def insert_many(self, rows: Sequence[dict[str, Any]]) -> set[str]:
         """Insert several notifications in one statement; the ids of those that were new."""
         if not rows:

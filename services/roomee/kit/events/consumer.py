@@ -49,8 +49,8 @@ class EventConsumer:
     With a ``batch_handler`` the deliveries that arrive together (up to ``batch_size``, waiting at
     most ``batch_window_seconds`` when the consumer is idle) share one transaction: one inbox
     insert for all of them, one ``batch_handler(session, [(envelope, delivery), ...])`` call for
-    the new ones, one commit. At most ``max_flushes`` batches are handled at once; deliveries
-    arriving meanwhile make the next batch, so batches grow with the load (prefetch permitting).
+    the new ones, one commit. One batch is handled at a time; deliveries arriving meanwhile make
+    the next batch, so batches grow with the load (prefetch permitting).
     If the batch fails, each delivery is retried alone so one bad event cannot hold back the
     others; only the failing ones go down the retry path. A batch handler that knows which
     deliveries failed (a provider refused some requests of a batch, say) returns them as
@@ -71,7 +71,6 @@ class EventConsumer:
         batch_handler: BatchHandler | None = None,
         batch_size: int = 200,
         batch_window_seconds: float = 0.005,
-        max_flushes: int = 1,
         stop_timeout_seconds: float = 10.0,
         prefetch: int | None = None,
         inbox_retention_seconds: float = 7 * 24 * 3600,
@@ -88,11 +87,10 @@ class EventConsumer:
         self.batch_handler = batch_handler
         self.batch_size = batch_size
         self.batch_window_seconds = batch_window_seconds
-        self.max_flushes = max_flushes
         self.stop_timeout_seconds = stop_timeout_seconds
         self._batch: list[tuple[str, dict[str, Any], Delivery, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
-        self._flushes: set[asyncio.Task] = set()
+        self._flushing: asyncio.Task | None = None
         self.prefetch = prefetch or db.settings.consumer_prefetch
         self.inbox_retention_seconds = inbox_retention_seconds
         self.prune_interval_seconds = prune_interval_seconds
@@ -120,8 +118,8 @@ class EventConsumer:
         flusher, self._flusher = self._flusher, None
         if flusher is not None:
             flusher.cancel()
-        if self._flushes:  # a batch already handed to its handler finishes its transaction
-            await asyncio.wait(set(self._flushes), timeout=self.stop_timeout_seconds)
+        if self._flushing is not None:  # a batch already handed to its handler finishes its transaction
+            await asyncio.wait({self._flushing}, timeout=self.stop_timeout_seconds)
 
     async def prune_inbox(self) -> int:
         """Forget handled event ids older than the retention; return how many."""
@@ -222,7 +220,7 @@ class EventConsumer:
         self._batch.append((event_id, envelope, delivery, future))
         if len(self._batch) >= self.batch_size:
             self._start_flush()
-        elif self._flusher is None and not self._flushes:
+        elif self._flusher is None and self._flushing is None:
             self._flusher = asyncio.create_task(self._flush_after_window())
         return await future
 
@@ -232,19 +230,18 @@ class EventConsumer:
         self._start_flush()
 
     def _start_flush(self) -> None:
-        # Batches grow with the load: while ``max_flushes`` batches are being handled, deliveries
-        # wait in ``_batch`` and the next batch takes them together when one finishes.
-        # Deliveries cancelled while waiting (shutdown) are left out: the broker redelivers them.
+        # Batches grow with the load: while one batch is handled, deliveries wait in ``_batch`` and
+        # the next batch takes them together when it finishes. Deliveries cancelled while waiting
+        # (shutdown) are left out: the broker redelivers them.
         self._batch = [item for item in self._batch if not item[3].done()]
-        if len(self._flushes) >= self.max_flushes or not self._batch:
+        if self._flushing is not None or not self._batch:
             return
         items, self._batch = self._batch[: self.batch_size], self._batch[self.batch_size :]
-        task = asyncio.create_task(self._flush(items))
-        self._flushes.add(task)
-        task.add_done_callback(self._flush_done)
+        self._flushing = asyncio.create_task(self._flush(items))
+        self._flushing.add_done_callback(self._flush_done)
 
-    def _flush_done(self, task: asyncio.Task) -> None:
-        self._flushes.discard(task)
+    def _flush_done(self, _task: asyncio.Task) -> None:
+        self._flushing = None
         self._start_flush()
 
     async def _flush(self, items: list[tuple[str, dict[str, Any], Delivery, asyncio.Future]]) -> None:
@@ -254,21 +251,21 @@ class EventConsumer:
             if len(items) > 1:
                 log.warning("batch failed; handling its %d events one by one", len(items),
                             extra={"service": self.service, "queue": self.queue}, exc_info=True)
-            for item in items:
-                try:
-                    (outcome,) = await self._process_batch([item])
-                except Exception as exc:
-                    outcome = exc
-                if isinstance(outcome, BaseException):
-                    _settle_future(item[3], exception=outcome)
-                else:
-                    _settle_future(item[3], result=outcome)
-            return
-        for item, outcome in zip(items, outcomes):
+            outcomes = [await self._process_alone(item) for item in items]
+        for (*_item, future), outcome in zip(items, outcomes):
+            if future.done():  # the delivery was cancelled (shutdown): the broker redelivers it
+                continue
             if isinstance(outcome, BaseException):
-                _settle_future(item[3], exception=outcome)
+                future.set_exception(outcome)
             else:
-                _settle_future(item[3], result=outcome)
+                future.set_result(outcome)
+
+    async def _process_alone(self, item: tuple[str, dict[str, Any], Delivery, asyncio.Future]) -> bool | BaseException:
+        try:
+            (outcome,) = await self._process_batch([item])
+        except Exception as exc:
+            return exc
+        return outcome
 
     async def _process_batch(
         self, items: list[tuple[str, dict[str, Any], Delivery, asyncio.Future]]
@@ -343,11 +340,3 @@ class EventConsumer:
     def _count(self, routing_key: str, status: str) -> None:
         metrics.amqp_messages_total.labels(self.service, routing_key, "consume", status).inc()
 
-
-def _settle_future(future: asyncio.Future, *, result: Any = None, exception: BaseException | None = None) -> None:
-    if future.done():  # the delivery was cancelled (shutdown): the broker redelivers it
-        return
-    if exception is not None:
-        future.set_exception(exception)
-    else:
-        future.set_result(result)
