@@ -274,34 +274,22 @@ class NotificationRepository(_Repository):
         )
         return {member_id: count for member_id, count in rows.all()}
 
-    async def recount(self, *, workspace_id: str | None, member_id: str | None, when: datetime) -> list[tuple[str, str, int, int]]:
-        """Set counters to the number of unread receiver rows; the (member, workspace, old, new) changed.
+    async def recount(self, *, workspace_id: str, when: datetime) -> list[tuple[str, str, int, int]]:
+        """Set one workspace's counters to the number of unread receiver rows; the
+        (member, workspace, old, new) changed, for the sockets to be told.
 
         The counter rows in scope are locked first (PostgreSQL), so a fan-out or a read running
         at the same time either finished before the count or applies its delta after it.
         """
-
-        def scoped(query, table):
-            if workspace_id is not None:
-                query = query.where(table.c.workspace_id == workspace_id)
-            if member_id is not None:
-                query = query.where(table.c.member_id == member_id)
-            return query
-
-        locked = scoped(sa.select(unread_counter.c.member_id, unread_counter.c.workspace_id, unread_counter.c.count), unread_counter)
+        c = unread_counter.c
+        locked = sa.select(c.member_id, c.workspace_id, c.count).where(c.workspace_id == workspace_id)
         if self.is_postgres:
             locked = locked.with_for_update()
         else:
             # SQLite: take the write lock before reading, so nothing commits between count and write.
-            await self.session.execute(scoped(sa.update(unread_counter), unread_counter).values(count=unread_counter.c.count))
-        current = {(m, w): c for m, w, c in (await self.session.execute(locked)).all()}
-        actual_query = scoped(
-            sa.select(notification_receiver.c.member_id, notification_receiver.c.workspace_id, sa.func.count())
-            .where(notification_receiver.c.read_at.is_(None))
-            .group_by(notification_receiver.c.member_id, notification_receiver.c.workspace_id),
-            notification_receiver,
-        )
-        actual = {(m, w): c for m, w, c in (await self.session.execute(actual_query)).all()}
+            await self.session.execute(sa.update(unread_counter).where(sa.false()).values(count=c.count))
+        current = {(m, w): count for m, w, count in (await self.session.execute(locked)).all()}
+        actual = {(m, w): n for m, w, n in (await self.session.execute(self._unread_by_member(workspace_id))).all()}
         changed = []
         for key in sorted(set(current) | set(actual)):
             old, new = current.get(key), actual.get(key, 0)

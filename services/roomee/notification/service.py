@@ -186,9 +186,7 @@ class NotificationService:
         return {"workspace_id": principal.workspace_id, "member_id": principal.member_id, "unread": unread}
 
     async def recount(self, principal: Principal) -> dict:
-        changed = await self.notifications.recount(
-            workspace_id=principal.workspace_id, member_id=None, when=clock.now(self.ctx)
-        )
+        changed = await self.notifications.recount(workspace_id=principal.workspace_id, when=clock.now(self.ctx))
         if changed:
             SocketDispatcher(self.ctx).counters_after_commit(
                 self.session, principal.workspace_id, {member_id: new for member_id, _, _, new in changed}
