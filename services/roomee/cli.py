@@ -240,10 +240,10 @@ async def _with_database(service: str, action):
     SQLite file in ``ROOMEE_DATA_DIR``); a database that cannot be used ends the command with exit 1."""
     from sqlalchemy.exc import DBAPIError
 
-    from roomee.kit.db import Database
+    from roomee.kit.db import Database, sqlite_path
 
     settings = _settings().for_service(service)
-    sqlite_file = settings.data_dir / f"{service}.db"  # where Database keeps it
+    sqlite_file = sqlite_path(settings, service)
     if not settings.database_url and not sqlite_file.exists():
         # Opening it would create an empty database and hide a wrong ROOMEE_DATA_DIR.
         typer.echo(f"error: no {service} database at {sqlite_file} (set ROOMEE_DATA_DIR, "
@@ -287,6 +287,7 @@ def recount_notifications(
 
 def main() -> None:
     app()
+
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -31,6 +32,11 @@ def new_metadata() -> MetaData:
     return metadata
 
 
+def sqlite_path(settings: Settings, service: str) -> Path:
+    """Where a service's SQLite database lives when no ``database_url`` is set."""
+    return settings.data_dir / f"{service}.db"
+
+
 class Database:
     """The engine and session factory of one service."""
 
@@ -53,7 +59,8 @@ class Database:
             )
         else:
             self.schema = None
-            path = settings.ensure_data_dir() / f"{service}.db"
+            settings.ensure_data_dir()
+            path = sqlite_path(settings, service)
             self.url = f"sqlite+aiosqlite:///{path}"
             self.engine = create_async_engine(self.url, connect_args={"timeout": 30})
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
