@@ -95,10 +95,12 @@ def push_data(notification: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Planned:
-    """Provider requests planned in one transaction, emitted as few jobs (see ``delivery_jobs``)."""
+    """Deliveries planned in one transaction: provider requests, emitted as few jobs (see
+    ``delivery_jobs``), and deferred-delivery rows, written with one insert."""
 
     push: list[dict[str, Any]] = field(default_factory=list)
     email: list[dict[str, Any]] = field(default_factory=list)
+    deferred: list[dict[str, Any]] = field(default_factory=list)
 
     def jobs(self) -> list[tuple[str, dict]]:
         return delivery_jobs("push", self.push) + delivery_jobs("email", self.email)
@@ -268,9 +270,8 @@ class NotificationProcessor:
         active = await lookup if lookup is not None else await self._active_subscriptions(pushing, session)
         deliveries = Planned()
         for row, recipients, _ in fresh:
-            await self._deliveries(
-                session, row, row["workspace_id"], recipients, now, deliveries, active[row["workspace_id"]]
-            )
+            await self._deliveries(session, row, recipients, now, deliveries, active[row["workspace_id"]])
+        await repo.insert_deferred(deliveries.deferred)
         await emit_many(session, deliveries.jobs())
 
         notices = []
@@ -452,23 +453,21 @@ class NotificationProcessor:
         self,
         session: AsyncSession,
         notification: dict[str, Any],
-        workspace_id: str | None,
         recipients: list[Recipient],
         now: datetime,
         planned: Planned,
-        active_subscriptions: dict[str, list[str]] | None = None,
+        active_subscriptions: dict[str, list[str]],
     ) -> None:
-        """Deferred rows, and the push and email requests (added to ``planned``)."""
-        repo = NotificationRepository(session)
+        """Add to ``planned`` the deferred rows and the push and email requests of a notification."""
         deferred = [r for r in recipients if r.decision.deferred and r.member_id]
         if deferred:
-            await repo.insert_deferred(
+            planned.deferred.extend(
                 [
                     {
                         "id": str(uuid.uuid4()),
                         "notification_id": notification["id"],
                         "member_id": r.member_id,
-                        "workspace_id": workspace_id,
+                        "workspace_id": notification["workspace_id"],
                         "channels": ",".join(r.decision.deferred),
                         "locale": r.locale,
                         "release_at": r.decision.release_at,

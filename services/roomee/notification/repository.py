@@ -391,6 +391,7 @@ class NotificationRepository(_Repository):
     # -- deferred deliveries -----------------------------------------------------------------
 
     async def insert_deferred(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Deferred deliveries as executemany parameters, a few thousand rows per statement."""
         for chunk in chunks(rows, 4000):
             await self.session.execute(self._insert(deferred_delivery).on_conflict_do_nothing(), list(chunk))
 
