@@ -27,7 +27,7 @@ async def test_pagination_update_remove_and_events(platform):
             if not cursor:
                 break
         assert seen == ["admin@example.com"] + [f"m{i}@example.com" for i in range(4)]
-        assert (await client.get("/members/", params={"cursor": "garbage!"}, headers=admin.headers)).status_code == 400
+        assert (await client.get("/members/", params={"cursor": "garbage!"}, headers=admin.headers)).status_code == 422
         assert (await client.get("/members/", params={"limit": 0}, headers=admin.headers)).status_code == 422
 
         target = joined[0]
@@ -176,7 +176,7 @@ async def test_sync_feed_pages_every_change_in_order(platform):
         empty = (await client.post("/members/sync", json={"cursor": rest["nextCursor"]}, headers=headers)).json()
         assert empty["items"] == [] and empty["nextCursor"] == rest["nextCursor"]
         bad = await client.post("/members/sync", json={"cursor": "WyJ4Il0"}, headers=headers)
-        assert bad.status_code == 400 and bad.json()["error"] == "invalid_cursor"
+        assert bad.status_code == 422 and bad.json()["error"] == "invalid_cursor"
 
 
 async def test_feed_positions_are_taken_in_commit_order(platform):

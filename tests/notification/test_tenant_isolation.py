@@ -95,7 +95,7 @@ async def test_devices_register_idempotently_and_bad_input_is_refused(tmp_path):
         assert (await client.get("/api/v1/subscriptions", headers=bob.headers)).json() == []
 
         bad_cursor = await client.get("/api/v1/notifications", params={"cursor": "%%%"}, headers=bob.headers)
-        assert bad_cursor.status_code == 400 and bad_cursor.json()["error"] == "invalid_cursor"
+        assert bad_cursor.status_code == 422 and bad_cursor.json()["error"] == "invalid_cursor"
         too_many = await client.get("/api/v1/notifications", params={"limit": 1000}, headers=bob.headers)
         assert too_many.status_code == 422
         unknown = await client.post("/api/v1/notifications/no-such-id/read", headers=bob.headers)

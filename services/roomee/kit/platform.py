@@ -17,6 +17,7 @@ from roomee.kit.events import EventConsumer, OutboxRelay, broker_from_settings
 from roomee.kit.events.consumer import BatchHandler, EventHandler
 from roomee.kit.http import ServiceClient
 from roomee.kit.observability import configure_logging, configure_tracing
+from roomee.kit.schemas import use_cursor_key
 from roomee.kit.settings import Settings
 
 log = logging.getLogger("roomee.platform")
@@ -78,6 +79,7 @@ class Platform:
         self._relays: list[OutboxRelay] = []
         self._consumers: list[EventConsumer] = []
         self._workers: list[asyncio.Task] = []
+        use_cursor_key(settings.resolved_cursor_secret())
         for spec in targets:
             service_settings = settings.for_service(spec.name)
             self.services[spec.name] = ServiceContext(spec.name, service_settings, Database(spec.name, service_settings), self)

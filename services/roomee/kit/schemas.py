@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from roomee.kit.errors import BadRequest
+from roomee.kit.errors import Unprocessable
 
 T = TypeVar("T")
 
@@ -23,18 +25,62 @@ class Page(CamelModel, Generic[T]):
     next_cursor: str | None = None
 
 
+# A cursor is "<version>.<payload>.<mac>": the version lets the format change without reading old
+# cursors wrongly, and the MAC makes every cursor the platform did not produce answer 422.
+CURSOR_VERSION = "c1"
+_MAC_BYTES = 16
+_cursor_key: bytes | None = None
+
+
+def use_cursor_key(secret: str) -> None:
+    """Sign cursors with ``secret`` in this process (every replica of a service needs the same one)."""
+    global _cursor_key
+    _cursor_key = hashlib.sha256(b"roomee-cursor:" + secret.encode()).digest()
+
+
+def _key() -> bytes:
+    if _cursor_key is None:
+        from roomee.kit.settings import get_settings
+
+        use_cursor_key(get_settings().resolved_cursor_secret())
+    assert _cursor_key is not None
+    return _cursor_key
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(signed: str) -> str:
+    return _b64(hmac.new(_key(), signed.encode(), hashlib.sha256).digest()[:_MAC_BYTES])
+
+
 def encode_cursor(*values: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode().rstrip("=")
+    payload = _b64(json.dumps(values, default=str, separators=(",", ":")).encode())
+    signed = f"{CURSOR_VERSION}.{payload}"
+    return f"{signed}.{_mac(signed)}"
+
+
+def invalid_cursor() -> Unprocessable:
+    return Unprocessable("invalid cursor: pass back a nextCursor this list returned", code="invalid_cursor")
 
 
 def decode_cursor(cursor: str | None) -> list[Any] | None:
+    """The values of a cursor :func:`encode_cursor` produced; 422 ``invalid_cursor`` for anything else."""
     if not cursor:
         return None
+    version, _, rest = cursor.partition(".")
+    payload, _, mac = rest.partition(".")
+    if version != CURSOR_VERSION or not payload or not hmac.compare_digest(mac.encode(), _mac(f"{version}.{payload}").encode()):
+        raise invalid_cursor()
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, json.JSONDecodeError):
-        raise BadRequest("invalid cursor", code="invalid_cursor") from None
+        values = json.loads(_unb64(payload))
+    except ValueError:
+        raise invalid_cursor() from None
     if not isinstance(values, list):
-        raise BadRequest("invalid cursor", code="invalid_cursor")
+        raise invalid_cursor()
     return values

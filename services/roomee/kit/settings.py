@@ -58,6 +58,10 @@ class Settings(BaseSettings):
         default=None,
         description="Shared secret services use to obtain service tokens; generated into the data dir when unset.",
     )
+    cursor_secret: str | None = Field(
+        default=None,
+        description="Key signing pagination cursors (the same for every replica); generated into the data dir when unset.",
+    )
     auth_keys_dir: Path | None = Field(
         default=None,
         description="Directory of PEM signing keys (a mounted secret); generated into the data dir when unset.",
@@ -138,9 +142,15 @@ class Settings(BaseSettings):
 
     def resolved_service_secret(self) -> str:
         """The configured secret, else one generated once into the data dir."""
-        if self.service_secret:
-            return self.service_secret
-        path = self.ensure_data_dir() / "service-secret"
+        return self.service_secret or self._generated_secret("service-secret")
+
+    def resolved_cursor_secret(self) -> str:
+        """The configured cursor key, else one generated once into the data dir."""
+        return self.cursor_secret or self._generated_secret("cursor-secret")
+
+    def _generated_secret(self, name: str) -> str:
+        """A random secret generated once into the data dir (the embedded default)."""
+        path = self.ensure_data_dir() / name
         if not path.exists():
             path.write_text(secrets.token_urlsafe(32))
             path.chmod(0o600)

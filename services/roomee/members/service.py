@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.kit.auth import MANAGE_ECOSYSTEM, MANAGE_MEMBERS, MANAGE_WORKSPACE, PUBLISH_PAGES, Principal
 from roomee.kit.clock import as_utc, utcnow
-from roomee.kit.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
-from roomee.kit.schemas import decode_cursor, encode_cursor
+from roomee.kit.errors import Conflict, Forbidden, Gone, NotFound
+from roomee.kit.schemas import decode_cursor, encode_cursor, invalid_cursor
 from roomee.kit.settings import Settings
 from roomee.members import events
 from roomee.members.repository import MemberRepository, OnboardingRepository, WorkspaceRepository
@@ -73,7 +73,7 @@ def _page_after(cursor: str | None) -> tuple[str, str] | None:
     if values is None:
         return None
     if len(values) != 2 or not all(isinstance(v, str) for v in values):
-        raise BadRequest("invalid cursor", code="invalid_cursor")
+        raise invalid_cursor()
     return values[0], values[1]
 
 
@@ -444,7 +444,7 @@ class MembersService:
         if after is not None and not (
             len(after) == 2 and isinstance(after[0], int) and isinstance(after[1], str)
         ):
-            raise BadRequest("invalid cursor", code="invalid_cursor")
+            raise invalid_cursor()
         rows = await self.members.changed_since(
             after=tuple(after) if after else None, limit=data["limit"],
             ecosystem_id=data.get("ecosystem_id"), workspace_id=data.get("workspace_id"),

@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from roomee.kit.auth import Principal
 from roomee.kit.clock import as_utc, utcnow
 from roomee.kit.db import Database
-from roomee.kit.errors import BadRequest, Conflict, Forbidden, NotFound
+from roomee.kit.errors import Conflict, Forbidden, NotFound
 from roomee.kit.platform import ServiceContext
-from roomee.kit.schemas import decode_cursor, encode_cursor
+from roomee.kit.schemas import decode_cursor, encode_cursor, invalid_cursor
 from roomee.notification import clock, directory, hooks
 from roomee.notification.catalog import CATEGORIES, CHANNEL_PREFS
 from roomee.notification.channels import UNREAD_COUNTERS, build_channels
@@ -104,11 +104,11 @@ def _page_before(cursor: str | None) -> tuple[datetime, str] | None:
     if values is None:
         return None
     if len(values) != 2 or not all(isinstance(v, str) for v in values):
-        raise BadRequest("invalid cursor", code="invalid_cursor")
+        raise invalid_cursor()
     try:
         return as_utc(datetime.fromisoformat(values[0])), values[1]
     except ValueError:
-        raise BadRequest("invalid cursor", code="invalid_cursor") from None
+        raise invalid_cursor() from None
 
 
 class NotificationService:
