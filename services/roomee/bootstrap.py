@@ -42,7 +42,7 @@ async def bootstrap_admin(
         token_response = await client.post(
             f"{auth_url}/oauth/token",
             data={"grant_type": "client_credentials", "client_id": "cli",
-                  "client_secret": settings.resolved_service_secret()},
+                  "client_secret": settings.client_secret_of("cli")},
         )
         token_response.raise_for_status()
         service_token = token_response.json()["access_token"]

@@ -58,7 +58,7 @@ async def test_service_tokens(platform):
                                                         "client_secret": "nope"})
         assert grant.status_code == 400 and grant.json()["error"] == "unsupported_grant_type"
         good = await client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": "news",
-                                                       "client_secret": platform.settings.service_secret})
+                                                       "client_secret": platform.settings.client_secret_of("news")})
         assert good.status_code == 200
         claims = jwt.decode(good.json()["access_token"], options={"verify_signature": False})
         assert claims["typ"] == "service" and claims["sub"] == "service:news"

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import httpx
 
+from roomee.kit.auth import SERVICE_SCOPES
+
 from tests.fixtures.events import event_tap
 from tests.fixtures.people import PASSWORD, invite_and_join, make_admin
 
 
 async def service_headers(platform) -> dict[str, str]:
-    token = await platform.platform.service_token_provider("members")()
+    """A service token holding every members scope (these tests are about the routes, not the scopes)."""
+    scopes = {scope for granted in SERVICE_SCOPES.values() for scope in granted if scope.startswith("members:")}
+    token = platform.platform.services["auth"].state["issuer"].service_token("test", tuple(scopes))
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -203,7 +203,7 @@ async def test_routes_need_a_member_token(platform):
             assert response.status_code == 401, (method, path, response.text)
             assert response.json()["error"] == "unauthorized"
         service = await client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": "news",
-                                                           "client_secret": platform.settings.service_secret})
+                                                           "client_secret": platform.settings.client_secret_of("news")})
         response = await client.get("/api/v1/notifications", headers=bearer({"accessToken": service.json()["access_token"]}))
         assert response.status_code == 403
 

@@ -39,11 +39,17 @@ async def service_token(
     grant_type: Annotated[str, Form()],
     client_id: Annotated[str, Form()],
     client_secret: Annotated[str, Form()],
+    scope: Annotated[str | None, Form(description="Scopes wanted, space-separated; default all of the client's.")] = None,
 ):
-    """OAuth 2 client credentials: a platform service trades the shared service secret for a service token."""
+    """OAuth 2 client credentials: a platform service trades its own client secret for a service token.
+
+    The token's `scope` claim holds only the scopes this client may have (`roomee.kit.auth.SERVICE_SCOPES`);
+    each service-only route checks its scope. Unknown client or wrong secret: 401 `invalid_client`;
+    a scope the client may not have: 400 `invalid_scope`.
+    """
     if grant_type != "client_credentials":
         raise BadRequest("only grant_type=client_credentials is supported", code="unsupported_grant_type")
-    return service.service_token(client_id, client_secret)
+    return service.service_token(client_id, client_secret, scope)
 
 
 @router.post("/users/signUp", status_code=201, response_model=schemas.Session)

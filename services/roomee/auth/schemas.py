@@ -69,3 +69,4 @@ class ServiceToken(BaseModel):
     access_token: str
     token_type: str = "Bearer"
     expires_in: int
+    scope: str = Field(description="The granted scopes, space-separated.")

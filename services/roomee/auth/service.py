@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.auth import events
 from roomee.auth.repository import LoginFailureRepository, RefreshTokenRepository, UserRepository
-from roomee.kit.auth import KeyStore, Principal, TokenIssuer
+from roomee.kit.auth import SERVICE_SCOPES, KeyStore, Principal, TokenIssuer
 from roomee.kit.clock import as_utc, utcnow
-from roomee.kit.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from roomee.kit.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from roomee.kit.http import raise_for_status
 from roomee.kit.platform import ServiceContext
 
@@ -91,13 +91,21 @@ class AuthService:
 
     # --- service tokens ---------------------------------------------------------------------
 
-    def service_token(self, client_id: str, client_secret: str) -> dict[str, Any]:
-        expected = self.settings.resolved_service_secret()
-        if not client_id or not hmac.compare_digest(client_secret.encode(), expected.encode()):
+    def service_token(self, client_id: str, client_secret: str, scope: str | None = None) -> dict[str, Any]:
+        """Client credentials: each platform client has its own secret and gets only its own scopes."""
+        allowed = SERVICE_SCOPES.get(client_id)
+        expected = self.settings.client_secret_of(client_id or "-")
+        valid = hmac.compare_digest(client_secret.encode(), expected.encode())
+        if allowed is None or not valid:
             raise Unauthorized("invalid client credentials", code="invalid_client")
+        requested = tuple(sorted(set(scope.split()))) if scope else allowed
+        refused = sorted(set(requested) - set(allowed))
+        if refused:
+            raise BadRequest(f"scope not allowed for this client: {' '.join(refused)}", code="invalid_scope")
         return {
-            "access_token": self.issuer.service_token(client_id),
+            "access_token": self.issuer.service_token(client_id, requested),
             "expires_in": self.settings.service_token_ttl_seconds,
+            "scope": " ".join(requested),
         }
 
     # --- members service calls --------------------------------------------------------------

@@ -36,6 +36,31 @@ MANAGE_WORKSPACE = "manage_workspace"
 MANAGE_ECOSYSTEM = "manage_ecosystem"
 PUBLISH_PAGES = "publish_pages"
 
+# Which service-only routes each platform client may call: a client's token carries only these
+# scopes (``<target>:<purpose>``), and every service-only route checks its own with
+# ``require_service_scope``. A client missing here gets no service token at all.
+SERVICE_SCOPES: dict[str, tuple[str, ...]] = {
+    "auth": ("members:profiles", "members:invitations"),
+    "members": (),
+    "hotel": (
+        "members:add-hotel-member",
+        "members:read-hotel-members",
+        "members:remove-hotel-members",
+        "members:workspaces",
+        "media:upload",
+        "media:storage",
+        "media:read",
+        "billing:subscriptions",
+    ),
+    "operator": ("hotel:provision", "members:workspaces"),
+    "news": ("members:sync", "media:read"),
+    "media": (),
+    "billing": (),
+    "notification": ("members:sync",),
+    # `roomee bootstrap-admin`: creates a hotel's first administrator on a running platform.
+    "cli": ("members:add-hotel-member",),
+}
+
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -143,8 +168,13 @@ class TokenIssuer:
             self.settings.access_token_ttl_seconds,
         )
 
-    def service_token(self, service: str) -> str:
-        return self._sign({"typ": "service", "sub": f"service:{service}"}, self.settings.service_token_ttl_seconds)
+    def service_token(self, service: str, scopes: tuple[str, ...] | None = None) -> str:
+        """A token for platform client ``service``: by default with every scope the client may hold."""
+        granted = SERVICE_SCOPES.get(service, ()) if scopes is None else scopes
+        return self._sign(
+            {"typ": "service", "sub": f"service:{service}", "scope": " ".join(sorted(granted))},
+            self.settings.service_token_ttl_seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -159,6 +189,7 @@ class Principal:
     permissions: frozenset[str] = field(default_factory=frozenset)
     email: str | None = None
     name: str | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def is_service(self) -> bool:
@@ -167,10 +198,15 @@ class Principal:
     def has(self, permission: str) -> bool:
         return permission in self.permissions
 
+    def has_scope(self, scope: str) -> bool:
+        return self.is_service and scope in self.scopes
+
     @classmethod
     def from_claims(cls, claims: dict[str, Any]) -> "Principal":
         if claims.get("typ") == "service":
-            return cls(subject=claims["sub"], kind="service")
+            scope = claims.get("scope")
+            scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
+            return cls(subject=claims["sub"], kind="service", scopes=scopes)
         return cls(
             subject=claims["sub"],
             kind="user",
@@ -287,7 +323,7 @@ class ServiceTokenProvider:
             form = {
                 "grant_type": "client_credentials",
                 "client_id": self.service,
-                "client_secret": self.settings.resolved_service_secret(),
+                "client_secret": self.settings.client_secret_of(self.service),
             }
             try:
                 async with httpx.AsyncClient(timeout=self.settings.http_timeout_ms / 1000) as client:
@@ -326,6 +362,19 @@ async def get_service(principal: Annotated[Principal, Depends(get_principal)]) -
     if not principal.is_service:
         raise Forbidden("this route is for platform services")
     return principal
+
+
+def require_service_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A platform service whose token holds ``scope`` (401 without a token, 403 otherwise)."""
+
+    async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not principal.is_service:
+            raise Forbidden("this route is for platform services")
+        if scope not in principal.scopes:
+            raise Forbidden(f"service scope '{scope}' required", code="insufficient_scope")
+        return principal
+
+    return dependency
 
 
 def require_permission(permission: str) -> Callable[..., Awaitable[Principal]]:

@@ -6,6 +6,8 @@ Every setting is ``ROOMEE_<NAME>``; a service may override any of them with
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -56,7 +58,13 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(default=True, description="Run migrations when a target starts.")
     service_secret: str | None = Field(
         default=None,
-        description="Shared secret services use to obtain service tokens; generated into the data dir when unset.",
+        description="Secret material each service's client secret is derived from when "
+        "service_client_secrets has no entry for it; generated into the data dir when unset.",
+    )
+    service_client_secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Client secret of each platform client for /oauth/token (JSON object, client id → secret). "
+        "A service uses its own entry; auth checks every entry. Give a service's pod only its own entry.",
     )
     cursor_secret: str | None = Field(
         default=None,
@@ -155,6 +163,13 @@ class Settings(BaseSettings):
             path.write_text(secrets.token_urlsafe(32))
             path.chmod(0o600)
         return path.read_text().strip()
+
+    def client_secret_of(self, client_id: str) -> str:
+        """The client secret of platform client ``client_id``: configured, else derived from service_secret."""
+        if client_id in self.service_client_secrets:
+            return self.service_client_secrets[client_id]
+        derived = hmac.new(self.resolved_service_secret().encode(), f"client:{client_id}".encode(), hashlib.sha256)
+        return derived.hexdigest()
 
     def for_service(self, service: str) -> "Settings":
         """These settings with the ``ROOMEE_<SERVICE>_*`` overrides applied."""

@@ -7,7 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from roomee.kit.auth import MANAGE_ECOSYSTEM, MANAGE_MEMBERS, CurrentMember, CurrentPrincipal, ServiceCaller, require_permission, Principal
+from roomee.kit.auth import (
+    MANAGE_ECOSYSTEM,
+    MANAGE_MEMBERS,
+    CurrentMember,
+    CurrentPrincipal,
+    Principal,
+    require_permission,
+    require_service_scope,
+)
 from roomee.kit.deps import context_of, session_for
 from roomee.kit.platform import ServiceContext
 from roomee.kit.schemas import Page
@@ -51,7 +59,8 @@ async def list_members(service: Members, principal: CurrentMember, limit: Limit 
 
 
 @router.post("/members/add/hotel/member", status_code=201, response_model=schemas.HotelMemberOut)
-async def add_hotel_member(body: schemas.HotelMemberRequest, service: Members, caller: ServiceCaller):
+async def add_hotel_member(body: schemas.HotelMemberRequest, service: Members, caller: Annotated[Principal, Depends(require_service_scope("members:add-hotel-member"))]
+):
     """Service-to-service: create a hotel's member (its first workspace too, if needed).
 
     Idempotent by `hotelId` + `email`. When the member has no account yet, the answer carries a
@@ -69,13 +78,17 @@ async def members_of_hotel(
 
 
 @router.get("/members/get/with/{email}", response_model=list[schemas.MemberProfile])
-async def profiles_for_email(email: str, service: Members, _caller: ServiceCaller):
+async def profiles_for_email(
+    email: str, service: Members, _caller: Annotated[Principal, Depends(require_service_scope("members:profiles"))]
+):
     """Service-to-service (auth, at every sign-in): the active member profiles of an email."""
     return await service.profiles_for_email(email)
 
 
 @router.post("/members/sync", response_model=Page[schemas.SyncedMember])
-async def sync_members(body: schemas.SyncRequest, service: Members, _caller: ServiceCaller):
+async def sync_members(
+    body: schemas.SyncRequest, service: Members, _caller: Annotated[Principal, Depends(require_service_scope("members:sync"))]
+):
     """Service-to-service: members changed after `cursor` (deleted ones included, with `deletedAt`).
 
     Pass back `nextCursor` to continue; an empty page means the directory is up to date.
@@ -84,13 +97,19 @@ async def sync_members(body: schemas.SyncRequest, service: Members, _caller: Ser
 
 
 @router.get("/members/invitations/{token}", response_model=schemas.InvitationDetails)
-async def invitation_details(token: str, service: Members, _caller: ServiceCaller):
+async def invitation_details(
+    token: str, service: Members, _caller: Annotated[Principal, Depends(require_service_scope("members:invitations"))]
+):
     """Service-to-service (auth, at sign-up): what an unused, unexpired invitation is for."""
     return await service.invitation_details(token)
 
 
 @router.post("/members/invitations/accept", response_model=schemas.AcceptedInvitation)
-async def accept_invitation(body: schemas.AcceptInvitation, service: Members, _caller: ServiceCaller):
+async def accept_invitation(
+    body: schemas.AcceptInvitation,
+    service: Members,
+    _caller: Annotated[Principal, Depends(require_service_scope("members:invitations"))],
+):
     """Service-to-service (auth, at sign-up): use an invitation once, creating the member profile."""
     return await service.accept_invitation(body.model_dump())
 

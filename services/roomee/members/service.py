@@ -431,7 +431,10 @@ class MembersService:
         }
 
     async def members_of_hotel(self, principal: Principal, hotel_id: str, *, cursor: str | None, limit: int) -> dict:
-        if not principal.is_service and not (principal.has(MANAGE_ECOSYSTEM) and principal.ecosystem_id == hotel_id):
+        if principal.is_service:
+            if not principal.has_scope("members:read-hotel-members"):
+                raise Forbidden("service scope 'members:read-hotel-members' required", code="insufficient_scope")
+        elif not (principal.has(MANAGE_ECOSYSTEM) and principal.ecosystem_id == hotel_id):
             raise NotFound("hotel not found")
         rows = await self.members.page_in_ecosystem(hotel_id, after=_page_after(cursor), limit=limit)
         return {"items": [present_member(r) for r in rows], "next_cursor": _next_cursor(rows, limit, "created_at")}
