@@ -49,3 +49,19 @@ saga_steps_total = Counter(
     "Saga step outcomes.",
     ["saga", "step", "outcome"],
 )
+saga_step_duration_seconds = Histogram(
+    "saga_step_duration_seconds",
+    "Duration of one saga step attempt (or compensation), by outcome.",
+    ["saga", "step", "outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+sagas_in_flight = Gauge(
+    "sagas_in_flight",
+    "Sagas started and not yet finished (running or compensating), as stored in the service's database.",
+    ["saga"],
+)
+sagas_failed_total = Counter(
+    "sagas_failed_total",
+    "Sagas that failed and were compensated.",
+    ["saga"],
+)

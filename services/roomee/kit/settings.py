@@ -129,6 +129,19 @@ class Settings(BaseSettings):
     sendgrid_url: str | None = None
     members_sync_interval_seconds: float = 300.0
 
+    # Sagas (kit.saga) and the hotel target's provisioning.
+    saga_lease_seconds: float = Field(default=30.0, gt=0, description="A process holds a saga this long "
+                                      "without progress before another may resume it (after a crash).")
+    saga_max_attempts: int = Field(default=8, ge=1, description="Attempts of a step on transient failures before compensating.")
+    saga_backoff_base_seconds: float = Field(default=0.25, gt=0, description="First retry delay; doubles per attempt.")
+    saga_backoff_max_seconds: float = Field(default=30.0, gt=0, description="Largest retry delay.")
+    saga_poll_interval_seconds: float = Field(default=1.0, gt=0, description="How often the worker looks for sagas to resume.")
+    hotel_join_url: str | None = Field(default=None, description="Base of the join link a hotel's QR code "
+                                       "encodes (<hotel_join_url>/<hotel id>); default <public_url>/join.")
+    hotel_idempotency_ttl_seconds: int = Field(default=86400, gt=0, description="How long an Idempotency-Key of POST /hotel/add is kept.")
+    hotel_storage_wait_seconds: float = Field(default=2.0, gt=0, description="How long one attempt of the storage "
+                                              "step waits for media to create the quota.")
+
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

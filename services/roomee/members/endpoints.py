@@ -77,6 +77,16 @@ async def members_of_hotel(
     return await service.members_of_hotel(principal, hotel_id, cursor=cursor, limit=limit)
 
 
+@router.delete("/members/by/hotel_id/{hotel_id}", response_model=schemas.RemovedHotelMembers)
+async def remove_hotel_members(
+    hotel_id: str, service: Members,
+    caller: Annotated[Principal, Depends(require_service_scope("members:remove-hotel-members"))],
+):
+    """Service-to-service (hotel deletion, saga compensation): remove every workspace and member of a
+    hotel, emitting `workspace.deleted` for each. Idempotent: a hotel with none left removes nothing."""
+    return await service.remove_hotel_members(caller, hotel_id)
+
+
 @router.get("/members/get/with/{email}", response_model=list[schemas.MemberProfile])
 async def profiles_for_email(
     email: str, service: Members, _caller: Annotated[Principal, Depends(require_service_scope("members:profiles"))]

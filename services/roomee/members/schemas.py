@@ -122,6 +122,11 @@ class HotelMemberOut(CamelModel):
     invitation_expires_at: datetime | None = None
 
 
+class RemovedHotelMembers(CamelModel):
+    removed_member_ids: list[str]
+    removed_workspace_ids: list[str]
+
+
 class InvitationDetails(CamelModel):
     id: str
     email: str

@@ -163,13 +163,17 @@ class MembersService:
         found = await self._visible_workspace(principal, workspace_id)
         if not principal.has(MANAGE_ECOSYSTEM):
             raise Forbidden(f"permission '{MANAGE_ECOSYSTEM}' required", code="permission_denied")
+        await self._remove_workspace(found, events.actor_of(principal))
+
+    async def _remove_workspace(self, workspace: dict, actor: dict) -> list[str]:
         now = utcnow()
-        await self.workspaces.update(workspace_id, {"deleted_at": now, "updated_at": now})
-        removed = await self.members.soft_delete_workspace_members(workspace_id, now)
+        await self.workspaces.update(workspace["id"], {"deleted_at": now, "updated_at": now})
+        removed = await self.members.soft_delete_workspace_members(workspace["id"], now)
         await events.publish(
-            self.session, events.WORKSPACE_DELETED, workspace=found,
-            payload={**_event_workspace(found), "removedMemberIds": removed}, actor=events.actor_of(principal),
+            self.session, events.WORKSPACE_DELETED, workspace=workspace,
+            payload={**_event_workspace(workspace), "removedMemberIds": removed}, actor=actor,
         )
+        return removed
 
     # --- members ----------------------------------------------------------------------------
 
@@ -438,6 +442,14 @@ class MembersService:
             raise NotFound("hotel not found")
         rows = await self.members.page_in_ecosystem(hotel_id, after=_page_after(cursor), limit=limit)
         return {"items": [present_member(r) for r in rows], "next_cursor": _next_cursor(rows, limit, "created_at")}
+
+    async def remove_hotel_members(self, caller: Principal, hotel_id: str) -> dict:
+        """Every workspace of a hotel and its members (hotel deletion, saga compensation); idempotent."""
+        removed_members, removed_workspaces = [], []
+        for workspace in await self.workspaces.list_in_ecosystem(hotel_id):
+            removed_members += await self._remove_workspace(workspace, events.actor_of(caller))
+            removed_workspaces.append(workspace["id"])
+        return {"removed_member_ids": removed_members, "removed_workspace_ids": removed_workspaces}
 
     async def profiles_for_email(self, email: str) -> list[dict]:
         return [present_member(r) for r in await self.members.active_profiles_for_email(normalise_email(email))]

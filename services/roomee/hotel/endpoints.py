@@ -1,0 +1,112 @@
+"""HTTP routes of the hotel service (api-hotel). ``POST /hotel/add`` is the seed's path."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Response
+
+from roomee.hotel import schemas
+from roomee.hotel.service import PROVISION_SCOPE, HotelService, provisioning_path
+from roomee.kit.auth import CurrentPrincipal, Principal, require_service_scope
+from roomee.kit.deps import context_of
+from roomee.kit.platform import ServiceContext
+from roomee.kit.schemas import Page
+
+router = APIRouter(tags=["hotel"])
+
+Context = Annotated[ServiceContext, Depends(context_of("hotel"))]
+Provisioner = Annotated[Principal, Depends(require_service_scope(PROVISION_SCOPE))]
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size.")]
+Cursor = Annotated[str | None, Query(description="The `nextCursor` of the previous page.")]
+
+
+def _service(ctx: Context) -> HotelService:
+    return HotelService(ctx)
+
+
+Hotels = Annotated[HotelService, Depends(_service)]
+
+_AUTH = {401: {"description": "No or an invalid bearer token."},
+         403: {"description": "Not a platform service holding `hotel:provision`."}}
+_READ = {401: _AUTH[401], 403: _AUTH[403],
+         404: {"description": "No such hotel, deleted, or another hotel's (a member token)."}}
+
+
+@router.post(
+    "/hotel/add", status_code=202, response_model=schemas.HotelAccepted,
+    responses={**_AUTH, 409: {"description": "`idempotency_key_in_flight`: the first request with this key is "
+                                             "still being handled (retry after `Retry-After`)."},
+               422: {"description": "Invalid body, or `idempotency_key_reused` with another body."}},
+)
+async def add_hotel(
+    body: schemas.HotelCreate,
+    service: Hotels,
+    caller: Provisioner,
+    response: Response,
+    background: BackgroundTasks,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
+):
+    """Create a hotel and provision it (platform operators' services, scope `hotel:provision`).
+
+    Answers 202 at once with the hotel in status `provisioning`; follow it at `links.provisioning`
+    (also the `Location` header). The saga then uploads the QR code, creates the storage quota,
+    assigns the subscription, creates the administrator and emits `hotel.created`; on a permanent
+    failure it undoes what it did and the hotel ends `failed` (`hotel.creation_failed`).
+    With an `Idempotency-Key` (kept 24 h), repeating the request returns the same hotel.
+    """
+    hotel, replayed = await service.add(caller, body.model_dump(mode="json", by_alias=True), idempotency_key)
+    response.headers["Location"] = provisioning_path(hotel["id"])
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        background.add_task(service.kick, hotel["id"])
+    return hotel
+
+
+@router.get("/hotel", response_model=Page[schemas.HotelOut], responses=_AUTH)
+async def list_hotels(
+    service: Hotels, _caller: Provisioner, limit: Limit = 50, cursor: Cursor = None,
+    status: Annotated[schemas.HotelStatus | None, Query(description="Only hotels in this status.")] = None,
+):
+    """Hotels, oldest first, paginated by cursor (scope `hotel:provision`)."""
+    return await service.list(cursor=cursor, limit=limit, status=status)
+
+
+@router.get("/hotel/{hotel_id}", response_model=schemas.HotelOut, responses=_READ)
+async def get_hotel(hotel_id: str, service: Hotels, principal: CurrentPrincipal):
+    """A hotel (scope `hotel:provision`, or a member of that hotel)."""
+    return await service.get(principal, hotel_id)
+
+
+@router.get("/hotel/{hotel_id}/provisioning", response_model=schemas.ProvisioningOut, responses=_READ)
+async def hotel_provisioning(hotel_id: str, service: Hotels, principal: CurrentPrincipal):
+    """Each provisioning step with its status, attempts, last error, external id and timestamps
+    (scope `hotel:provision`, or a member of that hotel)."""
+    return await service.provisioning(principal, hotel_id)
+
+
+@router.patch(
+    "/hotel/{hotel_id}", response_model=schemas.HotelOut,
+    responses={**_READ, 409: {"description": "`hotel_not_ready`: the plan changes once the hotel is ready."},
+               422: {"description": "Invalid body."},
+               502: {"description": "Billing failed to change the plan."},
+               503: {"description": "Billing is unavailable; nothing was changed."}},
+)
+async def update_hotel(hotel_id: str, body: schemas.HotelUpdate, service: Hotels, caller: Provisioner):
+    """Change a hotel's name, contact or plan (scope `hotel:provision`). A new plan goes through
+    billing, and the storage quota follows it (`roomee.storage.media`); emits `hotel.updated`."""
+    return await service.update(caller, hotel_id, body.model_dump(mode="json", exclude_unset=True))
+
+
+@router.delete(
+    "/hotel/{hotel_id}", status_code=202, response_model=schemas.HotelOut,
+    responses={**_READ, 409: {"description": "`hotel_provisioning`: wait until provisioning ends."}},
+)
+async def delete_hotel(hotel_id: str, service: Hotels, caller: Provisioner, background: BackgroundTasks):
+    """Delete a hotel (scope `hotel:provision`): 202 with status `deleting`, then its members are
+    removed, its subscription canceled, its storage and QR code deleted and `hotel.deleted` emitted;
+    from then on the hotel answers 404. Follow it at `/hotel/{id}/provisioning` (`deletionSteps`)."""
+    hotel = await service.delete(caller, hotel_id)
+    background.add_task(service.kick_deletion, hotel_id)
+    return hotel

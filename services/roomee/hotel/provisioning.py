@@ -1,0 +1,316 @@
+"""The hotel's two sagas (seed Flow 1 and the deletion flow), run by the kit's saga engine.
+
+Provisioning, keyed by the hotel id: ``hotel`` (done by ``POST /hotel/add`` itself) → ``qr`` (PNG
+uploaded through media) → ``storage`` (``roomee.storage.media``, then wait until media has the
+quota) → ``subscription`` (billing) → ``admin`` (members) → ``announce`` (``hotel.created``, the
+hotel is ready). Each step is idempotent for the hotel id and, when an earlier attempt may have
+taken effect (``run.resumed``), looks for that effect before creating anything. A permanent failure
+compensates in reverse order (remove the members, cancel the subscription, release the storage,
+delete the QR) and then marks the hotel failed with ``hotel.creation_failed``.
+
+Deletion, keyed by the hotel id too: ``members`` → ``subscription`` → ``storage`` → ``qr`` →
+``announce`` (``hotel.deleted``); each step retried until it succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.hotel import events
+from roomee.hotel.models import saga_tables
+from roomee.hotel.qr import qr_png
+from roomee.hotel.repository import HotelRepository, retract_unpublished_event
+from roomee.kit.clock import utcnow
+from roomee.kit.errors import UpstreamError
+from roomee.kit.http import raise_for_status
+from roomee.kit.platform import ServiceContext
+from roomee.kit.saga import RetryStep, SagaDefinition, SagaEngine, SagaPolicy, SagaStep, StepResult, StepRun
+
+PROVISIONING = "hotel-provisioning"
+DELETION = "hotel-deletion"
+PLANS_CACHE_SECONDS = 60.0
+
+
+def policy_of(ctx: ServiceContext) -> SagaPolicy:
+    s = ctx.settings
+    return SagaPolicy(
+        lease_seconds=s.saga_lease_seconds, max_attempts=s.saga_max_attempts,
+        backoff_base_seconds=s.saga_backoff_base_seconds, backoff_max_seconds=s.saga_backoff_max_seconds,
+        poll_interval_seconds=s.saga_poll_interval_seconds,
+    )
+
+
+def _gone_is_fine(response: httpx.Response) -> None:
+    """Compensations and deletions are idempotent: what is already gone is done."""
+    if response.status_code != 404:
+        raise_for_status(response)
+
+
+class Provisioner:
+    """The steps' calls to media, billing and members, and the local writes they commit with."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self._plans: dict[str, dict] = {}
+        self._plans_at = 0.0
+        self.provisioning = SagaEngine(ctx.db, self.provisioning_saga(), saga_tables, policy_of(ctx))
+        self.deletion = SagaEngine(ctx.db, self.deletion_saga(), saga_tables, policy_of(ctx),
+                                   owner=self.provisioning.owner)
+
+    # -- shared look-ups -------------------------------------------------------------------------
+
+    async def plans(self) -> dict[str, dict]:
+        """Billing's catalogue (``GET /sub/plans``), cached for a minute."""
+        if not self._plans or time.monotonic() - self._plans_at > PLANS_CACHE_SECONDS:
+            response = raise_for_status(await self.ctx.client("billing").get("/sub/plans"))
+            body = response.json()
+            items = body.get("items", []) if isinstance(body, dict) else body
+            self._plans = {plan["id"]: plan for plan in items}
+            self._plans_at = time.monotonic()
+        return self._plans
+
+    async def storage_quota(self, plan: str) -> dict[str, Any]:
+        found = (await self.plans()).get(plan)
+        if found is None:
+            raise UpstreamError(f"billing has no plan '{plan}'")
+        quota = found["storageQuota"]
+        return {"max_size": int(quota["maxSize"]), "unit": quota.get("unit", "MO")}
+
+    def _update_hotel(self, hotel_id: str, **values: Any):
+        async def apply(session: AsyncSession) -> None:
+            await HotelRepository(session).update(hotel_id, {**values, "updated_at": utcnow()})
+
+        return apply
+
+    # -- provisioning ----------------------------------------------------------------------------
+
+    def provisioning_saga(self) -> SagaDefinition:
+        return SagaDefinition(
+            PROVISIONING,
+            (
+                SagaStep("hotel", self._nothing),
+                SagaStep("qr", self.upload_qr, self.delete_qr),
+                SagaStep("storage", self.create_storage, self.release_storage),
+                SagaStep("subscription", self.assign_subscription, self.cancel_subscription),
+                SagaStep("admin", self.create_admin, self.remove_members),
+                SagaStep("announce", self.announce_created),
+            ),
+            on_failed=self.mark_failed,
+        )
+
+    async def _nothing(self, run: StepRun) -> StepResult:
+        return StepResult(external_id=run.key)
+
+    async def upload_qr(self, run: StepRun) -> StepResult:
+        hotel_id = run.key
+        # Media keeps one object per idempotency key: a retry whose first answer was lost gets it back.
+        form = httpx.Request(
+            "POST", "http://media/media/upload",
+            data={"ecosystemId": hotel_id, "public": "true", "idempotencyKey": f"hotel-qr:{hotel_id}"},
+            files={"file": (f"qr-{hotel_id}.png", qr_png(run.data["joinLink"]), "image/png")},
+        )
+        body = form.read()
+        response = raise_for_status(await self.ctx.client("media").post(
+            "/media/upload", content=body, headers={"Content-Type": form.headers["Content-Type"]},
+        ))
+        media = response.json()
+        return StepResult(
+            external_id=media["id"], data={"qrMediaId": media["id"], "qrLink": media["fileUrl"]},
+            apply=self._update_hotel(hotel_id, qr_link=media["fileUrl"], qr_media_id=media["id"]),
+        )
+
+    async def delete_qr(self, run: StepRun) -> None:
+        media = self.ctx.client("media")
+        if run.external_id:
+            _gone_is_fine(await media.delete(f"/media/{run.external_id}", endpoint="/media/{id}"))
+        else:
+            # The upload's answer was lost, so its id is unknown: remove every object of the hotel.
+            _gone_is_fine(await media.delete(f"/media/storage/{run.key}", endpoint="/media/storage/{ecosystemId}"))
+
+    async def create_storage(self, run: StepRun) -> StepResult:
+        hotel_id = run.key
+        quota = await self.storage_quota(run.data["plan"])
+        if run.external_id is None:
+            event_id = str(uuid.uuid4())
+
+            async def emit_quota(session: AsyncSession) -> None:
+                await events.emit_storage_quota(session, event_id=event_id, hotel_id=hotel_id, **quota)
+
+            # The event id is stored with the event itself: it is emitted once, whatever happens next.
+            await run.remember(event_id, apply=emit_quota)
+        media = self.ctx.client("media")
+        deadline = time.monotonic() + self.ctx.settings.hotel_storage_wait_seconds
+        pause = 0.01
+        while True:
+            response = await media.get(f"/media/storage/{hotel_id}", endpoint="/media/storage/{ecosystemId}")
+            # A quota row may exist before the event (the QR counts as usage): wait for its size.
+            if response.status_code == 200 and response.json().get("maxSize") == quota["max_size"]:
+                return StepResult(external_id=run.external_id, data={"storageQuota": quota})
+            if response.status_code not in (200, 404):
+                raise_for_status(response)
+            if time.monotonic() >= deadline:
+                raise RetryStep("media has not created the storage quota yet (is the broker up?)")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+    async def release_storage(self, run: StepRun) -> None:
+        if run.external_id:
+            async with self.ctx.db.transaction() as session:
+                # Not published yet (the broker is down): take it back, so no quota appears later.
+                await retract_unpublished_event(session, run.external_id)
+        media = self.ctx.client("media")
+        _gone_is_fine(await media.delete(f"/media/storage/{run.key}", endpoint="/media/storage/{ecosystemId}"))
+
+    async def assign_subscription(self, run: StepRun) -> StepResult:
+        hotel_id = run.key
+        billing = self.ctx.client("billing")
+        subscription = None
+        if run.resumed:
+            found = await billing.get(f"/sub/customers/{hotel_id}/subscription",
+                                      endpoint="/sub/customers/{customerId}/subscription")
+            if found.status_code != 404:
+                subscription = raise_for_status(found).json()
+                if subscription.get("status") == "canceled":
+                    subscription = None
+        if subscription is None:
+            subscription = raise_for_status(await billing.post("/sub/assign-subscription/", json={
+                "customerId": hotel_id, "productId": run.data["plan"], "email": run.data["email"],
+                "name": run.data["name"],
+            })).json()
+        return StepResult(
+            external_id=subscription["id"], data={"subscriptionId": subscription["id"]},
+            apply=self._update_hotel(hotel_id, subscription_id=subscription["id"]),
+        )
+
+    async def cancel_subscription(self, run: StepRun) -> None:
+        response = await self.ctx.client("billing").post(f"/sub/customers/{run.key}/cancel",
+                                                         endpoint="/sub/customers/{customerId}/cancel")
+        _gone_is_fine(response)
+
+    async def _find_admin(self, hotel_id: str, email: str) -> dict | None:
+        members = self.ctx.client("members")
+        cursor = None
+        while True:
+            response = raise_for_status(await members.get(
+                f"/members/get/by/hotel_id/{hotel_id}", params={"cursor": cursor} if cursor else None,
+                endpoint="/members/get/by/hotel_id/{id}",
+            )).json()
+            for member in response["items"]:
+                if member["email"] == email.strip().lower() and member["isAdmin"]:
+                    return member
+            cursor = response.get("nextCursor")
+            if not cursor:
+                return None
+
+    async def create_admin(self, run: StepRun) -> StepResult:
+        hotel_id = run.key
+        admin = run.data["administrator"]
+        member = await self._find_admin(hotel_id, admin["email"]) if run.resumed else None
+        if member is None:
+            created = raise_for_status(await self.ctx.client("members").post("/members/add/hotel/member", json={
+                "hotelId": hotel_id, "hotelName": run.data["name"], "workspaceName": run.data["name"],
+                "email": admin["email"], "firstName": admin["firstName"], "lastName": admin["lastName"],
+                "locale": admin.get("locale") or "fr", "dashboardAccess": True, "isAdmin": True,
+            })).json()
+            member = created["member"]
+            workspace_name = created["workspace"]["name"]
+        else:
+            workspace_name = member.get("workspaceName") or run.data["name"]
+        return StepResult(
+            external_id=member["id"],
+            data={"adminMemberId": member["id"], "adminWorkspaceId": member["workspaceId"],
+                  "adminWorkspaceName": workspace_name},
+            apply=self._update_hotel(hotel_id, admin_member_id=member["id"], admin_workspace_id=member["workspaceId"]),
+        )
+
+    async def remove_members(self, run: StepRun) -> None:
+        response = await self.ctx.client("members").delete(f"/members/by/hotel_id/{run.key}",
+                                                           endpoint="/members/by/hotel_id/{hotel_id}")
+        _gone_is_fine(response)
+
+    async def announce_created(self, run: StepRun) -> StepResult:
+        hotel_id, data = run.key, run.data
+
+        async def apply(session: AsyncSession) -> None:
+            repository = HotelRepository(session)
+            await repository.update(hotel_id, {"status": "ready", "error": None, "updated_at": utcnow()})
+            hotel = await repository.get(hotel_id)
+            await events.publish(
+                session, events.HOTEL_CREATED, hotel, workspace_id=data["adminWorkspaceId"],
+                workspace_name=data.get("adminWorkspaceName"), receiver_ids=[data["adminMemberId"]],
+            )
+
+        return StepResult(apply=apply)
+
+    async def mark_failed(self, session: AsyncSession, hotel_id: str, data: dict[str, Any], error: str | None) -> None:
+        repository = HotelRepository(session)
+        await repository.update(hotel_id, {"status": "failed", "error": error, "updated_at": utcnow()})
+        hotel = await repository.get(hotel_id)
+        await events.publish(session, events.HOTEL_CREATION_FAILED, hotel,
+                             extra={"error": error, "step": (error or "").partition(":")[0]})
+
+    # -- deletion --------------------------------------------------------------------------------
+
+    def deletion_saga(self) -> SagaDefinition:
+        return SagaDefinition(
+            DELETION,
+            (
+                SagaStep("members", self.delete_members),
+                SagaStep("subscription", self.delete_subscription),
+                SagaStep("storage", self.delete_storage),
+                SagaStep("qr", self.delete_qr_object),
+                SagaStep("announce", self.announce_deleted),
+            ),
+            compensate=False,
+        )
+
+    async def delete_members(self, run: StepRun) -> StepResult:
+        """The seed's deletion flow: read the hotel's members, then remove them."""
+        members = self.ctx.client("members")
+        removed = list(run.data.get("memberIds") or [])
+        if not run.data.get("memberIds"):
+            cursor = None
+            while True:
+                page = raise_for_status(await members.get(
+                    f"/members/get/by/hotel_id/{run.key}", params={"cursor": cursor} if cursor else None,
+                    endpoint="/members/get/by/hotel_id/{id}",
+                )).json()
+                removed += [m["id"] for m in page["items"]]
+                cursor = page.get("nextCursor")
+                if not cursor:
+                    break
+        await self.remove_members(run)
+        return StepResult(external_id=str(len(removed)), data={"memberIds": removed})
+
+    async def delete_subscription(self, run: StepRun) -> StepResult:
+        await self.cancel_subscription(run)
+        return StepResult()
+
+    async def delete_storage(self, run: StepRun) -> StepResult:
+        media = self.ctx.client("media")
+        _gone_is_fine(await media.delete(f"/media/storage/{run.key}", endpoint="/media/storage/{ecosystemId}"))
+        return StepResult()
+
+    async def delete_qr_object(self, run: StepRun) -> StepResult:
+        if run.data.get("qrMediaId"):
+            media = self.ctx.client("media")
+            _gone_is_fine(await media.delete(f"/media/{run.data['qrMediaId']}", endpoint="/media/{id}"))
+        return StepResult()
+
+    async def announce_deleted(self, run: StepRun) -> StepResult:
+        hotel_id, data = run.key, run.data
+
+        async def apply(session: AsyncSession) -> None:
+            repository = HotelRepository(session)
+            now = utcnow()
+            await repository.update(hotel_id, {"status": "deleted", "deleted_at": now, "updated_at": now})
+            hotel = await repository.get(hotel_id, include_deleted=True)
+            await events.publish(session, events.HOTEL_DELETED, hotel, receiver_ids=data.get("memberIds") or [])
+
+        return StepResult(apply=apply)

@@ -1,0 +1,254 @@
+"""Business rules of the hotel service (api-hotel): hotels, their provisioning and deletion."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from roomee.hotel import events
+from roomee.hotel.provisioning import Provisioner
+from roomee.hotel.qr import join_link
+from roomee.hotel.repository import HotelRepository, IdempotencyRepository
+from roomee.kit.auth import Principal
+from roomee.kit.clock import as_utc, utcnow
+from roomee.kit.errors import Conflict, Forbidden, NotFound, Unprocessable
+from roomee.kit.http import raise_for_status
+from roomee.kit.platform import ServiceContext
+from roomee.kit.saga import describe_step
+from roomee.kit.schemas import decode_cursor, encode_cursor
+
+log = logging.getLogger("roomee.hotel")
+
+PROVISION_SCOPE = "hotel:provision"
+# A reservation older than this belongs to a request that died before creating its hotel.
+IN_FLIGHT_ABANDONED_AFTER = timedelta(seconds=60)
+
+
+async def setup(ctx: ServiceContext) -> None:
+    provisioner = Provisioner(ctx)
+    ctx.state["provisioner"] = provisioner
+
+    async def stop() -> None:
+        await provisioner.provisioning.stop()
+        await provisioner.deletion.stop()
+
+    ctx.on_stop(stop)
+
+
+def workers(ctx: ServiceContext) -> list:
+    provisioner: Provisioner = ctx.state["provisioner"]
+
+    async def purge_idempotency_keys() -> None:
+        while True:
+            async with ctx.db.transaction() as session:
+                await IdempotencyRepository(session).purge_expired(utcnow())
+            await asyncio.sleep(600)
+
+    return [provisioner.provisioning.worker, provisioner.deletion.worker, purge_idempotency_keys]
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def present(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "created_at": as_utc(row["created_at"]), "updated_at": as_utc(row["updated_at"])}
+
+
+def accepted(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "status": row["status"], "plan": row["plan"],
+            "qr_link": row["qr_link"], "links": {"provisioning": provisioning_path(row["id"])}}
+
+
+def provisioning_path(hotel_id: str) -> str:
+    return f"/hotel/{hotel_id}/provisioning"
+
+
+class HotelService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.db = ctx.db
+        self.provisioner: Provisioner = ctx.state["provisioner"]
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _authorize_read(self, principal: Principal, hotel_id: str) -> None:
+        """A platform service with ``hotel:provision``, or a member of that very hotel."""
+        if principal.is_service:
+            if not principal.has_scope(PROVISION_SCOPE):
+                raise Forbidden(f"service scope '{PROVISION_SCOPE}' required", code="insufficient_scope")
+        elif principal.ecosystem_id != hotel_id:
+            raise NotFound("hotel not found")
+
+    async def _visible(self, session, principal: Principal, hotel_id: str) -> dict:
+        self._authorize_read(principal, hotel_id)
+        found = await HotelRepository(session).get(hotel_id)
+        if found is None or found["status"] == "deleted":
+            raise NotFound("hotel not found")
+        return found
+
+    async def get(self, principal: Principal, hotel_id: str) -> dict:
+        async with self.db.transaction() as session:
+            return present(await self._visible(session, principal, hotel_id))
+
+    async def list(self, *, cursor: str | None, limit: int, status: str | None) -> dict:
+        after = decode_cursor(cursor)
+        if after is not None:
+            try:
+                after = (datetime.fromisoformat(after[0]), str(after[1]))
+            except (ValueError, TypeError, IndexError):
+                raise Unprocessable("invalid cursor", code="invalid_cursor") from None
+        async with self.db.transaction() as session:
+            rows = await HotelRepository(session).page(after=after, limit=limit, status=status)
+        next_cursor = None
+        if len(rows) == limit:
+            next_cursor = encode_cursor(as_utc(rows[-1]["created_at"]).isoformat(), rows[-1]["id"])
+        return {"items": [present(r) for r in rows], "next_cursor": next_cursor}
+
+    async def provisioning(self, principal: Principal, hotel_id: str) -> dict:
+        async with self.db.transaction() as session:
+            hotel = await self._visible(session, principal, hotel_id)
+            creation = await self.provisioner.provisioning.state(session, hotel_id)
+            deletion = await self.provisioner.deletion.state(session, hotel_id)
+        return {
+            "hotel_id": hotel_id,
+            "status": hotel["status"],
+            "steps": [describe_step(s) for s in creation[1]] if creation else [],
+            "qr_link": hotel["qr_link"],
+            "subscription_id": hotel["subscription_id"],
+            "admin_member_id": hotel["admin_member_id"],
+            "error": hotel["error"],
+            "deletion_steps": [describe_step(s) for s in deletion[1]] if deletion else None,
+        }
+
+    # -- creating --------------------------------------------------------------------------------
+
+    async def add(self, caller: Principal, body: dict[str, Any], idempotency_key: str | None) -> tuple[dict, bool]:
+        """Create the hotel and start its provisioning; ``(hotel, replayed)``.
+
+        With an ``Idempotency-Key``: the same key and body give the same hotel (``replayed``); a key
+        whose first request is still being handled answers 409; the key with another body, 422.
+        """
+        digest = request_hash(body)
+        if idempotency_key:
+            replay = await self._reserve_key(caller.subject, idempotency_key, digest)
+            if replay is not None:
+                return accepted(replay), True
+        hotel_id = str(uuid.uuid4())
+        now = utcnow()
+        admin = body["administrator"]
+        row = {
+            "id": hotel_id, "name": body["name"], "email": body["email"], "phone": body["phone"],
+            "address": body["address"], "type": body.get("type"), "settings": body.get("settings"),
+            "plan": body["plan"], "status": "provisioning", "administrator": admin,
+            "created_at": now, "updated_at": now,
+        }
+        join_base = self.ctx.settings.hotel_join_url or f"{self.ctx.settings.base_url}/join"
+        saga_data = {
+            "name": body["name"], "email": body["email"], "plan": body["plan"], "administrator": admin,
+            "joinLink": join_link(join_base, hotel_id),
+        }
+        async with self.db.transaction() as session:
+            await HotelRepository(session).insert(row)
+            await self.provisioner.provisioning.start(session, hotel_id, saga_data, done={"hotel": hotel_id})
+            if idempotency_key:
+                await IdempotencyRepository(session).update(
+                    caller.subject, idempotency_key, {"state": "done", "hotel_id": hotel_id}
+                )
+        log.info("hotel provisioning started", extra={"hotel_id": hotel_id, "plan": body["plan"]})
+        return accepted({**row, "qr_link": None}), False
+
+    async def _reserve_key(self, caller: str, key: str, digest: str) -> dict | None:
+        """Reserve ``key`` for this request, or return the hotel an identical earlier request made."""
+        for _ in range(3):
+            now = utcnow()
+            try:
+                async with self.db.transaction() as session:
+                    keys = IdempotencyRepository(session)
+                    found = await keys.get(caller, key)
+                    if found is not None and as_utc(found["expires_at"]) < now:
+                        await keys.delete(caller, key)
+                        found = None
+                    if found is None:
+                        await keys.insert({
+                            "caller": caller, "key": key, "request_hash": digest, "state": "in_flight",
+                            "created_at": now,
+                            "expires_at": now + timedelta(seconds=self.ctx.settings.hotel_idempotency_ttl_seconds),
+                        })
+                        return None
+                    if found["request_hash"] != digest:
+                        raise Unprocessable("this Idempotency-Key was used with another request body",
+                                            code="idempotency_key_reused")
+                    if found["state"] == "done":
+                        hotel = await HotelRepository(session).get(found["hotel_id"], include_deleted=True)
+                        return hotel
+                    if now - as_utc(found["created_at"]) < IN_FLIGHT_ABANDONED_AFTER:
+                        raise Conflict("a request with this Idempotency-Key is still being handled; retry shortly",
+                                       code="idempotency_key_in_flight", headers={"Retry-After": "1"})
+                    await keys.update(caller, key, {"created_at": now})
+                    return None
+            except IntegrityError:
+                continue  # another request reserved the key between our read and insert: read again
+        raise Conflict("a request with this Idempotency-Key is still being handled; retry shortly",
+                       code="idempotency_key_in_flight", headers={"Retry-After": "1"})
+
+    async def kick(self, hotel_id: str) -> None:
+        """Start provisioning in this process now (after the response; the worker would in a second)."""
+        self.provisioner.provisioning.kick(hotel_id)
+
+    # -- changing --------------------------------------------------------------------------------
+
+    async def update(self, caller: Principal, hotel_id: str, changes: dict[str, Any]) -> dict:
+        async with self.db.transaction() as session:
+            found = await self._visible(session, caller, hotel_id)
+        if found["status"] in ("deleting", "deleted"):
+            raise NotFound("hotel not found")
+        new_plan = changes.get("plan")
+        quota = None
+        if new_plan and new_plan != found["plan"]:
+            if found["status"] != "ready":
+                raise Conflict(f"the plan can change once the hotel is ready (it is {found['status']})",
+                               code="hotel_not_ready")
+            billing = self.ctx.client("billing")
+            raise_for_status(await billing.post(f"/sub/customers/{hotel_id}/change-plan", json={"productId": new_plan},
+                                                endpoint="/sub/customers/{customerId}/change-plan"))
+            quota = await self.provisioner.storage_quota(new_plan)
+        elif new_plan:
+            changes.pop("plan")
+        if not changes:
+            return present(found)
+        changes["updated_at"] = utcnow()
+        async with self.db.transaction() as session:
+            repository = HotelRepository(session)
+            await repository.update(hotel_id, changes)
+            updated = await repository.get(hotel_id)
+            if quota is not None:
+                await events.emit_storage_quota(session, event_id=str(uuid.uuid4()), hotel_id=hotel_id, **quota)
+            await events.publish(
+                session, events.HOTEL_UPDATED, updated, extra={"changes": sorted(k for k in changes if k != "updated_at")},
+                workspace_id=updated["admin_workspace_id"],
+                receiver_ids=[updated["admin_member_id"]] if updated["admin_member_id"] else [],
+            )
+        return present(updated)
+
+    async def delete(self, caller: Principal, hotel_id: str) -> dict:
+        async with self.db.transaction() as session:
+            found = await self._visible(session, caller, hotel_id)
+            if found["status"] == "provisioning":
+                raise Conflict("the hotel is still being provisioned; delete it once it is ready or failed",
+                               code="hotel_provisioning", headers={"Retry-After": "5"})
+            if found["status"] != "deleting":
+                await HotelRepository(session).update(hotel_id, {"status": "deleting", "updated_at": utcnow()})
+                await self.provisioner.deletion.start(session, hotel_id, {"qrMediaId": found["qr_media_id"]})
+                found = {**found, "status": "deleting"}
+        return found
+
+    async def kick_deletion(self, hotel_id: str) -> None:
+        self.provisioner.deletion.kick(hotel_id)
