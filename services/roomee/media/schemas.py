@@ -1,0 +1,56 @@
+"""Wire shapes of the media service (camelCase JSON)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+
+from roomee.kit.schemas import CamelModel
+
+
+class PresignRequest(CamelModel):
+    file_name: str = Field(min_length=1, max_length=255, description="The file's name, shown on download.")
+    content_type: str = Field(min_length=3, max_length=100, description="The type the client will upload.")
+    size: int = Field(gt=0, description="Exact size in bytes of the file the client will upload.")
+
+
+class PresignedUpload(CamelModel):
+    id: str = Field(description="The media id, to pass to upload-complete.")
+    upload_url: str
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str] = Field(description="Headers the upload request must carry, exactly.")
+    expires_at: datetime
+
+
+class CompleteRequest(CamelModel):
+    id: str = Field(
+        min_length=1, max_length=36, validation_alias=AliasChoices("id", "mediaId", "media_id"),
+        description="The media id from generate-presigned-url (`mediaId` is accepted too).",
+    )
+
+
+class MediaOut(CamelModel):
+    id: str
+    ecosystem_id: str
+    status: Literal["pending", "completed"]
+    file_name: str
+    file_url: str | None = Field(description="Stable platform URL of the file (checks the caller); null until completed.")
+    thumbnail_url: str | None = Field(description="Stable platform URL of the thumbnail; null for non-images.")
+    content_type: str
+    size: int
+    width: int | None = None
+    height: int | None = None
+    public: bool
+    created_at: datetime
+    completed_at: datetime | None = None
+
+
+class StorageOut(CamelModel):
+    ecosystem_id: str
+    quota_bytes: int | None = Field(description="Null until a `roomee.storage.media` event sets the quota.")
+    used_bytes: int
+    reserved_bytes: int = Field(description="Bytes held by presigned uploads not completed yet.")
+    max_size: int | None
+    unit: str | None
