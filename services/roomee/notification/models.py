@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from roomee.kit.db import new_metadata
+from roomee.kit.directory import add_directory_tables
 
 metadata = new_metadata()
 
@@ -106,31 +107,9 @@ push_subscription = sa.Table(
 )
 
 # The local copy of the members service's directory (POST /members/sync and member events).
-member_directory = sa.Table(
-    "member_directory",
-    metadata,
-    sa.Column("member_id", sa.String(36), primary_key=True),
-    sa.Column("workspace_id", sa.String(36), nullable=False, index=True),
-    sa.Column("ecosystem_id", sa.String(64), nullable=True),
-    sa.Column("user_id", sa.String(36), nullable=True),
-    sa.Column("name", sa.String(200), nullable=False, server_default=""),
-    sa.Column("email", sa.String(320), nullable=True),
-    sa.Column("locale", sa.String(16), nullable=True),
-    sa.Column("timezone", sa.String(64), nullable=True),
-    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),  # the source's change time
-)
-
-workspace_directory = sa.Table(
-    "workspace_directory",
-    metadata,
-    sa.Column("workspace_id", sa.String(36), primary_key=True),
-    sa.Column("ecosystem_id", sa.String(64), nullable=True),
-    sa.Column("name", sa.String(200), nullable=True),
-    sa.Column("locale", sa.String(16), nullable=True),
-    sa.Column("timezone", sa.String(64), nullable=True),
-    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+DIRECTORY_TABLES = add_directory_tables(metadata)
+member_directory, workspace_directory, sync_cursor = (
+    DIRECTORY_TABLES.member, DIRECTORY_TABLES.workspace, DIRECTORY_TABLES.sync_cursor
 )
 
 # Push and email held back by quiet hours in "defer" mode; the release worker sends them when
@@ -149,13 +128,4 @@ deferred_delivery = sa.Table(
     sa.Column("released_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("notification_id", "member_id"),
     sa.Index("ix_deferred_delivery_due", "release_at", "released_at"),
-)
-
-# Where the periodic directory sync stopped (the members service's opaque cursor).
-sync_cursor = sa.Table(
-    "sync_cursor",
-    metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("cursor", sa.Text, nullable=True),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )

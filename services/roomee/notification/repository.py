@@ -18,7 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from roomee.kit.directory import DirectoryStore
 from roomee.notification.models import (
+    DIRECTORY_TABLES,
     deferred_delivery,
     delivery_attempt,
     member_directory,
@@ -26,9 +28,7 @@ from roomee.notification.models import (
     notification_preference,
     notification_receiver,
     push_subscription,
-    sync_cursor,
     unread_counter,
-    workspace_directory,
 )
 
 # Rows per bulk statement (receivers travel as array parameters, deferred rows as executemany).
@@ -553,26 +553,11 @@ class SubscriptionRepository(_Repository):
         return [(m, s) for m, s in rows.all()]
 
 
-_DIRECTORY_COLUMNS = ("workspace_id", "ecosystem_id", "user_id", "name", "email", "locale", "timezone", "deleted_at")
+class DirectoryRepository(_Repository, DirectoryStore):
+    """The kit's directory store on this service's tables, with a bulk lookup for fan-outs."""
 
-
-class DirectoryRepository(_Repository):
-    async def upsert_members(self, rows: Sequence[dict[str, Any]], columns: Sequence[str] = _DIRECTORY_COLUMNS) -> None:
-        """Upsert directory rows; an existing row changes only if the incoming one is not older.
-
-        ``columns`` are the fields the rows carry (an event may know a member's name but not its locale).
-        """
-        if not rows:
-            return
-        for chunk in chunks(rows, 2000):
-            stmt = self._insert(member_directory).values(list(chunk))
-            await self.session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[member_directory.c.member_id],
-                    set_={**{c: stmt.excluded[c] for c in columns}, "updated_at": stmt.excluded.updated_at},
-                    where=member_directory.c.updated_at <= stmt.excluded.updated_at,
-                )
-            )
+    def __init__(self, session: AsyncSession) -> None:
+        DirectoryStore.__init__(self, session, DIRECTORY_TABLES)
 
     async def mark_members_deleted(self, member_ids: Sequence[str], when: datetime) -> None:
         if member_ids:
@@ -592,39 +577,3 @@ class DirectoryRepository(_Repository):
             )
         )
         return {row.member_id: row for row in result.all()}
-
-    async def upsert_workspace(self, row: dict[str, Any]) -> None:
-        stmt = self._insert(workspace_directory).values(**row)
-        await self.session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[workspace_directory.c.workspace_id],
-                set_={key: stmt.excluded[key] for key in row if key != "workspace_id"},
-                where=workspace_directory.c.updated_at <= stmt.excluded.updated_at,
-            )
-        )
-
-    async def add_missing_workspaces(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert workspaces not known yet (their events are the authority on changes)."""
-        if rows:
-            await self.session.execute(self._insert(workspace_directory).values(list(rows)).on_conflict_do_nothing())
-
-    async def workspace(self, workspace_id: str) -> dict | None:
-        row = (
-            await self.session.execute(
-                sa.select(workspace_directory).where(workspace_directory.c.workspace_id == workspace_id)
-            )
-        ).mappings().first()
-        return dict(row) if row else None
-
-    async def cursor(self, name: str) -> str | None:
-        result = await self.session.execute(sa.select(sync_cursor.c.cursor).where(sync_cursor.c.name == name))
-        return result.scalar_one_or_none()
-
-    async def save_cursor(self, name: str, cursor: str | None, when: datetime) -> None:
-        stmt = self._insert(sync_cursor).values(name=name, cursor=cursor, updated_at=when)
-        await self.session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[sync_cursor.c.name],
-                set_={"cursor": stmt.excluded.cursor, "updated_at": stmt.excluded.updated_at},
-            )
-        )
