@@ -46,6 +46,7 @@ TARGETS: dict[str, TargetSpec] = {
         TargetSpec("members", "api-staff-member", "roomee.members", depends_on=("auth",)),
         TargetSpec("media", "api-media", "roomee.media", depends_on=("auth",), setup="service:setup", consumers="events:consumers", workers="service:workers"),
         TargetSpec("hotel", "api-hotel", "roomee.hotel", depends_on=("auth", "members", "media", "billing"), setup="service:setup", workers="service:workers"),
+        TargetSpec("billing", "api-stripe", "roomee.billing", depends_on=("auth",), setup="service:setup"),
         TargetSpec("notification", "api-notification", "roomee.notification", depends_on=("auth", "members"), setup="service:setup", consumers="events:consumers", workers="service:workers", mount="socket:mount"),
     )
 }

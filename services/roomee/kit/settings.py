@@ -129,6 +129,20 @@ class Settings(BaseSettings):
     sendgrid_url: str | None = None
     members_sync_interval_seconds: float = 300.0
 
+    # Billing (api-stripe): subscriptions kept in its own tables (local) or in Stripe.
+    billing_provider: Literal["local", "stripe"] = "local"
+    billing_trial_days: int = Field(
+        default=14, ge=0, description="Trial days of a new paid subscription (the card is collected meanwhile); 0: none."
+    )
+    stripe_api_key: str | None = None
+    stripe_api_url: str | None = Field(default=None, description="Stripe API base URL (a stand-in); unset: Stripe's.")
+    stripe_webhook_secret: str | None = Field(
+        default=None, description="Signing secret of the Stripe webhook endpoint (whsec_…); unset: webhooks refused."
+    )
+    stripe_webhook_tolerance_seconds: int = Field(default=300, gt=0, description="Oldest webhook signature accepted.")
+    stripe_timeout_seconds: float = Field(default=10.0, gt=0)
+    stripe_max_network_retries: int = Field(default=2, ge=0)
+
     # Media storage (one interface, a backend chosen here: `local` files served by the media target, or GCS).
     media_storage: Literal["local", "gcs"] = "local"
     media_gcs_bucket: str = "roomee-media"

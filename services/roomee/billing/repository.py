@@ -1,0 +1,80 @@
+"""All SQL of the billing service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.billing.models import subscription, webhook_event
+
+
+async def insert_unless_conflict(session: AsyncSession, table: sa.Table, values: dict[str, Any]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING: False when a unique key already holds the row.
+
+    A concurrent uncommitted insert of the same key makes this wait for its outcome (no savepoint:
+    pysqlite would commit at the savepoint's release).
+    """
+    dialect = sqlite if session.bind.dialect.name == "sqlite" else postgresql
+    result = await session.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
+    return result.rowcount == 1
+
+
+class SubscriptionRepository:
+    def __init__(self, session: AsyncSession, *, lock_rows: bool) -> None:
+        self.session = session
+        # PostgreSQL: FOR UPDATE serialises writers of one hotel. SQLite's single writer already does.
+        self.lock_rows = lock_rows
+
+    async def insert_if_none_live(self, values: dict[str, Any]) -> bool:
+        """Insert a live subscription unless the hotel has one; waits for a concurrent insert to finish."""
+        return await insert_unless_conflict(self.session, subscription, values)
+
+    async def live_for_customer(self, customer_id: str) -> dict | None:
+        query = sa.select(subscription).where(subscription.c.customer_id == customer_id, subscription.c.ended_at.is_(None))
+        return await self._one(query)
+
+    async def latest_for_customer(self, customer_id: str) -> dict | None:
+        """The live subscription, else the one that ended last."""
+        query = (
+            sa.select(subscription)
+            .where(subscription.c.customer_id == customer_id)
+            .order_by(subscription.c.ended_at.is_not(None), subscription.c.created_at.desc(), subscription.c.id)
+            .limit(1)
+        )
+        return await self._one(query)
+
+    async def latest_ended_for_customer(self, customer_id: str) -> dict | None:
+        query = (
+            sa.select(subscription)
+            .where(subscription.c.customer_id == customer_id, subscription.c.ended_at.is_not(None))
+            .order_by(subscription.c.ended_at.desc())
+            .limit(1)
+        )
+        return await self._one(query)
+
+    async def by_external_id(self, external_id: str) -> dict | None:
+        return await self._one(sa.select(subscription).where(subscription.c.external_id == external_id))
+
+    async def update(self, subscription_id: str, values: dict[str, Any]) -> None:
+        await self.session.execute(sa.update(subscription).where(subscription.c.id == subscription_id).values(**values))
+
+    async def _one(self, query) -> dict | None:
+        if self.lock_rows:
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        return dict(row) if row else None
+
+
+class WebhookEventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def record_once(self, values: dict[str, Any]) -> bool:
+        """Remember an event id; False when it was already handled (a concurrent delivery waits here)."""
+        return await insert_unless_conflict(self.session, webhook_event, values)
+
+    async def set_outcome(self, event_id: str, outcome: str) -> None:
+        await self.session.execute(sa.update(webhook_event).where(webhook_event.c.id == event_id).values(outcome=outcome))

@@ -1,0 +1,290 @@
+"""Business rules of the billing service (api-stripe): plans, one subscription per hotel, Stripe webhooks."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import stripe
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.billing import events
+from roomee.billing.plans import FALLBACK_PLAN, PLANS, Plan
+from roomee.billing.providers import (
+    ENDED_STATUSES,
+    BillingProvider,
+    Customer,
+    ProviderSubscription,
+    provider_from_settings,
+    provider_subscription_from_stripe,
+)
+from roomee.billing.repository import SubscriptionRepository, WebhookEventRepository
+from roomee.kit.clock import as_utc, utcnow
+from roomee.kit.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, Unprocessable
+from roomee.kit.platform import ServiceContext
+from roomee.kit.settings import Settings
+
+log = logging.getLogger("roomee.billing")
+
+billing_subscriptions_total = Counter(
+    "billing_subscriptions_total",
+    "Subscription operations by outcome (created, existing, canceled, plan_changed, ...).",
+    ["operation", "outcome"],
+)
+billing_webhook_events_total = Counter(
+    "billing_webhook_events_total", "Stripe webhook events by type and outcome.", ["type", "outcome"]
+)
+
+SUBSCRIPTION_EVENTS = ("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted")
+
+
+async def setup(ctx: ServiceContext) -> None:
+    """The provider chosen by settings; closed when the platform stops."""
+    provider = provider_from_settings(ctx.settings)
+    ctx.state["provider"] = provider
+    ctx.on_stop(provider.close)
+
+
+def plan_of(plan_id: str) -> Plan:
+    plan = PLANS.get(plan_id)
+    if plan is None:
+        raise Unprocessable(f"unknown plan '{plan_id}'; plans: {', '.join(PLANS)}", code="unknown_plan")
+    return plan
+
+
+def present_plan(plan: Plan) -> dict[str, Any]:
+    return {
+        "id": plan.id,
+        "name": plan.name,
+        "storage_quota": {"max_size": plan.max_size, "unit": "MO"},
+        "amount": plan.amount,
+        "currency": plan.currency,
+        "interval": plan.interval,
+    }
+
+
+def present(row: dict[str, Any]) -> dict[str, Any]:
+    plan = PLANS[row["plan_id"]]
+    return {
+        "id": row["external_id"],
+        "customer_id": row["customer_id"],
+        "product_id": row["plan_id"],
+        "status": row["status"],
+        "current_period_end": as_utc(row["current_period_end"]),
+        "storage_quota": {"max_size": plan.max_size, "unit": "MO"},
+        "provider": row["provider"],
+        "provider_customer_id": row["external_customer_id"],
+        "created_at": as_utc(row["created_at"]),
+        "updated_at": as_utc(row["updated_at"]),
+        "ended_at": as_utc(row["ended_at"]),
+    }
+
+
+def _event_view(row: dict[str, Any]) -> dict[str, Any]:
+    """The subscription as events carry it (camelCase, JSON-ready)."""
+    shown = present(row)
+    period_end = shown["current_period_end"]
+    return {
+        "id": shown["id"],
+        "customerId": shown["customer_id"],
+        "productId": shown["product_id"],
+        "status": shown["status"],
+        "currentPeriodEnd": period_end.isoformat() if period_end else None,
+        "storageQuota": {"maxSize": shown["storage_quota"]["max_size"], "unit": "MO"},
+    }
+
+
+def _provider_values(found: ProviderSubscription, current_plan_id: str) -> dict[str, Any]:
+    values = {
+        "external_id": found.external_id,
+        "external_customer_id": found.external_customer_id,
+        "plan_id": found.plan_id or current_plan_id,
+        "status": found.status,
+        "current_period_end": found.current_period_end,
+    }
+    if found.status in ENDED_STATUSES:
+        values["ended_at"] = utcnow()
+    return values
+
+
+def _written_now() -> dict[str, Any]:
+    """Stamps of a write through the API: provider events created before it are stale."""
+    now = utcnow()
+    return {"updated_at": now, "last_event_created": int(now.timestamp())}
+
+
+class BillingService:
+    def __init__(self, session: AsyncSession, settings: Settings, provider: BillingProvider, *, is_postgres: bool) -> None:
+        self.session = session
+        self.settings = settings
+        self.provider = provider
+        self.subscriptions = SubscriptionRepository(session, lock_rows=is_postgres)
+        self.webhook_events = WebhookEventRepository(session)
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    async def assign(self, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The hotel's live subscription, created on the first call; ``(subscription, created)``.
+
+        The insert of the live row is the per-hotel lock: a concurrent retry waits on it and then
+        reads the winner's row. The provider is called inside the same transaction, so a crash
+        leaves nothing recorded here, and the next attempt adopts what the provider kept.
+        """
+        plan = plan_of(data["product_id"])
+        hotel_id = data["customer_id"]
+        now = utcnow()
+        assignment_id = str(uuid.uuid4())
+        # Insert first: on SQLite a read before the write would pin a snapshot that a concurrent
+        # winner's commit makes stale (SQLITE_BUSY_SNAPSHOT) instead of waiting for it.
+        won = await self.subscriptions.insert_if_none_live({
+            "id": assignment_id,
+            "customer_id": hotel_id,
+            "plan_id": plan.id,
+            "status": "pending",
+            "provider": self.provider.name,
+            "email": data.get("email"),
+            "name": data.get("name"),
+            "created_at": now,
+            "updated_at": now,
+        })
+        live = await self.subscriptions.live_for_customer(hotel_id)
+        if not won:
+            if live is None:  # the live one ended between our insert and our read: a retry will do
+                raise Conflict("the hotel's subscription changed meanwhile; retry", code="subscription_busy")
+            if live["plan_id"] != plan.id:
+                billing_subscriptions_total.labels("assign", "conflict").inc()
+                raise Conflict(
+                    f"hotel '{hotel_id}' already has a '{live['plan_id']}' subscription; use change-plan",
+                    code="subscription_exists",
+                )
+            billing_subscriptions_total.labels("assign", "existing").inc()
+            return present(live), False
+        previous = await self.subscriptions.latest_ended_for_customer(hotel_id)
+        customer = Customer(hotel_id, data.get("email"), data.get("name"),
+                            previous["external_customer_id"] if previous else None)
+        found = await self.provider.subscribe(customer, plan, assignment_id)
+        values = _provider_values(found, plan.id) | _written_now()
+        await self.subscriptions.update(assignment_id, values)
+        row = {**live, **values}
+        billing_subscriptions_total.labels("assign", "created").inc()
+        log.info("subscription assigned", extra={"hotel_id": hotel_id, "plan": row["plan_id"], "status": row["status"],
+                                                 "subscription_id": row["external_id"]})
+        return present(row), True
+
+    async def get(self, hotel_id: str) -> dict[str, Any]:
+        row = await self.subscriptions.latest_for_customer(hotel_id)
+        if row is None:
+            raise NotFound(f"hotel '{hotel_id}' has no subscription", code="subscription_not_found")
+        return present(row)
+
+    async def cancel(self, hotel_id: str) -> dict[str, Any]:
+        """Cancel the live subscription now; a hotel whose subscription already ended gets it back as is."""
+        row = await self.subscriptions.live_for_customer(hotel_id)
+        if row is None:
+            ended = await self.subscriptions.latest_for_customer(hotel_id)
+            if ended is None:
+                raise NotFound(f"hotel '{hotel_id}' has no subscription", code="subscription_not_found")
+            billing_subscriptions_total.labels("cancel", "already_canceled").inc()
+            return present(ended)
+        found = await self.provider.cancel(row)
+        values = _provider_values(found, row["plan_id"]) | {"status": "canceled", "ended_at": utcnow()} | _written_now()
+        await self.subscriptions.update(row["id"], values)
+        billing_subscriptions_total.labels("cancel", "canceled").inc()
+        log.info("subscription canceled", extra={"hotel_id": hotel_id, "subscription_id": row["external_id"]})
+        return present({**row, **values})
+
+    async def change_plan(self, hotel_id: str, plan_id: str) -> dict[str, Any]:
+        """Move the live subscription to another plan; the hotel's storage quota follows."""
+        plan = plan_of(plan_id)
+        row = await self.subscriptions.live_for_customer(hotel_id)
+        if row is None:
+            if await self.subscriptions.latest_for_customer(hotel_id) is None:
+                raise NotFound(f"hotel '{hotel_id}' has no subscription", code="subscription_not_found")
+            raise Conflict(f"the subscription of hotel '{hotel_id}' has ended; assign a new one", code="subscription_ended")
+        if row["plan_id"] == plan.id:
+            billing_subscriptions_total.labels("change_plan", "unchanged").inc()
+            return present(row)
+        found = await self.provider.change_plan(row, plan)
+        values = _provider_values(found, plan.id) | {"plan_id": plan.id} | _written_now()
+        await self.subscriptions.update(row["id"], values)
+        await events.storage_quota(self.session, hotel_id, plan)
+        billing_subscriptions_total.labels("change_plan", "plan_changed").inc()
+        log.info("subscription plan changed", extra={"hotel_id": hotel_id, "from": row["plan_id"], "to": plan.id})
+        return present({**row, **values})
+
+    # --- Stripe webhooks ----------------------------------------------------------------------
+
+    async def handle_webhook(self, payload: bytes, signature: str | None) -> dict[str, Any]:
+        """Verify a Stripe event, then apply it once per event id."""
+        secret = self.settings.stripe_webhook_secret
+        if not secret:
+            raise ServiceUnavailable("Stripe webhooks are not configured (ROOMEE_STRIPE_WEBHOOK_SECRET)",
+                                     code="webhook_not_configured")
+        try:
+            event = stripe.Webhook.construct_event(
+                payload, signature, secret, tolerance=self.settings.stripe_webhook_tolerance_seconds
+            ).to_dict()
+        except stripe.SignatureVerificationError:
+            billing_webhook_events_total.labels("unverified", "invalid_signature").inc()
+            raise BadRequest("the Stripe-Signature header does not match the payload", code="invalid_signature") from None
+        except (ValueError, KeyError, TypeError):
+            billing_webhook_events_total.labels("unverified", "invalid_payload").inc()
+            raise BadRequest("the payload is not a Stripe event", code="invalid_payload") from None
+        event_id, event_type = event.get("id"), event.get("type")
+        if not isinstance(event_id, str) or not isinstance(event_type, str):
+            raise BadRequest("the payload is not a Stripe event", code="invalid_payload")
+        created = event.get("created") if isinstance(event.get("created"), int) else None
+        first_time = await self.webhook_events.record_once(
+            {"id": event_id, "type": event_type[:100], "created": created, "outcome": "received", "received_at": utcnow()}
+        )
+        if not first_time:
+            billing_webhook_events_total.labels(event_type, "duplicate").inc()
+            return {"received": True, "duplicate": True, "outcome": "duplicate"}
+        outcome = "ignored"
+        if event_type in SUBSCRIPTION_EVENTS:
+            outcome = await self._apply_subscription_event(event, created)
+        await self.webhook_events.set_outcome(event_id, outcome)
+        billing_webhook_events_total.labels(event_type, outcome).inc()
+        log.info("stripe event handled", extra={"event_id": event_id, "event_type": event_type, "outcome": outcome})
+        return {"received": True, "duplicate": False, "outcome": outcome}
+
+    async def _apply_subscription_event(self, event: dict[str, Any], created: int | None) -> str:
+        data = (event.get("data") or {}).get("object")
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise BadRequest("the event carries no subscription", code="invalid_payload")
+        row = await self.subscriptions.by_external_id(data["id"])
+        if row is None:
+            return "unknown_subscription"
+        if created is not None and row["last_event_created"] is not None and created < row["last_event_created"]:
+            return "stale"  # Stripe does not deliver in order; a newer state is already applied
+        try:
+            found = provider_subscription_from_stripe(data)
+        except (KeyError, TypeError, ValueError):
+            raise BadRequest("the event's subscription is malformed", code="invalid_payload") from None
+        if event["type"] == "customer.subscription.deleted":
+            found = ProviderSubscription(found.external_id, found.external_customer_id, found.plan_id, "canceled",
+                                         found.current_period_end)
+        if row["ended_at"] is not None:
+            return "unchanged"  # an ended subscription never comes back in Stripe
+        values = _provider_values(found, row["plan_id"]) | {"updated_at": utcnow()}
+        if created is not None:
+            values["last_event_created"] = created
+        status_changed = values["status"] != row["status"]
+        plan_changed = values["plan_id"] != row["plan_id"]
+        await self.subscriptions.update(row["id"], values)
+        if not (status_changed or plan_changed):
+            return "unchanged"
+        updated = {**row, **values}
+        hotel_id = row["customer_id"]
+        change = "plan" if plan_changed else "status"
+        await events.hotel_updated(self.session, hotel_id, change=change, subscription=_event_view(updated),
+                                   previous={"status": row["status"], "productId": row["plan_id"]})
+        if plan_changed:
+            await events.storage_quota(self.session, hotel_id, PLANS[updated["plan_id"]])
+        elif values["status"] in ENDED_STATUSES:
+            # A paid subscription that ends (unpaid, canceled in Stripe) leaves the hotel on the free plan.
+            await events.storage_quota(self.session, hotel_id, FALLBACK_PLAN)
+        return "applied"
+
