@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -177,4 +178,53 @@ async def update_workspace(
 async def delete_workspace(workspace_id: str, service: Members, principal: CurrentMember) -> Response:
     """Delete a workspace and its memberships (requires `manage_ecosystem`)."""
     await service.delete_workspace(principal, workspace_id)
+    return Response(status_code=204)
+
+
+# Workspaces of a hotel for platform services (the operator's Workspace resources), scope `members:workspaces`.
+WorkspacesCaller = Annotated[Principal, Depends(require_service_scope("members:workspaces"))]
+_SERVICE_ERRORS = {
+    401: {"description": "`unauthorized`: no or an invalid token."},
+    403: {"description": "`forbidden`/`insufficient_scope`: not a service holding `members:workspaces`."},
+    404: {"description": "`not_found`: no such workspace in this hotel."},
+    422: {"description": "`validation_error`: a bad body or a workspace id that is not a UUID."},
+}
+
+
+@router.put(
+    "/members/hotels/{hotel_id}/workspaces/{workspace_id}", response_model=schemas.WorkspaceOut,
+    status_code=201, responses={
+        200: {"description": "The workspace already existed with this id: returned unchanged.",
+              "model": schemas.WorkspaceOut},
+        **_SERVICE_ERRORS,
+        410: {"description": "`workspace_deleted`: a workspace with this id was deleted."},
+    },
+)
+async def put_hotel_workspace(
+    hotel_id: str, workspace_id: uuid.UUID, body: schemas.WorkspaceCreate, service: Members,
+    caller: WorkspacesCaller, response: Response,
+):
+    """Service-to-service: create a hotel's workspace under the caller's id (201), idempotently: the
+    same id again answers the existing workspace (200). Emits `workspace.created` once."""
+    workspace, created = await service.put_hotel_workspace(caller, hotel_id, str(workspace_id), body.model_dump())
+    response.status_code = 201 if created else 200
+    return workspace
+
+
+@router.patch("/members/hotels/{hotel_id}/workspaces/{workspace_id}", response_model=schemas.WorkspaceOut,
+              responses=_SERVICE_ERRORS)
+async def update_hotel_workspace(
+    hotel_id: str, workspace_id: uuid.UUID, body: schemas.WorkspaceUpdate, service: Members, caller: WorkspacesCaller,
+):
+    """Service-to-service: rename or configure a hotel's workspace."""
+    return await service.update_hotel_workspace(caller, hotel_id, str(workspace_id), body.model_dump(exclude_unset=True))
+
+
+@router.delete("/members/hotels/{hotel_id}/workspaces/{workspace_id}", status_code=204, responses=_SERVICE_ERRORS)
+async def delete_hotel_workspace(
+    hotel_id: str, workspace_id: uuid.UUID, service: Members, caller: WorkspacesCaller,
+) -> Response:
+    """Service-to-service: delete a hotel's workspace and its memberships (`workspace.deleted`).
+    Idempotent: an already deleted workspace answers 204; one that never existed here 404."""
+    await service.delete_hotel_workspace(caller, hotel_id, str(workspace_id))
     return Response(status_code=204)

@@ -25,10 +25,11 @@ class WorkspaceRepository:
     async def insert(self, values: dict[str, Any]) -> None:
         await self.session.execute(sa.insert(workspace).values(**values))
 
-    async def get(self, workspace_id: str) -> dict | None:
-        row = await self.session.execute(
-            sa.select(workspace).where(workspace.c.id == workspace_id, workspace.c.deleted_at.is_(None))
-        )
+    async def get(self, workspace_id: str, *, include_deleted: bool = False) -> dict | None:
+        query = sa.select(workspace).where(workspace.c.id == workspace_id)
+        if not include_deleted:
+            query = query.where(workspace.c.deleted_at.is_(None))
+        row = await self.session.execute(query)
         found = row.mappings().first()
         return dict(found) if found else None
 

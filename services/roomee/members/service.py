@@ -148,14 +148,16 @@ class MembersService:
         )
         if not allowed:
             raise Forbidden(f"permission '{MANAGE_WORKSPACE}' required", code="permission_denied")
+        return await self._change_workspace(found, changes, events.actor_of(principal))
+
+    async def _change_workspace(self, found: dict, changes: dict[str, Any], actor: dict) -> dict:
         if not changes:
             return present_workspace(found)
         changes["updated_at"] = utcnow()
-        await self.workspaces.update(workspace_id, changes)
+        await self.workspaces.update(found["id"], changes)
         updated = {**found, **changes}
         await events.publish(
-            self.session, events.WORKSPACE_UPDATED, workspace=updated, payload=_event_workspace(updated),
-            actor=events.actor_of(principal),
+            self.session, events.WORKSPACE_UPDATED, workspace=updated, payload=_event_workspace(updated), actor=actor,
         )
         return present_workspace(updated)
 
@@ -174,6 +176,46 @@ class MembersService:
             payload={**_event_workspace(workspace), "removedMemberIds": removed}, actor=actor,
         )
         return removed
+
+    # --- workspaces of a hotel, for platform services (the operator's Workspace resources) --------
+
+    async def _hotel_workspace(self, hotel_id: str, workspace_id: str, *, include_deleted: bool = False) -> dict:
+        found = await self.workspaces.get(workspace_id, include_deleted=include_deleted)
+        if found is None or found["ecosystem_id"] != hotel_id:
+            raise NotFound("workspace not found")
+        return found
+
+    async def put_hotel_workspace(
+        self, caller: Principal, hotel_id: str, workspace_id: str, data: dict[str, Any]
+    ) -> tuple[dict, bool]:
+        """Create the workspace with the caller's id, or return it as it is: ``(workspace, created)``."""
+        found = await self.workspaces.get(workspace_id, include_deleted=True)
+        if found is not None:
+            if found["ecosystem_id"] != hotel_id:
+                raise NotFound("workspace not found")
+            if found["deleted_at"] is not None:
+                raise Gone("this workspace was deleted; its id cannot be used again", code="workspace_deleted")
+            return present_workspace(found), False
+        now = utcnow()
+        row = {"id": workspace_id, "ecosystem_id": hotel_id, **data, "created_at": now, "updated_at": now}
+        await self.workspaces.insert(row)
+        await events.publish(
+            self.session, events.WORKSPACE_CREATED, workspace=row, payload=_event_workspace(row),
+            actor=events.actor_of(caller),
+        )
+        return present_workspace(row), True
+
+    async def update_hotel_workspace(
+        self, caller: Principal, hotel_id: str, workspace_id: str, changes: dict[str, Any]
+    ) -> dict:
+        found = await self._hotel_workspace(hotel_id, workspace_id)
+        return await self._change_workspace(found, changes, events.actor_of(caller))
+
+    async def delete_hotel_workspace(self, caller: Principal, hotel_id: str, workspace_id: str) -> None:
+        """Idempotent: a workspace already deleted stays deleted (404 only for one that never was)."""
+        found = await self._hotel_workspace(hotel_id, workspace_id, include_deleted=True)
+        if found["deleted_at"] is None:
+            await self._remove_workspace(found, events.actor_of(caller))
 
     # --- members ----------------------------------------------------------------------------
 
