@@ -27,6 +27,10 @@ def _service(session: Session, ctx: Context) -> AuthService:
 Auth = Annotated[AuthService, Depends(_service)]
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 @router.get("/.well-known/jwks.json")
 async def jwks(ctx: Context) -> dict:
     """The public keys that verify the platform's tokens (JWKS, rotated by `kid`)."""
@@ -39,6 +43,7 @@ async def service_token(
     grant_type: Annotated[str, Form()],
     client_id: Annotated[str, Form()],
     client_secret: Annotated[str, Form()],
+    request: Request,
     scope: Annotated[str | None, Form(description="Scopes wanted, space-separated; default all of the client's.")] = None,
 ):
     """OAuth 2 client credentials: a platform service trades its own client secret for a service token.
@@ -49,33 +54,36 @@ async def service_token(
     """
     if grant_type != "client_credentials":
         raise BadRequest("only grant_type=client_credentials is supported", code="unsupported_grant_type")
-    return service.service_token(client_id, client_secret, scope)
+    return await service.service_token(client_id, client_secret, scope, client_address(request))
 
 
 @router.post("/users/signUp", status_code=201, response_model=schemas.Session)
-async def sign_up(body: schemas.SignUpRequest, service: Auth):
+async def sign_up(body: schemas.SignUpRequest, service: Auth, request: Request):
     """Create the account of an invited person from the invitation token (single use, expiring).
 
     Creates the member profile through the members service and emits `roomee.auth.user.created`
     and `roomee.notification.member.registered`. Answers with a session for the invited workspace.
     """
-    return await service.sign_up(body.model_dump())
+    return await service.sign_up(body.model_dump(), client_address(request))
 
 
 @router.post("/users/signIn", response_model=schemas.Session)
 async def sign_in(body: schemas.SignInRequest, service: Auth, request: Request):
     """Sign in with email and password; the access token is scoped to one workspace.
 
-    Repeated failures for an email are throttled (429 with `Retry-After`).
+    Repeated failures are throttled (429 `login_throttled` with `Retry-After`): per email and client
+    address, with a softer limit per email and one per address.
     """
-    ip = request.client.host if request.client else "unknown"
-    return await service.sign_in(body.model_dump(), ip)
+    return await service.sign_in(body.model_dump(), client_address(request))
 
 
 @router.post("/users/refresh", response_model=schemas.Session)
-async def refresh(body: schemas.RefreshRequest, service: Auth):
-    """Trade a refresh token (single use) for a new session in the same workspace."""
-    return await service.refresh(body.refresh_token)
+async def refresh(body: schemas.RefreshRequest, service: Auth, request: Request):
+    """Trade a refresh token (single use) for a new session in the same workspace.
+
+    Presenting a used refresh token again revokes every refresh token rotated from the same sign-in.
+    """
+    return await service.refresh(body.refresh_token, client_address(request))
 
 
 @router.post("/users/signOut", status_code=204)

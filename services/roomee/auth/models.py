@@ -27,6 +27,8 @@ refresh_token = sa.Table(
     sa.Column("user_id", sa.String(36), sa.ForeignKey("user_account.id"), nullable=False, index=True),
     sa.Column("workspace_id", sa.String(36), nullable=False),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    # Every token rotated from one sign-in shares the family id: a reused token revokes the family.
+    sa.Column("family_id", sa.String(36), nullable=True, index=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
@@ -39,5 +41,8 @@ login_failure = sa.Table(
     sa.Column("email", sa.String(320), nullable=False),
     sa.Column("ip", sa.String(64), nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    # What failed: sign_in (keyed by email and address), sign_up, refresh or client (keyed by address).
+    sa.Column("kind", sa.String(16), nullable=False, server_default="sign_in"),
     sa.Index("ix_login_failure_email_at", "email", "at"),
+    sa.Index("ix_login_failure_ip_at", "ip", "at"),
 )

@@ -91,12 +91,14 @@ class AuthService:
 
     # --- service tokens ---------------------------------------------------------------------
 
-    def service_token(self, client_id: str, client_secret: str, scope: str | None = None) -> dict[str, Any]:
+    async def service_token(self, client_id: str, client_secret: str, scope: str | None, ip: str) -> dict[str, Any]:
         """Client credentials: each platform client has its own secret and gets only its own scopes."""
+        await self._throttle(ip)
         allowed = SERVICE_SCOPES.get(client_id)
         expected = self.settings.client_secret_of(client_id or "-")
         valid = hmac.compare_digest(client_secret.encode(), expected.encode())
         if allowed is None or not valid:
+            await self._record_failure("client", ip)
             raise Unauthorized("invalid client credentials", code="invalid_client")
         requested = tuple(sorted(set(scope.split()))) if scope else allowed
         refused = sorted(set(requested) - set(allowed))
@@ -107,6 +109,35 @@ class AuthService:
             "expires_in": self.settings.service_token_ttl_seconds,
             "scope": " ".join(requested),
         }
+
+    # --- throttling -------------------------------------------------------------------------
+
+    async def _throttle(self, ip: str, email: str | None = None) -> None:
+        """429 when the address, or this email from this address, or (a softer limit) this email failed too often.
+
+        Keyed by address first so that nobody can lock an account out from elsewhere with wrong passwords.
+        """
+        window_start = utcnow() - timedelta(seconds=self.settings.login_window_seconds)
+        limits = [(dict(ip=ip), self.settings.address_max_failures)]
+        if email is not None:
+            limits += [
+                (dict(email=email, ip=ip), self.settings.login_max_failures),
+                (dict(email=email), self.settings.login_max_failures_per_email),
+            ]
+        for where, limit in limits:
+            count, oldest = await self.failures.recent(window_start, **where)
+            if count >= limit:
+                retry_after = int((as_utc(oldest) - window_start).total_seconds()) + 1 if oldest else 60
+                raise TooManyRequests(
+                    "too many failed attempts; try again later",
+                    code="login_throttled",
+                    headers={"Retry-After": str(max(retry_after, 1))},
+                )
+
+    async def _record_failure(self, kind: str, ip: str, email: str = "") -> None:
+        # Its own transaction: the failure must be kept although this request rolls back.
+        async with self.ctx.db.transaction() as separate:
+            await LoginFailureRepository(separate).record(kind, ip, utcnow(), email)
 
     # --- members service calls --------------------------------------------------------------
 
@@ -119,7 +150,9 @@ class AuthService:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    async def _open_session(self, user: dict[str, Any], profiles: list[dict], workspace_id: str | None) -> dict:
+    async def _open_session(
+        self, user: dict[str, Any], profiles: list[dict], workspace_id: str | None, family_id: str | None = None
+    ) -> dict:
         if not profiles:
             raise Forbidden("this account has no active membership", code="no_membership")
         chosen = profiles[0]
@@ -138,12 +171,14 @@ class AuthService:
         )
         refresh = secrets.token_urlsafe(32)
         now = utcnow()
+        token_id = str(uuid.uuid4())
         await self.refresh_tokens.insert(
             {
-                "id": str(uuid.uuid4()),
+                "id": token_id,
                 "user_id": user["id"],
                 "workspace_id": chosen["workspaceId"],
                 "token_hash": _hash_refresh(refresh),
+                "family_id": family_id or token_id,
                 "created_at": now,
                 "expires_at": now + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
             }
@@ -157,10 +192,13 @@ class AuthService:
             "memberships": [_membership(p) for p in profiles],
         }
 
-    async def sign_up(self, data: dict[str, Any]) -> dict:
+    async def sign_up(self, data: dict[str, Any], ip: str) -> dict:
+        await self._throttle(ip)
         response = await self.members.get(
             f"/members/invitations/{quote(data['token'], safe='')}", endpoint="/members/invitations/{token}"
         )
+        if response.status_code in (404, 410):
+            await self._record_failure("sign_up", ip)
         raise_for_status(response)
         invitation = response.json()
         email = invitation["email"]
@@ -171,6 +209,7 @@ class AuthService:
         if user is not None:
             # Joining another workspace with an existing account: prove it is yours.
             if not await verify_password(user["password_hash"], data["password"]):
+                await self._record_failure("sign_up", ip)
                 raise Conflict("an account exists for this email; use its password", code="account_exists")
         else:
             user = {
@@ -204,36 +243,34 @@ class AuthService:
 
     async def sign_in(self, data: dict[str, Any], ip: str) -> dict:
         email = data["email"].strip().lower()
-        now = utcnow()
-        window_start = now - timedelta(seconds=self.settings.login_window_seconds)
-        count, oldest = await self.failures.recent(email, window_start)
-        if count >= self.settings.login_max_failures:
-            retry_after = int((as_utc(oldest) - window_start).total_seconds()) + 1 if oldest else 60
-            raise TooManyRequests(
-                "too many failed sign-ins; try again later",
-                code="login_throttled",
-                headers={"Retry-After": str(max(retry_after, 1))},
-            )
+        await self._throttle(ip, email)
         user = await self.users.by_email(email)
         valid = await verify_password(user["password_hash"] if user else _DUMMY_HASH, data["password"])
         if user is None or not valid:
-            # Its own transaction: the failure must be kept although this request rolls back.
-            async with self.ctx.db.transaction() as separate:
-                await LoginFailureRepository(separate).record(email, ip, now)
+            await self._record_failure("sign_in", ip, email)
             raise Unauthorized("invalid email or password", code="invalid_credentials")
-        await self.failures.clear(email)
-        await self.users.update(user["id"], {"last_login_at": now})
+        await self.failures.clear(email, ip)
+        await self.users.update(user["id"], {"last_login_at": utcnow()})
         profiles = await self._profiles(email)
         return await self._open_session(user, profiles, data.get("workspace_id"))
 
-    async def refresh(self, refresh_token: str) -> dict:
-        found = await self.refresh_tokens.revoke_active(_hash_refresh(refresh_token), utcnow())
+    async def refresh(self, refresh_token: str, ip: str) -> dict:
+        await self._throttle(ip)
+        now, token_hash = utcnow(), _hash_refresh(refresh_token)
+        live = await self.refresh_tokens.is_live(token_hash, now)
+        found = await self.refresh_tokens.revoke_active(token_hash, now) if live else None
         if found is None:
+            if not live:
+                # A used token presented again was stolen or leaked (RFC 9700 §4.14.2): end its whole family.
+                # Its own transaction, kept although this request fails.
+                async with self.ctx.db.transaction() as separate:
+                    await RefreshTokenRepository(separate).revoke_family_of_used(token_hash, now)
+                await self._record_failure("refresh", ip)
             raise Unauthorized("refresh token invalid, used or expired", code="invalid_refresh_token")
         user = await self.users.by_id(found["user_id"])
         profiles = await self._profiles(user["email"])
         active = [p for p in profiles if p["workspaceId"] == found["workspace_id"]]
-        return await self._open_session(user, active or profiles, None)
+        return await self._open_session(user, active or profiles, None, family_id=found["family_id"] or found["id"])
 
     async def sign_out(self, refresh_token: str) -> None:
         await self.refresh_tokens.revoke_active(_hash_refresh(refresh_token), utcnow())

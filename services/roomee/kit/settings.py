@@ -80,7 +80,13 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     service_token_ttl_seconds: int = 3600
     invitation_ttl_seconds: int = 72 * 3600
-    login_max_failures: int = 5
+    login_max_failures: int = Field(default=5, description="Failed sign-ins of one email from one address per window.")
+    login_max_failures_per_email: int = Field(
+        default=50, description="Failed sign-ins of one email from all addresses per window (softer: no easy lock-out)."
+    )
+    address_max_failures: int = Field(
+        default=50, description="Failures (sign-in, sign-up, refresh, client credentials) of one address per window."
+    )
     login_window_seconds: int = 900
     jwks_cache_seconds: int = 300
 
