@@ -1,12 +1,25 @@
-# The one image of the platform: every Deployment runs it with its own `--target`.
-FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 ROOMEE_HOST=0.0.0.0 ROOMEE_DATA_DIR=/var/lib/roomee
-WORKDIR /app
+# The one image of the platform: every Deployment runs it with its own `--target` (the services,
+# the operator, and `roomee migrate` for the migrations Job). It runs as the non-root user 10001
+# and needs nothing writable but /tmp and its data dir (the chart mounts emptyDirs there and keeps
+# the root filesystem read-only).
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python3 -m venv /opt/roomee
 COPY pyproject.toml README.md ./
 COPY services ./services
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 roomee && mkdir -p /var/lib/roomee \
-    && chown roomee /var/lib/roomee
-USER 10001
+COPY operator ./operator
+RUN /opt/roomee/bin/pip install --no-cache-dir . \
+    && /opt/roomee/bin/roomee --version
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/roomee/bin:$PATH \
+    ROOMEE_HOST=0.0.0.0 ROOMEE_PORT=8080 ROOMEE_DATA_DIR=/var/lib/roomee
+RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /var/lib/roomee roomee \
+    && mkdir -p /var/lib/roomee && chown 10001:10001 /var/lib/roomee
+COPY --from=build /opt/roomee /opt/roomee
+USER 10001:10001
+WORKDIR /var/lib/roomee
 EXPOSE 8080
 ENTRYPOINT ["roomee"]
 CMD ["run", "--target", "all"]
