@@ -1,0 +1,221 @@
+"""All SQL of the news service. Every query filters on the caller's workspace and skips soft-deleted
+rows (the seed's rule 1: ``workspaceId`` and ``deleted_at: null`` on every read)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.kit.directory import DirectoryStore
+from roomee.news.models import DIRECTORY_TABLES, acknowledgement, comment, page, page_like
+
+Cursor = tuple[datetime, str]
+
+
+class _Repository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.is_postgres = session.get_bind().dialect.name == "postgresql"
+
+    def _insert(self, table: sa.Table):
+        return (postgresql.insert if self.is_postgres else sqlite.insert)(table)
+
+    async def _one(self, query) -> dict | None:
+        found = (await self.session.execute(query)).mappings().first()
+        return dict(found) if found else None
+
+
+def _live_page(workspace_id: str, page_id: str):
+    return sa.and_(page.c.workspace_id == workspace_id, page.c.id == page_id, page.c.deleted_at.is_(None))
+
+
+def _mine(table: sa.Table, member_id: str):
+    """Whether the member has a row in ``table`` (likes, acknowledgements) for the page."""
+    return (
+        sa.exists().where(table.c.page_id == page.c.id, table.c.member_id == member_id).correlate(page)
+    )
+
+
+class PageRepository(_Repository):
+    def _with_mine(self, member_id: str):
+        return sa.select(
+            page,
+            _mine(page_like, member_id).label("liked_by_me"),
+            _mine(acknowledgement, member_id).label("acknowledged_by_me"),
+        )
+
+    async def insert(self, values: dict[str, Any]) -> None:
+        await self.session.execute(sa.insert(page).values(**values))
+
+    async def get(self, workspace_id: str, page_id: str) -> dict | None:
+        return await self._one(sa.select(page).where(_live_page(workspace_id, page_id)))
+
+    async def get_for(self, workspace_id: str, page_id: str, member_id: str) -> dict | None:
+        """A live page with the member's like and acknowledgement."""
+        return await self._one(self._with_mine(member_id).where(_live_page(workspace_id, page_id)))
+
+    async def by_idempotency_key(self, workspace_id: str, author_id: str, key: str) -> dict | None:
+        return await self._one(
+            sa.select(page).where(
+                page.c.workspace_id == workspace_id, page.c.author_id == author_id, page.c.idempotency_key == key
+            )
+        )
+
+    async def children(
+        self, workspace_id: str, parent_id: str | None, member_id: str, *, page_type: str | None,
+        before: Cursor | None, limit: int,
+    ) -> list[dict]:
+        """Live children of a parent (``None``: the workspace's top-level pages), newest first."""
+        parent = page.c.parent_id.is_(None) if parent_id is None else page.c.parent_id == parent_id
+        query = self._with_mine(member_id).where(page.c.workspace_id == workspace_id, parent, page.c.deleted_at.is_(None))
+        if page_type is not None:
+            query = query.where(page.c.page_type == page_type)
+        if before is not None:
+            created_at, page_id = before
+            query = query.where(
+                sa.or_(page.c.created_at < created_at, sa.and_(page.c.created_at == created_at, page.c.id < page_id))
+            )
+        rows = await self.session.execute(query.order_by(page.c.created_at.desc(), page.c.id.desc()).limit(limit))
+        return [dict(r) for r in rows.mappings()]
+
+    async def titles(self, workspace_id: str, page_ids: Sequence[str]) -> dict[str, dict]:
+        """``{id: {id, title, page_type}}`` of live pages (parents of what is shown)."""
+        if not page_ids:
+            return {}
+        rows = await self.session.execute(
+            sa.select(page.c.id, page.c.title, page.c.page_type).where(
+                page.c.workspace_id == workspace_id, page.c.id.in_(list(page_ids)), page.c.deleted_at.is_(None)
+            )
+        )
+        return {r["id"]: dict(r) for r in rows.mappings()}
+
+    async def update(self, workspace_id: str, page_id: str, values: dict[str, Any]) -> bool:
+        result = await self.session.execute(sa.update(page).where(_live_page(workspace_id, page_id)).values(**values))
+        return result.rowcount > 0
+
+    async def add_to_counter(self, workspace_id: str, page_id: str, column: str, delta: int) -> int | None:
+        """Add ``delta`` to a counter in the database (one statement: no lost update under concurrency);
+        the new value, or ``None`` when the page is gone."""
+        counter = page.c[column]
+        result = await self.session.execute(
+            sa.update(page)
+            .where(_live_page(workspace_id, page_id))
+            .values({column: sa.case((counter + delta < 0, 0), else_=counter + delta)})
+            .returning(counter)
+        )
+        value = result.scalar_one_or_none()
+        return int(value) if value is not None else None
+
+
+class CommentRepository(_Repository):
+    async def insert(self, values: dict[str, Any]) -> None:
+        await self.session.execute(sa.insert(comment).values(**values))
+
+    async def get(self, workspace_id: str, comment_id: str) -> dict | None:
+        return await self._one(
+            sa.select(comment).where(
+                comment.c.workspace_id == workspace_id, comment.c.id == comment_id, comment.c.deleted_at.is_(None)
+            )
+        )
+
+    async def by_idempotency_key(self, workspace_id: str, author_id: str, key: str) -> dict | None:
+        return await self._one(
+            sa.select(comment).where(
+                comment.c.workspace_id == workspace_id, comment.c.author_id == author_id,
+                comment.c.idempotency_key == key,
+            )
+        )
+
+    async def of_page(self, workspace_id: str, page_id: str, *, after: Cursor | None, limit: int) -> list[dict]:
+        """Live comments of a page, oldest first (a conversation reads downwards)."""
+        query = sa.select(comment).where(
+            comment.c.workspace_id == workspace_id, comment.c.page_id == page_id, comment.c.deleted_at.is_(None)
+        )
+        if after is not None:
+            created_at, comment_id = after
+            query = query.where(
+                sa.or_(
+                    comment.c.created_at > created_at,
+                    sa.and_(comment.c.created_at == created_at, comment.c.id > comment_id),
+                )
+            )
+        rows = await self.session.execute(query.order_by(comment.c.created_at, comment.c.id).limit(limit))
+        return [dict(r) for r in rows.mappings()]
+
+    async def update(self, workspace_id: str, comment_id: str, values: dict[str, Any]) -> bool:
+        result = await self.session.execute(
+            sa.update(comment)
+            .where(comment.c.workspace_id == workspace_id, comment.c.id == comment_id, comment.c.deleted_at.is_(None))
+            .values(**values)
+        )
+        return result.rowcount > 0
+
+
+class ReactionRepository(_Repository):
+    """Likes and acknowledgements: one row per (page, member)."""
+
+    async def add(self, table: sa.Table, values: dict[str, Any]) -> bool:
+        """Insert unless present; whether a row was added."""
+        result = await self.session.execute(self._insert(table).values(**values).on_conflict_do_nothing())
+        return result.rowcount > 0
+
+    async def remove(self, table: sa.Table, page_id: str, member_id: str) -> bool:
+        result = await self.session.execute(
+            sa.delete(table).where(table.c.page_id == page_id, table.c.member_id == member_id)
+        )
+        return result.rowcount > 0
+
+    async def acknowledgement(self, page_id: str, member_id: str) -> dict | None:
+        return await self._one(
+            sa.select(acknowledgement).where(
+                acknowledgement.c.page_id == page_id, acknowledgement.c.member_id == member_id
+            )
+        )
+
+
+class AcknowledgementRepository(_Repository):
+    """Who has and has not acknowledged a page: its acknowledgements against the directory's live
+    members of the workspace (the author excluded)."""
+
+    def _members(self, workspace_id: str, author_id: str):
+        d = DIRECTORY_TABLES.member.c
+        return d, (d.workspace_id == workspace_id) & d.deleted_at.is_(None) & (d.member_id != author_id)
+
+    async def statuses(
+        self, workspace_id: str, page_id: str, author_id: str, *, acknowledged: bool, after: str | None, limit: int,
+    ) -> list[dict]:
+        """Members in id order with ``acknowledged_at`` (``None`` when pending)."""
+        d, live = self._members(workspace_id, author_id)
+        a = acknowledgement.c
+        joined = DIRECTORY_TABLES.member.outerjoin(acknowledgement, sa.and_(a.member_id == d.member_id, a.page_id == page_id))
+        query = (
+            sa.select(d.member_id, d.name, a.acknowledged_at)
+            .select_from(joined)
+            .where(live, a.member_id.is_not(None) if acknowledged else a.member_id.is_(None))
+        )
+        if after is not None:
+            query = query.where(d.member_id > after)
+        rows = await self.session.execute(query.order_by(d.member_id).limit(limit))
+        return [dict(r) for r in rows.mappings()]
+
+    async def counts(self, workspace_id: str, page_id: str, author_id: str) -> tuple[int, int]:
+        """(acknowledged, pending) among the workspace's live members."""
+        d, live = self._members(workspace_id, author_id)
+        a = acknowledgement.c
+        joined = DIRECTORY_TABLES.member.outerjoin(acknowledgement, sa.and_(a.member_id == d.member_id, a.page_id == page_id))
+        row = (
+            await self.session.execute(
+                sa.select(sa.func.count(a.member_id), sa.func.count()).select_from(joined).where(live)
+            )
+        ).one()
+        done, total = int(row[0]), int(row[1])
+        return done, total - done
+
+
+def directory(session: AsyncSession) -> DirectoryStore:
+    return DirectoryStore(session, DIRECTORY_TABLES)

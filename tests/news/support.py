@@ -1,0 +1,58 @@
+"""Helpers for the news tests: a hotel team on the whole platform, known to the news directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from roomee.news.repository import directory
+from tests.notification.support import eventually, team_platform
+
+
+def news_service(running):
+    return running.platform.services["news"]
+
+
+async def wait_news_directory(running, people: Iterable[Any]) -> None:
+    """Wait until the news directory knows these members as active."""
+    ctx = news_service(running)
+    wanted = [p.member_id for p in people]
+
+    async def known() -> bool:
+        async with ctx.db.transaction() as session:
+            store = directory(session)
+            rows = [await store.member(member_id) for member_id in wanted]
+        return all(row is not None and row["deleted_at"] is None for row in rows)
+
+    await eventually(known)
+
+
+@asynccontextmanager
+async def news_team(tmp_path, members: int = 2, **overrides):
+    """The platform with a recording OneSignal, an admin (a publisher) and ``members`` staff, all
+    known to the news and notification directories."""
+    async with team_platform(tmp_path, members=members, **overrides) as team:
+        await wait_news_directory(team.running, [team.admin, *team.members])
+        yield team
+
+
+async def create_page(client, person, expected: int = 201, headers: dict | None = None, **body) -> dict:
+    response = await client.post("/api/v1/pages", json=body, headers={**person.headers, **(headers or {})})
+    assert response.status_code == expected, response.text
+    return response.json()
+
+
+async def create_feed(client, person, title: str = "Actualités") -> dict:
+    return await create_page(client, person, pageType="feed", title=title)
+
+
+async def create_article(client, person, feed: dict, title: str = "Nouvelle politique RH", **body) -> dict:
+    return await create_page(client, person, pageType="article", parentId=feed["id"], title=title, **body)
+
+
+async def comment(client, person, page: dict, content: str = "Merci !", expected: int = 201, **body) -> dict:
+    response = await client.post("/api/v1/comments", json={"pageId": page["id"], "content": content, **body},
+                                 headers=person.headers)
+    assert response.status_code == expected, response.text
+    return response.json()
