@@ -61,8 +61,8 @@ class FaultProxy:
         self.rules.append(rule)
         return rule
 
-    def fail(self, method: str, path: str, status: int = 500, times: int | None = None) -> Rule:
-        return self._add(method, path, times, status=status)
+    def fail(self, method: str, path: str, status: int = 500, times: int | None = None, delay: float = 0.0) -> Rule:
+        return self._add(method, path, times, status=status, delay=delay)
 
     def delay(self, method: str, path: str, seconds: float, times: int | None = None, after: bool = False) -> Rule:
         return self._add(method, path, times, delay=seconds, after=after)
@@ -101,6 +101,8 @@ class FaultProxy:
         if rule is not None:
             rule.hits += 1
         if rule is not None and rule.status is not None:
+            if rule.delay:  # a slow failure: the caller's timeout fires first; nothing is forwarded
+                await asyncio.sleep(rule.delay)
             self.log.append((method, path, rule.status))
             return JSONResponse({"error": "injected", "detail": f"fault proxy: {rule.status}"}, status_code=rule.status)
         if rule is not None and not rule.after:
@@ -154,6 +156,7 @@ FAST_SAGA = {
     "saga_backoff_max_seconds": 0.5,
     "saga_poll_interval_seconds": 0.2,
     "hotel_storage_wait_seconds": 1.0,
+    "breaker_reset_timeout_ms": 500,
 }
 
 

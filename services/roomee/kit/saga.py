@@ -414,7 +414,7 @@ class SagaEngine:
         log.warning("saga step %s failed (attempt %d): %s", step.name, attempt, error,
                     extra={"saga": self.definition.name, "key": key, "step": step.name, "retry": retry})
         if retry:
-            delay = self.policy.backoff(attempt)
+            delay = max(self.policy.backoff(attempt), _retry_after(exc))
             async with self.transaction(key) as session:
                 await session.execute(
                     sa.update(self.step_table).where(*self.step_where(key, step.name)).values(last_error=error)
@@ -460,7 +460,7 @@ class SagaEngine:
                     raise
                 except Exception as exc:  # retried until it succeeds: nothing may be left behind
                     self._observe(step.name, "compensation_retry", started)
-                    delay = self.policy.backoff(min(attempt, 8))
+                    delay = max(self.policy.backoff(min(attempt, 8)), _retry_after(exc))
                     error = _describe(exc)
                     log.warning("saga compensation of %s failed (attempt %d): %s", step.name, attempt, error,
                                 extra={"saga": self.definition.name, "key": key, "step": step.name})
@@ -528,6 +528,15 @@ class SagaEngine:
             except Exception:
                 log.exception("saga worker poll failed", extra={"saga": self.definition.name})
             await asyncio.sleep(self.policy.poll_interval_seconds)
+
+
+def _retry_after(exc: BaseException) -> float:
+    """The callee's (or its open circuit's) ``Retry-After``, in seconds; 0 when it gave none."""
+    headers = getattr(exc, "headers", None) or {}
+    try:
+        return float(headers.get("Retry-After", 0))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _describe(exc: BaseException) -> str:
