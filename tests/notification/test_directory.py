@@ -3,6 +3,8 @@ cursor) and from member events; it decides names, emails, locales and who is sti
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 
 from roomee.notification import directory
@@ -68,3 +70,15 @@ async def test_a_removed_member_is_no_longer_notified(tmp_path):
                     notification_receiver.c.notification_id == carol_items[0]["id"])
             )
             assert list(receivers.scalars()) == [carol.member_id]
+
+
+async def test_a_stored_cursor_members_no_longer_accepts_restarts_the_sync(tmp_path):
+    """A cursor kept from a former format or key answers 422: the sync starts over instead of failing forever."""
+    async with team_platform(tmp_path, members=1) as team:
+        bob = team.members[0]
+        async with team.ctx.db.transaction() as session:
+            await session.execute(sa.delete(member_directory))
+            await DirectoryRepository(session).save_cursor(directory.SYNC_CURSOR, "WyJ4IiwgInkiXQ", datetime.now(UTC))
+        assert await directory.sync_members(team.ctx) >= 2
+        entries = await _directory(team)
+        assert {team.admin.member_id, bob.member_id} <= entries.keys()

@@ -53,6 +53,7 @@ async def test_preferences_read_defaults_replace_and_reject_bad_input(tmp_path):
             {"quietHours": {"start": "25:00", "end": "07:00"}},
             {"quietHours": {"start": "22h", "end": "07:00"}},
             {"quietHours": {"start": "22:00", "end": "07:00", "timezone": "Mars/Olympus"}},
+            {"quietHours": {"start": "22:00", "end": "07:00", "timezone": "America"}},  # a tzdata directory
             {"quietHours": {"start": "22:00", "end": "22:00"}},
             {"quietHours": {"start": "22:00", "end": "07:00", "mode": "later"}},
             {"isGlobalSilent": "perhaps"},

@@ -12,7 +12,7 @@ from roomee.auth.service import AuthService
 from roomee.kit.auth import CurrentMember
 from roomee.kit.deps import context_of, session_for
 from roomee.kit.platform import ServiceContext
-from roomee.kit.errors import BadRequest
+from roomee.kit.errors import BadRequest, error_responses
 
 router = APIRouter(tags=["auth"])
 
@@ -37,7 +37,7 @@ async def jwks(ctx: Context) -> dict:
     return ctx.state["keystore"].jwks()
 
 
-@router.post("/oauth/token", response_model=schemas.ServiceToken)
+@router.post("/oauth/token", responses=error_responses(400, 401, 429), response_model=schemas.ServiceToken)
 async def service_token(
     service: Auth,
     grant_type: Annotated[str, Form()],
@@ -57,7 +57,7 @@ async def service_token(
     return await service.service_token(client_id, client_secret, scope, client_address(request))
 
 
-@router.post("/users/signUp", status_code=201, response_model=schemas.Session)
+@router.post("/users/signUp", responses=error_responses(404, 409, 410, 429, 503), status_code=201, response_model=schemas.Session)
 async def sign_up(body: schemas.SignUpRequest, service: Auth, request: Request):
     """Create the account of an invited person from the invitation token (single use, expiring).
 
@@ -67,7 +67,7 @@ async def sign_up(body: schemas.SignUpRequest, service: Auth, request: Request):
     return await service.sign_up(body.model_dump(), client_address(request))
 
 
-@router.post("/users/signIn", response_model=schemas.Session)
+@router.post("/users/signIn", responses=error_responses(401, 403, 429, 503), response_model=schemas.Session)
 async def sign_in(body: schemas.SignInRequest, service: Auth, request: Request):
     """Sign in with email and password; the access token is scoped to one workspace.
 
@@ -77,7 +77,7 @@ async def sign_in(body: schemas.SignInRequest, service: Auth, request: Request):
     return await service.sign_in(body.model_dump(), client_address(request))
 
 
-@router.post("/users/refresh", response_model=schemas.Session)
+@router.post("/users/refresh", responses=error_responses(401, 403, 429), response_model=schemas.Session)
 async def refresh(body: schemas.RefreshRequest, service: Auth, request: Request):
     """Trade a refresh token (single use) for a new session in the same workspace.
 
@@ -86,20 +86,20 @@ async def refresh(body: schemas.RefreshRequest, service: Auth, request: Request)
     return await service.refresh(body.refresh_token, client_address(request))
 
 
-@router.post("/users/signOut", status_code=204)
+@router.post("/users/signOut", responses=error_responses(401), status_code=204)
 async def sign_out(body: schemas.RefreshRequest, service: Auth) -> Response:
     """Revoke a refresh token."""
     await service.sign_out(body.refresh_token)
     return Response(status_code=204)
 
 
-@router.post("/users/switch-workspace", response_model=schemas.Session)
+@router.post("/users/switch-workspace", responses=error_responses(403), response_model=schemas.Session)
 async def switch_workspace(body: schemas.SwitchWorkspaceRequest, service: Auth, principal: CurrentMember):
     """Get a session for another workspace the caller belongs to."""
     return await service.switch_workspace(principal, body.workspace_id)
 
 
-@router.get("/users/me", response_model=schemas.Me)
+@router.get("/users/me", responses=error_responses(403, 404), response_model=schemas.Me)
 async def me(service: Auth, principal: CurrentMember):
     """The signed-in user, the member acting now, and every membership."""
     return await service.me(principal)

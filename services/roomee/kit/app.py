@@ -8,7 +8,6 @@ import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import propagate, trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from roomee import __version__
 from roomee.kit.errors import RoomeeError
 from roomee.kit.metrics import http_request_duration_seconds
+from roomee.kit.openapi import document
 from roomee.kit.observability import request_id_var
 from roomee.kit.platform import Platform
 from roomee.kit.settings import Settings
@@ -123,14 +123,20 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
     for spec in targets:
         app.include_router(spec.router)
 
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(app.title, app.version, app.routes, app.description)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
     @app.get("/openapi/{target}.json", tags=["health"], include_in_schema=False)
     async def target_openapi(target: str) -> JSONResponse:
         """The OpenAPI document of one target served by this process."""
         spec = next((s for s in targets if s.name == target), None)
         if spec is None:
             return _error(404, "not_found", f"target '{target}' is not served here")
-        document = get_openapi(title=f"Roomee {target} ({spec.seed_name})", version=__version__, routes=spec.router.routes)
-        return JSONResponse(document)
+        return JSONResponse(document(f"Roomee {target} ({spec.seed_name})", __version__, spec.router.routes))
 
     asgi = ObservabilityMiddleware(app, service_label)
     for spec in targets:

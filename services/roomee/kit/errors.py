@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 
 class RoomeeError(Exception):
     status_code = 400
@@ -62,3 +64,31 @@ class ServiceUnavailable(RoomeeError):
     """A dependency is down or its circuit breaker is open: fail fast."""
 
     status_code, code = 503, "service_unavailable"
+
+
+class ErrorDocument(BaseModel):
+    """The body of every error response."""
+
+    error: str = Field(description="Stable machine-readable code, e.g. `not_found`, `invalid_cursor`.")
+    detail: Any = Field(default=None, description="Human-readable explanation, or the list of invalid fields.")
+
+
+_MEANINGS = {
+    400: "Bad request.",
+    401: "Missing, invalid, expired or revoked token.",
+    403: "The caller may not do this (permission, scope or kind of token).",
+    404: "Not found, or not visible to the caller.",
+    409: "Conflicts with the current state.",
+    410: "No longer available (expired or already used).",
+    413: "Payload too large.",
+    415: "Unsupported media type.",
+    422: "Invalid input.",
+    429: "Too many requests; retry after `Retry-After` seconds.",
+    502: "Another service answered with an error.",
+    503: "A dependency is unavailable; retry later.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a route: the error document for each status it may answer."""
+    return {status: {"model": ErrorDocument, "description": _MEANINGS.get(status, "Error.")} for status in statuses}

@@ -6,9 +6,11 @@ import base64
 import hashlib
 import hmac
 import json
-from typing import Any, Generic, TypeVar
+from functools import lru_cache
+from typing import Annotated, Any, Generic, TypeVar
+from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from roomee.kit.errors import Unprocessable
@@ -18,6 +20,29 @@ T = TypeVar("T")
 
 class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+@lru_cache(maxsize=1)
+def _time_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def is_time_zone(name: str) -> bool:
+    """An IANA time zone name known to this process (tzdata)."""
+    return name in _time_zones()
+
+
+def _known_time_zone(name: str) -> str:
+    if not is_time_zone(name):
+        raise ValueError(f"unknown time zone {name!r}: use an IANA name such as Europe/Paris")
+    return name
+
+
+TimeZone = Annotated[
+    str,
+    Field(max_length=64, description="IANA time zone name.", examples=["Europe/Paris"]),
+    AfterValidator(_known_time_zone),
+]
 
 
 class Page(CamelModel, Generic[T]):

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from roomee.kit.errors import error_responses
 from roomee.kit.auth import (
     MANAGE_ECOSYSTEM,
     MANAGE_MEMBERS,
@@ -38,7 +39,7 @@ def _service(session: Session, ctx: Context) -> MembersService:
 Members = Annotated[MembersService, Depends(_service)]
 
 
-@router.post("/members/", status_code=201, response_model=schemas.InvitationOut)
+@router.post("/members/", responses=error_responses(403, 409, 429), status_code=201, response_model=schemas.InvitationOut)
 async def invite_member(
     body: schemas.InviteRequest,
     service: Members,
@@ -53,13 +54,13 @@ async def invite_member(
     return await service.invite(principal, body.model_dump())
 
 
-@router.get("/members/", response_model=Page[schemas.MemberOut])
+@router.get("/members/", responses=error_responses(403), response_model=Page[schemas.MemberOut])
 async def list_members(service: Members, principal: CurrentMember, limit: Limit = 50, cursor: Cursor = None):
     """Members of the caller's workspace, oldest first, paginated by cursor."""
     return await service.list_members(principal, cursor=cursor, limit=limit)
 
 
-@router.post("/members/add/hotel/member", status_code=201, response_model=schemas.HotelMemberOut)
+@router.post("/members/add/hotel/member", responses=error_responses(403, 409), status_code=201, response_model=schemas.HotelMemberOut)
 async def add_hotel_member(body: schemas.HotelMemberRequest, service: Members, caller: Annotated[Principal, Depends(require_service_scope("members:add-hotel-member"))]
 ):
     """Service-to-service: create a hotel's member (its first workspace too, if needed).
@@ -70,7 +71,7 @@ async def add_hotel_member(body: schemas.HotelMemberRequest, service: Members, c
     return await service.add_hotel_member(caller, body.model_dump())
 
 
-@router.get("/members/get/by/hotel_id/{hotel_id}", response_model=Page[schemas.MemberOut])
+@router.get("/members/get/by/hotel_id/{hotel_id}", responses=error_responses(403), response_model=Page[schemas.MemberOut])
 async def members_of_hotel(
     hotel_id: str, service: Members, principal: CurrentPrincipal, limit: Limit = 200, cursor: Cursor = None
 ):
@@ -78,7 +79,7 @@ async def members_of_hotel(
     return await service.members_of_hotel(principal, hotel_id, cursor=cursor, limit=limit)
 
 
-@router.delete("/members/by/hotel_id/{hotel_id}", response_model=schemas.RemovedHotelMembers)
+@router.delete("/members/by/hotel_id/{hotel_id}", responses=error_responses(403), response_model=schemas.RemovedHotelMembers)
 async def remove_hotel_members(
     hotel_id: str, service: Members,
     caller: Annotated[Principal, Depends(require_service_scope("members:remove-hotel-members"))],
@@ -88,7 +89,7 @@ async def remove_hotel_members(
     return await service.remove_hotel_members(caller, hotel_id)
 
 
-@router.get("/members/get/with/{email}", response_model=list[schemas.MemberProfile])
+@router.get("/members/get/with/{email}", responses=error_responses(403), response_model=list[schemas.MemberProfile])
 async def profiles_for_email(
     email: str, service: Members, _caller: Annotated[Principal, Depends(require_service_scope("members:profiles"))]
 ):
@@ -96,7 +97,7 @@ async def profiles_for_email(
     return await service.profiles_for_email(email)
 
 
-@router.post("/members/sync", response_model=Page[schemas.SyncedMember])
+@router.post("/members/sync", responses=error_responses(403), response_model=Page[schemas.SyncedMember])
 async def sync_members(
     body: schemas.SyncRequest, service: Members, _caller: Annotated[Principal, Depends(require_service_scope("members:sync"))]
 ):
@@ -107,7 +108,7 @@ async def sync_members(
     return await service.changed_members(body.model_dump())
 
 
-@router.get("/members/invitations/{token}", response_model=schemas.InvitationDetails)
+@router.get("/members/invitations/{token}", responses=error_responses(403, 404, 410), response_model=schemas.InvitationDetails)
 async def invitation_details(
     token: str, service: Members, _caller: Annotated[Principal, Depends(require_service_scope("members:invitations"))]
 ):
@@ -115,7 +116,7 @@ async def invitation_details(
     return await service.invitation_details(token)
 
 
-@router.post("/members/invitations/accept", response_model=schemas.AcceptedInvitation)
+@router.post("/members/invitations/accept", responses=error_responses(403, 404, 409, 410), response_model=schemas.AcceptedInvitation)
 async def accept_invitation(
     body: schemas.AcceptInvitation,
     service: Members,
@@ -125,26 +126,26 @@ async def accept_invitation(
     return await service.accept_invitation(body.model_dump())
 
 
-@router.get("/members/{member_id}", response_model=schemas.MemberOut)
+@router.get("/members/{member_id}", responses=error_responses(403, 404), response_model=schemas.MemberOut)
 async def get_member(member_id: str, service: Members, principal: CurrentMember):
     """A member of the caller's workspace."""
     return await service.get_member(principal, member_id)
 
 
-@router.patch("/members/{member_id}", response_model=schemas.MemberOut)
+@router.patch("/members/{member_id}", responses=error_responses(403, 404, 409), response_model=schemas.MemberOut)
 async def update_member(member_id: str, body: schemas.MemberUpdate, service: Members, principal: CurrentMember):
     """Change a member's role (requires `manage_members`) or one's own profile fields."""
     return await service.update_member(principal, member_id, body.model_dump(exclude_unset=True))
 
 
-@router.delete("/members/{member_id}", status_code=204)
+@router.delete("/members/{member_id}", responses=error_responses(403, 404, 409), status_code=204)
 async def remove_member(member_id: str, service: Members, principal: CurrentMember) -> Response:
     """Remove a member from the caller's workspace (requires `manage_members`)."""
     await service.remove_member(principal, member_id)
     return Response(status_code=204)
 
 
-@router.post("/workspaces", status_code=201, response_model=schemas.WorkspaceOut)
+@router.post("/workspaces", responses=error_responses(403), status_code=201, response_model=schemas.WorkspaceOut)
 async def create_workspace(
     body: schemas.WorkspaceCreate,
     service: Members,
@@ -154,19 +155,19 @@ async def create_workspace(
     return await service.create_workspace(principal, body.model_dump())
 
 
-@router.get("/workspaces", response_model=list[schemas.WorkspaceOut])
+@router.get("/workspaces", responses=error_responses(403), response_model=list[schemas.WorkspaceOut])
 async def list_workspaces(service: Members, principal: CurrentMember):
     """Workspaces of the caller's hotel that the caller belongs to (all of them for a hotel admin)."""
     return await service.list_workspaces(principal)
 
 
-@router.get("/workspaces/{workspace_id}", response_model=schemas.WorkspaceOut)
+@router.get("/workspaces/{workspace_id}", responses=error_responses(403, 404), response_model=schemas.WorkspaceOut)
 async def get_workspace(workspace_id: str, service: Members, principal: CurrentMember):
     """One workspace the caller may see."""
     return await service.get_workspace(principal, workspace_id)
 
 
-@router.patch("/workspaces/{workspace_id}", response_model=schemas.WorkspaceOut)
+@router.patch("/workspaces/{workspace_id}", responses=error_responses(403, 404), response_model=schemas.WorkspaceOut)
 async def update_workspace(
     workspace_id: str, body: schemas.WorkspaceUpdate, service: Members, principal: CurrentMember
 ):
@@ -174,7 +175,7 @@ async def update_workspace(
     return await service.update_workspace(principal, workspace_id, body.model_dump(exclude_unset=True))
 
 
-@router.delete("/workspaces/{workspace_id}", status_code=204)
+@router.delete("/workspaces/{workspace_id}", responses=error_responses(403, 404, 409), status_code=204)
 async def delete_workspace(workspace_id: str, service: Members, principal: CurrentMember) -> Response:
     """Delete a workspace and its memberships (requires `manage_ecosystem`)."""
     await service.delete_workspace(principal, workspace_id)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import EmailStr, Field
 
-from roomee.kit.schemas import CamelModel
+from roomee.kit.schemas import CamelModel, TimeZone
 
 Role = Literal["admin", "manager", "editor", "staff"]
 
@@ -16,14 +16,16 @@ class WorkspaceCreate(CamelModel):
     name: str = Field(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
     locale: str = Field(default="fr", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
-    timezone: str = Field(default="Europe/Paris", max_length=64)
+    timezone: TimeZone = "Europe/Paris"
 
 
+# Partial updates: a field left out keeps its value. Fields typed without `| None` refuse an
+# explicit null (422), since the stored value is required; `None` is only the "left out" default.
 class WorkspaceUpdate(CamelModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
-    locale: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
-    timezone: str | None = Field(default=None, max_length=64)
+    locale: str = Field(default=None, pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    timezone: TimeZone = None
 
 
 class WorkspaceOut(CamelModel):
@@ -71,12 +73,14 @@ class SyncedMember(MemberOut):
 
 
 class MemberUpdate(CamelModel):
-    role: Role | None = None
-    first_name: str | None = Field(default=None, max_length=100)
-    last_name: str | None = Field(default=None, max_length=100)
+    """Null `locale` / `timezone` clear the member's own setting (the workspace's applies)."""
+
+    role: Role = None
+    first_name: str = Field(default=None, max_length=100)
+    last_name: str = Field(default=None, max_length=100)
     locale: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
-    timezone: str | None = Field(default=None, max_length=64)
-    dashboard_access: bool | None = None
+    timezone: TimeZone | None = None
+    dashboard_access: bool = None
 
 
 class InviteRequest(CamelModel):
@@ -107,7 +111,7 @@ class HotelMemberRequest(CamelModel):
     is_admin: bool = False
     workspace_name: str | None = Field(default=None, max_length=200)
     locale: str = Field(default="fr", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
-    timezone: str = Field(default="Europe/Paris", max_length=64)
+    timezone: TimeZone = "Europe/Paris"
     # False when the caller signs the member up itself with the returned token (the platform's
     # bootstrap): no invitation email, whose link would already be used.
     send_invitation: bool = True

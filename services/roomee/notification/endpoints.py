@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from roomee.kit.errors import error_responses
 from roomee.kit.auth import MANAGE_WORKSPACE, CurrentMember, Principal, require_permission
 from roomee.kit.deps import context_of, session_for
 from roomee.kit.platform import ServiceContext
@@ -32,14 +33,14 @@ def _service(session: Session, ctx: Context) -> NotificationService:
 Notifications = Annotated[NotificationService, Depends(_service)]
 
 
-@router.get("/preferences", response_model=schemas.PreferencesOut)
+@router.get("/preferences", responses=error_responses(403), response_model=schemas.PreferencesOut)
 async def get_preferences(service: Notifications, principal: CurrentMember):
     """The caller's notification preferences in the current workspace (every category listed;
     defaults allow everything, no quiet hours)."""
     return await service.get_preferences(principal)
 
 
-@router.put("/preferences", response_model=schemas.PreferencesOut)
+@router.put("/preferences", responses=error_responses(403), response_model=schemas.PreferencesOut)
 async def put_preferences(body: schemas.PreferencesIn, service: Notifications, principal: CurrentMember):
     """Replace the caller's preferences: `isGlobalSilent`, `categoryPrefs[category].app|push|email`
     (a category left out allows everything), and `quietHours` (`start`/`end` as HH:MM, may span
@@ -47,7 +48,7 @@ async def put_preferences(body: schemas.PreferencesIn, service: Notifications, p
     return await service.put_preferences(principal, body.model_dump())
 
 
-@router.get("/notifications", response_model=Page[schemas.NotificationOut])
+@router.get("/notifications", responses=error_responses(403), response_model=Page[schemas.NotificationOut])
 async def list_notifications(
     service: Notifications,
     principal: CurrentMember,
@@ -59,19 +60,19 @@ async def list_notifications(
     return await service.list_notifications(principal, cursor=cursor, limit=limit, unread=unread)
 
 
-@router.post("/notifications/read-all", response_model=schemas.ReadAllOut)
+@router.post("/notifications/read-all", responses=error_responses(403), response_model=schemas.ReadAllOut)
 async def read_all(service: Notifications, principal: CurrentMember):
     """Mark every notification of the caller in this workspace read."""
     return await service.mark_all_read(principal)
 
 
-@router.get("/notifications/counters", response_model=schemas.Counters)
+@router.get("/notifications/counters", responses=error_responses(403), response_model=schemas.Counters)
 async def counters(service: Notifications, principal: CurrentMember):
     """The caller's unread count in this workspace."""
     return await service.counters(principal)
 
 
-@router.post("/notifications/counters/recount", response_model=schemas.RecountOut)
+@router.post("/notifications/counters/recount", responses=error_responses(403), response_model=schemas.RecountOut)
 async def recount(
     service: Notifications, principal: Annotated[Principal, Depends(require_permission(MANAGE_WORKSPACE))]
 ):
@@ -79,25 +80,25 @@ async def recount(
     return await service.recount(principal)
 
 
-@router.get("/notifications/{notification_id}", response_model=schemas.NotificationOut)
+@router.get("/notifications/{notification_id}", responses=error_responses(403, 404), response_model=schemas.NotificationOut)
 async def get_notification(notification_id: NotificationId, service: Notifications, principal: CurrentMember):
     """One of the caller's notifications."""
     return await service.get_notification(principal, notification_id)
 
 
-@router.post("/notifications/{notification_id}/read", response_model=schemas.NotificationOut)
+@router.post("/notifications/{notification_id}/read", responses=error_responses(403, 404), response_model=schemas.NotificationOut)
 async def mark_read(notification_id: NotificationId, service: Notifications, principal: CurrentMember):
     """Mark one of the caller's notifications read (idempotent)."""
     return await service.mark_read(principal, notification_id)
 
 
-@router.get("/subscriptions", response_model=list[schemas.SubscriptionOut])
+@router.get("/subscriptions", responses=error_responses(403), response_model=list[schemas.SubscriptionOut])
 async def list_subscriptions(service: Notifications, principal: CurrentMember):
     """The caller's push devices registered for this workspace."""
     return await service.list_subscriptions(principal)
 
 
-@router.post("/subscriptions", response_model=schemas.SubscriptionOut, status_code=201)
+@router.post("/subscriptions", responses=error_responses(403, 409), response_model=schemas.SubscriptionOut, status_code=201)
 async def register_subscription(
     body: schemas.SubscriptionIn, service: Notifications, principal: CurrentMember, response: Response
 ):
@@ -113,7 +114,7 @@ async def register_subscription(
     return row
 
 
-@router.delete("/subscriptions/{subscription_id}", status_code=204)
+@router.delete("/subscriptions/{subscription_id}", responses=error_responses(403, 404), status_code=204)
 async def unregister_subscription(subscription_id: SubscriptionId, service: Notifications, principal: CurrentMember):
     """Unregister one of the caller's devices."""
     await service.unregister_subscription(principal, subscription_id)

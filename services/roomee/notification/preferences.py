@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from roomee.kit.schemas import is_time_zone
 from roomee.notification.catalog import CHANNEL_PREFS
 
 QuietMode = Literal["skip", "defer"]
@@ -34,20 +35,7 @@ def parse_hhmm(value: str) -> time:
 
 def zone(name: str | None) -> ZoneInfo:
     """The named timezone; UTC when unset or unknown (a stale directory must not stop delivery)."""
-    if name:
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
-    return ZoneInfo("UTC")
-
-
-def is_timezone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
+    return ZoneInfo(name if name and is_time_zone(name) else "UTC")
 
 
 @dataclass(frozen=True)
@@ -168,7 +156,6 @@ __all__ = [
     "Preferences",
     "QuietHours",
     "decide",
-    "is_timezone",
     "parse_hhmm",
     "zone",
 ]

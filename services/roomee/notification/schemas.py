@@ -8,9 +8,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from roomee.kit.clock import as_utc
-from roomee.kit.schemas import CamelModel
+from roomee.kit.schemas import CamelModel, TimeZone
 from roomee.notification.catalog import CATEGORIES
-from roomee.notification.preferences import is_timezone, parse_hhmm
+from roomee.notification.preferences import parse_hhmm
 
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 
@@ -68,19 +68,10 @@ class ChannelPrefs(CamelModel):
 class QuietHoursIn(CamelModel):
     start: str = Field(pattern=HHMM, description="Start of the quiet period, HH:MM local time.", examples=["22:00"])
     end: str = Field(pattern=HHMM, description="End of the quiet period (may be after midnight).", examples=["07:00"])
-    timezone: str | None = Field(
-        default=None, max_length=64, description="IANA timezone; default the member's timezone.", examples=["Europe/Paris"]
-    )
+    timezone: TimeZone | None = Field(default=None, description="IANA timezone; default the member's timezone.")
     mode: Literal["skip", "defer"] = Field(
         default="skip", description="`skip`: push and email are dropped; `defer`: sent when the period ends."
     )
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str | None) -> str | None:
-        if value is not None and not is_timezone(value):
-            raise ValueError(f"unknown timezone {value!r}")
-        return value
 
     @model_validator(mode="after")
     def _not_empty(self) -> "QuietHoursIn":

@@ -1,0 +1,43 @@
+"""The OpenAPI documents the platform serves, telling the truth about errors.
+
+FastAPI documents validation failures with its own ``HTTPValidationError``; the platform answers
+every error with :class:`~roomee.kit.errors.ErrorDocument`, so 422 is rewritten to it, and every
+operation behind the bearer token lists 401. Other statuses are listed by each route
+(``responses=error_responses(...)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.openapi.utils import get_openapi
+
+from roomee.kit.errors import ErrorDocument, error_responses
+
+ERROR_REF = f"#/components/schemas/{ErrorDocument.__name__}"
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    description = error_responses(status)[status]["description"]
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ERROR_REF}}}}
+
+
+def document(title: str, version: str, routes: list, description: str | None = None) -> dict[str, Any]:
+    spec = get_openapi(title=title, version=version, description=description, routes=routes)
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for name in _FASTAPI_VALIDATION_SCHEMAS:
+        schemas.pop(name, None)
+    schemas[ErrorDocument.__name__] = ErrorDocument.model_json_schema(ref_template="#/components/schemas/{model}")
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = _error_response(422)
+            for status, response in responses.items():
+                # A route listing an error status without a body schema answers the error document too.
+                if status[:1] in "45" and "content" not in response:
+                    response["content"] = _error_response(int(status))["content"]
+            if operation.get("security"):
+                responses.setdefault("401", _error_response(401))
+    return spec

@@ -1,0 +1,62 @@
+"""Schemathesis over every target's OpenAPI document, against the whole platform on a real port.
+
+For each target in the registry (new targets are covered without editing this file) it runs the
+``st`` command with the ``not_a_server_error`` and ``response_schema_conformance`` checks, once
+as a hotel administrator and once as a service holding every scope, so both member and
+service-only routes are exercised past authentication. The number of examples per operation is
+bounded to keep the run short; the seed is fixed so a failure can be replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from roomee import targets
+from roomee.kit.auth import SERVICE_SCOPES
+from tests.fixtures.people import make_admin
+from tests.fixtures.platform import make_settings, running_platform
+
+CHECKS = "not_a_server_error,response_schema_conformance"
+MAX_EXAMPLES = int(os.environ.get("ROOMEE_SCHEMATHESIS_EXAMPLES", "10"))
+SEED = 20261130
+ST = Path(sys.executable).with_name("st")
+
+
+def _service_token_with_every_scope(running) -> str:
+    scopes = tuple(sorted({scope for granted in SERVICE_SCOPES.values() for scope in granted}))
+    return running.platform.services["auth"].state["issuer"].service_token("conformance", scopes)
+
+
+async def _schemathesis(url: str, target: str, token: str, report: Path) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        str(ST), "run", f"{url}/openapi/{target}.json", "--url", url,
+        "--checks", CHECKS, "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED),
+        "--phases", "examples,coverage,fuzzing", "--workers", "1", "--no-shrink",
+        "--header", f"Authorization: Bearer {token}",
+        "--request-timeout", "30", "--max-redirects", "0",
+        "--report", "junit", "--report-junit-path", str(report),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+    )
+    output, _ = await process.communicate()
+    return process.returncode, output.decode(errors="replace")
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("target", sorted(targets.TARGETS))
+async def test_every_route_of_the_target_answers_its_documented_responses(target, tmp_path):
+    settings = make_settings(tmp_path, log_level="ERROR")
+    async with running_platform(settings) as running, running.client() as client:
+        admin = await make_admin(running, client, "admin@conformance.example.com")
+        callers = {"admin": admin.session["accessToken"], "service": _service_token_with_every_scope(running)}
+        failures = []
+        for caller, token in callers.items():
+            code, output = await _schemathesis(running.url, target, token, tmp_path / f"{caller}.xml")
+            if code != 0:
+                failures.append(f"--- as {caller} (exit {code}) ---\n{output[-12000:]}")
+        assert not failures, "\n".join(failures)
