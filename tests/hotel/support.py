@@ -37,6 +37,7 @@ class Rule:
     status: int | None = None
     delay: float = 0.0
     after: bool = False  # delay/hold after the real service answered (a lost answer)
+    drop: bool = False  # once released, answer 503 without forwarding (the caller died before the call)
     gate: asyncio.Event | None = None
     reached: asyncio.Event = field(default_factory=asyncio.Event)
     hits: int = 0
@@ -67,9 +68,9 @@ class FaultProxy:
     def delay(self, method: str, path: str, seconds: float, times: int | None = None, after: bool = False) -> Rule:
         return self._add(method, path, times, delay=seconds, after=after)
 
-    def hold(self, method: str, path: str, after: bool = False, times: int | None = 1) -> Rule:
+    def hold(self, method: str, path: str, after: bool = False, times: int | None = 1, drop: bool = False) -> Rule:
         """Requests wait (``rule.reached`` is set) until ``release(rule)``."""
-        return self._add(method, path, times, gate=asyncio.Event(), after=after)
+        return self._add(method, path, times, gate=asyncio.Event(), after=after, drop=drop)
 
     @staticmethod
     def release(rule: Rule) -> None:
@@ -107,6 +108,9 @@ class FaultProxy:
             return JSONResponse({"error": "injected", "detail": f"fault proxy: {rule.status}"}, status_code=rule.status)
         if rule is not None and not rule.after:
             await self._wait(rule)
+            if rule.drop:
+                self.log.append((method, path, 503))
+                return JSONResponse({"error": "dropped", "detail": "fault proxy: dropped"}, status_code=503)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         upstream = await self._client.request(method, path, params=request.query_params, headers=headers,
                                               content=await request.body())
