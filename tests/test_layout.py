@@ -8,7 +8,11 @@ from pathlib import Path
 from roomee import targets
 
 SOURCE = Path(__file__).resolve().parents[1] / "services" / "roomee"
-SERVICE_PACKAGES = {spec.package.rsplit(".", 1)[1] for spec in targets.TARGETS.values()}
+NOT_SERVICES = {"kit"}
+# Every package folder under services/roomee but the kit is a service, registered or not.
+SERVICE_PACKAGES = {
+    path.parent.name for path in SOURCE.glob("*/__init__.py") if path.parent.name not in NOT_SERVICES
+}
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -44,13 +48,31 @@ def test_kit_imports_no_service():
     assert violations == []
 
 
-def test_every_registered_target_has_the_service_shape():
-    for spec in targets.TARGETS.values():
-        folder = SOURCE / spec.package.rsplit(".", 1)[1]
-        for part in ("endpoints.py", "service.py", "repository.py", "schemas.py", "models.py", "events.py",
-                     "migrations/env.py"):
-            assert (folder / part).exists(), f"{spec.name} lacks {part}"
-        assert list((folder / "migrations" / "versions").glob("*.py")), f"{spec.name} has no migration"
+SHAPE = ("endpoints.py", "service.py", "repository.py", "schemas.py", "models.py", "events.py", "migrations/env.py")
+
+
+def _shape_problems(folder: Path) -> list[str]:
+    problems = [f"{folder.name} lacks {part}" for part in SHAPE if not (folder / part).exists()]
+    if not [p for p in (folder / "migrations" / "versions").glob("*.py") if p.name != "__init__.py"]:
+        problems.append(f"{folder.name} has no migration")
+    return problems
+
+
+def test_every_service_folder_is_a_registered_target_with_the_service_shape():
+    registered = {spec.package.rsplit(".", 1)[1] for spec in targets.TARGETS.values()}
+    assert SERVICE_PACKAGES == registered, "service folders and registered targets differ"
+    problems = [problem for service in sorted(SERVICE_PACKAGES) for problem in _shape_problems(SOURCE / service)]
+    assert problems == []
+
+
+def test_the_shape_check_catches_a_half_built_service(tmp_path):
+    folder = tmp_path / "reviews"
+    (folder / "migrations" / "versions").mkdir(parents=True)
+    for part in ("endpoints.py", "service.py", "models.py", "migrations/env.py", "migrations/versions/__init__.py"):
+        (folder / part).write_text("")
+    assert _shape_problems(folder) == [
+        "reviews lacks repository.py", "reviews lacks schemas.py", "reviews lacks events.py", "reviews has no migration",
+    ]
 
 
 def test_detector_catches_a_cross_service_import(tmp_path):

@@ -55,4 +55,64 @@ async def test_metrics_after_traffic(platform):
                    direction="publish", status="ok") >= 1
     assert _sample(text, "amqp_messages_total", service="auth", routing_key="roomee.notification.member.registered",
                    direction="publish", status="ok") >= 1
-    assert "circuit_breaker_state" in text and "outbox_backlog" in text
+    # Samples, not just the HELP lines: auth's breaker towards members is closed (0), members' outbox drained.
+    assert _sample(text, "circuit_breaker_state", service="auth", target="members") == 0
+    assert _sample(text, "outbox_backlog", service="members") is not None
+
+
+async def _served_app_with_a_failing_route(settings):
+    """The platform's app (no targets) with one route that fails unexpectedly."""
+    import uvicorn
+
+    from roomee.kit.app import create_app
+
+    app = create_app(settings, [])
+
+    async def boom():
+        raise RuntimeError("boom")
+
+    app.fastapi.add_api_route("/boom", boom)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None))
+    return server
+
+
+async def _exchange(reader, writer, request: bytes) -> tuple[int, bytes]:
+    writer.write(request)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    return int(head.split(b" ")[1]), await reader.readexactly(length)
+
+
+async def test_an_unhandled_error_is_logged_once_answered_and_keeps_the_connection(settings, caplog):
+    import asyncio
+    import json
+    import logging
+
+    server = await _served_app_with_a_failing_route(settings)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.02)
+        caplog.set_level(logging.INFO)
+        reader, writer = await asyncio.open_connection("127.0.0.1", settings.port)
+        status, body = await _exchange(reader, writer, b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert status == 500 and json.loads(body) == {"error": "internal_error", "detail": "an unexpected error occurred"}
+        # The same keep-alive connection still answers.
+        status, body = await _exchange(reader, writer, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        writer.close()
+        tracebacks = [r for r in caplog.records if r.exc_info and "boom" in str(r.exc_info[1])]
+        assert len(tracebacks) == 1 and tracebacks[0].name == "roomee.http.server"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_metric_labels_are_bounded(platform):
+    async with platform.client() as client:
+        await client.request("PROPFIND", "/health")
+        await client.get("/members/some-raw-id-123")
+        text = (await client.get("/metrics")).text
+    assert "PROPFIND" not in text and "some-raw-id-123" not in text
+    assert _sample(text, "http_request_duration_seconds_count", method="OTHER") >= 1

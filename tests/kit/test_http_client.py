@@ -69,9 +69,15 @@ async def status(request: Request) -> PlainTextResponse:
     return PlainTextResponse("nope", status_code=int(request.path_params["code"]))
 
 
+async def raw_path(request: Request) -> JSONResponse:
+    count(request)
+    return JSONResponse({"rawPath": request.scope["raw_path"].decode()})
+
+
 app = Starlette(
     routes=[
         Route("/echo", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route("/raw/{value:path}", raw_path),
         Route("/members/get/with/{email}", echo),
         Route("/fail", fail),
         Route("/slow", slow),
@@ -277,3 +283,23 @@ async def test_transport_read_timeout_counts_as_failure(settings):
         with pytest.raises(errors.ServiceUnavailable):
             await client.get("/api/v1/pages")
         assert client.breaker.state is BreakerState.OPEN
+
+
+async def test_an_unexpected_redirect_is_an_upstream_error_not_a_response(server_url, settings, caplog):
+    """Starlette redirects ``/echo/`` to ``/echo`` (307, empty body): a caller must not parse that as an answer."""
+    caplog.set_level(logging.INFO, logger="roomee.http.client")
+    async with ServiceClient("redirect-test", "members", server_url, token_provider=token, settings=settings) as client:
+        with pytest.raises(errors.UpstreamError) as raised:
+            await client.post("/echo/", json={})
+    assert "redirect" in str(raised.value.detail) and "307" in str(raised.value.detail)
+    [record] = [r for r in caplog.records if getattr(r, "service", None) == "redirect-test"]
+    assert record.levelno == logging.WARNING and record.status == "307"
+
+
+async def test_path_params_are_encoded_as_one_segment_and_label_by_template(server_url, settings):
+    labels = {"service": "path-test", "target": "members", "endpoint": "/raw/{value}", "status": "200"}
+    before = client_sample("http_client_request_duration_seconds_count", labels)
+    async with ServiceClient("path-test", "members", server_url, token_provider=token, settings=settings) as client:
+        response = await client.get("/raw/{value}", path_params={"value": "a/b?c#d e%"})
+    assert response.json()["rawPath"] == "/raw/a%2Fb%3Fc%23d%20e%25"
+    assert client_sample("http_client_request_duration_seconds_count", labels) == before + 1

@@ -10,7 +10,10 @@ from roomee.kit.schemas import CamelModel
 
 
 class SignUpRequest(CamelModel):
-    token: str = Field(min_length=10, max_length=200, description="The invitation token from the sign-up link.")
+    token: str = Field(
+        min_length=10, max_length=200, pattern=r"^[A-Za-z0-9_-]+$",
+        description="The invitation token from the sign-up link (URL-safe base64).",
+    )
     password: str = Field(min_length=8, max_length=256)
     first_name: str | None = Field(default=None, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)

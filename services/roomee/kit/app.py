@@ -25,6 +25,8 @@ log = logging.getLogger("roomee.http.server")
 tracer = trace.get_tracer("roomee")
 
 UNMATCHED = "<unmatched>"
+# Label values of the method: anything else a client sends is counted as OTHER (bounded labels).
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class ObservabilityMiddleware:
@@ -40,11 +42,11 @@ class ObservabilityMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
         token = request_id_var.set(request_id)
-        status = {"code": 500}
+        status = {"code": 500, "started": False}
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], True
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
@@ -53,16 +55,26 @@ class ObservabilityMiddleware:
         with tracer.start_as_current_span(f"{scope['method']} {scope['path']}", context=parent, kind=trace.SpanKind.SERVER) as span:
             try:
                 await self.app(scope, receive, send_wrapper)
+            except Exception as exc:
+                # The one error path of an unhandled error: logged here once; the app's handler has
+                # answered the error document, else it is answered now. Not re-raised, since the
+                # server would then close a keep-alive connection that is still usable.
+                route = getattr(scope.get("route"), "path", None) or scope["path"]
+                log.error("unhandled error on %s %s", scope["method"], route, exc_info=exc)
+                span.record_exception(exc)
+                if not status["started"]:
+                    await _error(500, "internal_error", "an unexpected error occurred")(scope, receive, send_wrapper)
             finally:
                 route = scope.get("route")
                 endpoint = getattr(route, "path", None) or UNMATCHED
+                method = scope["method"] if scope["method"] in HTTP_METHODS else "OTHER"
                 duration = time.perf_counter() - started
                 span.set_attribute("http.route", endpoint)
                 span.set_attribute("http.status_code", status["code"])
                 if endpoint not in ("/metrics",):
-                    http_request_duration_seconds.labels(
-                        self.service, endpoint, scope["method"], str(status["code"])
-                    ).observe(duration)
+                    http_request_duration_seconds.labels(self.service, endpoint, method, str(status["code"])).observe(
+                        duration
+                    )
                 request_id_var.reset(token)
 
 
@@ -100,8 +112,8 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
         return _error(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def unexpected_error(_request: Request, exc: Exception):
-        log.exception("unhandled error", exc_info=exc)
+    async def unexpected_error(_request: Request, _exc: Exception):
+        # Only the answer: ObservabilityMiddleware logs the error once, when it reaches it.
         return _error(500, "internal_error", "an unexpected error occurred")
 
     @app.get("/health", tags=["health"])

@@ -5,17 +5,23 @@ it is bounded by ``http_timeout_ms`` and goes through a :class:`CircuitBreaker` 
 connection errors and timeouts are failures; a 4xx means the callee is healthy). Each call writes
 one log line on ``roomee.http.client`` and one ``http_client_request_duration_seconds`` sample.
 
-Outcomes: a response below 500 is returned (use :func:`raise_for_status` to turn a 4xx into the
-kit's errors); a 5xx raises :class:`UpstreamError`; a timeout, a connection error or an open
-circuit raises :class:`ServiceUnavailable`.
+Outcomes: a 2xx or 4xx response is returned (use :func:`raise_for_status` to turn a 4xx into the
+kit's errors); a 3xx (never followed: a redirect between services is a wrong path) or a 5xx raises
+:class:`UpstreamError`; a timeout, a connection error or an open circuit raises
+:class:`ServiceUnavailable`.
+
+Values in a path go through ``path_params`` (``client.get("/members/get/with/{email}",
+path_params={"email": email})``): each is percent-encoded as one segment, and the template is the
+endpoint label of logs and metrics, so labels stay bounded.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -156,14 +162,18 @@ class ServiceClient:
         headers: dict[str, str] | None = None,
         content: bytes | str | None = None,
         endpoint: str | None = None,
+        path_params: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         """Send one request; ``endpoint`` is the route template for logs and metrics
-        (``"/members/get/with/{email}"``), default ``path``.
+        (``"/members/get/with/{email}"``), default ``path`` (the template when ``path_params``
+        fill it).
 
         An ``Authorization`` header given by the caller replaces the service token.
         """
         method = method.upper()
         endpoint = endpoint or path
+        if path_params is not None:
+            path = path.format_map({name: quote(str(value), safe="") for name, value in path_params.items()})
         outgoing = httpx.Headers()
         if self._token_provider is not None:
             outgoing["Authorization"] = f"Bearer {await self._token_provider()}"
@@ -213,6 +223,11 @@ class ServiceClient:
                     ) from exc
                 status = str(response.status_code)
                 span.set_attribute("http.response.status_code", response.status_code)
+                if 300 <= response.status_code < 400:
+                    raise errors.UpstreamError(
+                        f"{self.target} answered {method} {endpoint} with an unexpected redirect "
+                        f"({response.status_code} to {response.headers.get('location')!r})"
+                    )
                 if response.status_code >= 500:
                     code, _ = _error_body(response)
                     raise errors.UpstreamError(
@@ -234,7 +249,7 @@ class ServiceClient:
             service=self.service, target=self.target, endpoint=endpoint, status=status
         ).observe(duration)
         duration_ms = round(duration * 1000, 1)
-        healthy = status.isdigit() and int(status) < 500
+        healthy = status.isdigit() and (int(status) < 300 or 400 <= int(status) < 500)
         log.log(
             logging.INFO if healthy else logging.WARNING,
             "%s %s %s -> %s in %.1f ms",
