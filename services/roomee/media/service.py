@@ -18,6 +18,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import IntegrityError
+from starlette.requests import ClientDisconnect
 
 from roomee.kit.auth import PUBLISH_PAGES, Principal
 from roomee.kit.clock import as_utc, utcnow
@@ -251,10 +252,13 @@ class MediaService:
         if row is None or row["status"] != "pending":
             raise Conflict("this upload is no longer expected", code="upload_not_pending")
         with storage.open_for_upload(key) as upload:
-            async for chunk in body:
-                if upload.received + len(chunk) > length:
-                    raise RoomeeError("the body is longer than the signed Content-Length", code="length_mismatch")
-                upload.write(chunk)
+            try:
+                async for chunk in body:
+                    if upload.received + len(chunk) > length:
+                        raise RoomeeError("the body is longer than the signed Content-Length", code="length_mismatch")
+                    upload.write(chunk)
+            except ClientDisconnect:
+                raise RoomeeError("the client went away during the upload", code="upload_interrupted") from None
             if upload.received != length:
                 raise RoomeeError("the body is shorter than the signed Content-Length", code="length_mismatch")
             upload.commit(content_type)
@@ -306,7 +310,8 @@ class MediaService:
         real = imaging.sniff(data)
         if real != declared:
             return ("content_type_mismatch", f"the file is {real or 'of an unknown type'}, not {declared}"), {}
-        facts: dict[str, Any] = {"content_type": real, "thumbnail_key": None, "thumbnail_type": None, "thumbnail_size": 0}
+        facts: dict[str, Any] = {"content_type": real, "thumbnail_key": None, "thumbnail_type": None,
+                                 "thumbnail_size": 0, "width": None, "height": None}
         if real not in imaging.THUMBNAILED_TYPES:
             return None, facts
         started = time.perf_counter()
