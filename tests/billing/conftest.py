@@ -3,6 +3,7 @@ through the real SDK against localstripe."""
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -24,16 +25,29 @@ class Billing:
         return await self.running.service_headers("hotel")
 
 
-@pytest.fixture(params=["local", "stripe"])
-async def billing(request, tmp_path):
-    overrides = {"billing_provider": request.param, "stripe_webhook_secret": WEBHOOK_SECRET}
-    local_stripe = None
-    if request.param == "stripe":
-        local_stripe = request.getfixturevalue("localstripe")
+@asynccontextmanager
+async def billing_platform(tmp_path, provider: str, local_stripe: LocalStripe | None, **overrides):
+    overrides = {"billing_provider": provider, "stripe_webhook_secret": WEBHOOK_SECRET} | overrides
+    if local_stripe is not None:
         await local_stripe.reset()
-        overrides |= {"stripe_api_key": local_stripe.api_key, "stripe_api_url": local_stripe.url}
+        overrides = {"stripe_api_key": local_stripe.api_key, "stripe_api_url": local_stripe.url} | overrides
     settings = make_settings(tmp_path, **overrides)
     async with running_platform(settings, TARGETS) as running:
         if local_stripe is not None:
             await local_stripe.register_webhook(f"{running.url}/sub/webhook")
-        yield Billing(running, request.param, local_stripe)
+        yield Billing(running, provider, local_stripe)
+
+
+@pytest.fixture(params=["local", "stripe"])
+async def billing(request, tmp_path):
+    """The billing target on each provider in turn."""
+    local_stripe = request.getfixturevalue("localstripe") if request.param == "stripe" else None
+    async with billing_platform(tmp_path, request.param, local_stripe) as running:
+        yield running
+
+
+@pytest.fixture
+async def stripe_billing(tmp_path, localstripe):
+    """The billing target on Stripe (localstripe), which delivers its own signed webhooks to it."""
+    async with billing_platform(tmp_path, "stripe", localstripe) as running:
+        yield running

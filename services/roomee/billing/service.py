@@ -22,7 +22,7 @@ from roomee.billing.providers import (
 )
 from roomee.billing.repository import SubscriptionRepository, WebhookEventRepository
 from roomee.kit.clock import as_utc, utcnow
-from roomee.kit.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, Unprocessable
+from roomee.kit.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, Unprocessable, UpstreamError
 from roomee.kit.platform import ServiceContext
 from roomee.kit.settings import Settings
 
@@ -165,6 +165,10 @@ class BillingService:
         customer = Customer(hotel_id, data.get("email"), data.get("name"),
                             previous["external_customer_id"] if previous else None)
         found = await self.provider.subscribe(customer, plan, assignment_id)
+        known = await self.subscriptions.by_external_id(found.external_id)
+        if known is not None:  # Stripe still runs one we recorded as ended (its cancel event was forged or lost)
+            raise UpstreamError(f"the provider reports subscription {found.external_id} as live, but it ended here; "
+                                "cancel it at the provider first", code="provider_out_of_sync")
         values = _provider_values(found, plan.id) | _written_now()
         await self.subscriptions.update(assignment_id, values)
         row = {**live, **values}
