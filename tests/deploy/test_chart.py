@@ -185,6 +185,16 @@ def test_values_breaking_the_schema_are_refused(values, error, tmp_path):
     assert run(tool("helm"), "lint", str(CHART), "-f", str(bad), check=False).returncode != 0
 
 
+def test_a_database_without_shared_signing_keys_is_refused_at_render_time(tmp_path):
+    """The auth target would refuse to start (kit.settings.unsafe_production_defaults): helm says so first."""
+    result = run(tool("helm"), "template", "roomee", str(CHART), "--set", "secrets.existingSecret=roomee-secrets",
+                 check=False)
+    assert result.returncode != 0 and "secrets.signingKeysSecret is required" in result.stderr
+    allowed = helm_template("--set", "secrets.existingSecret=roomee-secrets",
+                            "--set", "config.ROOMEE_ALLOW_UNSAFE_DEFAULTS=true")
+    assert by_kind(manifests(allowed), "Deployment")
+
+
 def test_every_value_is_documented_and_typed():
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
