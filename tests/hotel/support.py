@@ -175,7 +175,7 @@ def hotel_body(plan: str = "premium", admin_email: str | None = None, **changes)
 
 
 async def wait_for_status(client: httpx.AsyncClient, headers: dict, hotel_id: str, statuses=("ready", "failed"),
-                          timeout: float = 30.0) -> dict:
+                          timeout: float = 90.0) -> dict:
     """The provisioning document once the hotel reaches one of ``statuses``."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
