@@ -11,6 +11,7 @@ job is the same whoever plans it again, and the provider's idempotency keys with
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
@@ -172,7 +173,9 @@ class SocketDispatcher:
                 emits += counter_emits(workspace_id, counters)
             try:
                 await self.socket.to_members_many(emits)
-            except Exception:
+            except (Exception, asyncio.CancelledError):
+                if hooks.cancelled_from_outside():
+                    raise
                 notifications_sent_total.labels("socket", "failed").inc(receivers)
                 log.exception("socket emit failed", extra={"notifications": len(notices)})
                 return
@@ -186,7 +189,9 @@ class SocketDispatcher:
         async def emit() -> None:
             try:
                 await self.socket.to_workspace(workspace_id, NOTIFICATION_NEW, payload, skip_member_ids=skip_member_ids)
-            except Exception:
+            except (Exception, asyncio.CancelledError):
+                if hooks.cancelled_from_outside():
+                    raise
                 notifications_sent_total.labels("socket", "failed").inc()
                 log.exception("socket broadcast failed", extra={"workspace_id": workspace_id})
                 return

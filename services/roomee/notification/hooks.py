@@ -25,6 +25,13 @@ _pending: set[asyncio.Task] = set()
 _order: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
 
+def cancelled_from_outside() -> bool:
+    """Whether the running task is really being cancelled: aio-pika (through python-socketio) also
+    raises CancelledError for a closed channel, which is a failure to handle, not a cancellation."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def after_commit(session: AsyncSession, callback: Callback) -> None:
     """Run ``callback`` once the session's transaction has committed (dropped on rollback)."""
     session.sync_session.info.setdefault(_AFTER_COMMIT, []).append(callback)
@@ -43,6 +50,12 @@ def _schedule(callbacks: list[Callback]) -> None:
             for callback in callbacks:
                 try:
                     await callback()
+                except asyncio.CancelledError:
+                    if cancelled_from_outside():
+                        raise
+                    # A library's CancelledError (aio-pika's closed channel): a failure of this
+                    # callback only; the transactions after it still get their turn.
+                    log.error("after-transaction callback was cancelled by a library")
                 except Exception:
                     log.exception("after-transaction callback failed")
 

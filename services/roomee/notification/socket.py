@@ -39,6 +39,7 @@ from socketio.async_manager import AsyncManager
 
 from roomee.kit.auth import Principal
 from roomee.kit.errors import RoomeeError
+from roomee.notification.hooks import cancelled_from_outside
 
 log = logging.getLogger("roomee.notification.socket")
 
@@ -51,6 +52,12 @@ LISTENER_READY_TIMEOUT_SECONDS = 10.0
 LISTENER_PREFETCH = 256
 # Emits carried by one RabbitMQ message of ``emit_many``.
 EMITS_PER_MESSAGE = 500
+# How long a fan-out publish keeps retrying through a broker outage before the emit counts as failed.
+PUBLISH_RETRY_SECONDS = 120.0
+
+
+class SocketPublishFailed(Exception):
+    """The emit could not reach the other replicas (the broker stayed unreachable)."""
 
 # One emit: event name, payload, target rooms.
 Emit = tuple[str, dict[str, Any], list[str]]
@@ -136,6 +143,48 @@ class SharedManager(AsyncAioPikaManager, _MemberRoomSkip):
                 {"method": "emit_many", "messages": messages[start:start + EMITS_PER_MESSAGE], "host_id": self.host_id}
             )
 
+    async def _publisher(self):
+        async with self._lock:
+            if self.publisher_connection is None:
+                connection = await self._connection()
+                self.publisher_channel = await self._channel(connection)
+                self.publisher_exchange = await self._exchange(self.publisher_channel)
+                self.publisher_connection = connection
+        return self.publisher_exchange
+
+    async def _publish(self, data):
+        # python-socketio's publish retries once and then drops the emit, and reports a closed
+        # channel (a broker outage) as CancelledError, which callers cannot tell from a real
+        # cancellation. Here the emit waits for the robust connection to come back, and fails
+        # with an ordinary exception (counted by the caller) after PUBLISH_RETRY_SECONDS.
+        body = self.json.dumps(data).encode()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_RETRY_SECONDS
+        delay = 0.1
+        waited = False
+        while True:
+            try:
+                exchange = await self._publisher()
+                await exchange.publish(
+                    aio_pika.Message(body=body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key="*"
+                )
+                if waited:
+                    log.info("Socket.IO fan-out resumed after a broker outage")
+                return
+            except asyncio.CancelledError:
+                if cancelled_from_outside():
+                    raise
+                cause: BaseException = RuntimeError("publish cancelled by the AMQP client")
+            except Exception as exc:
+                cause = exc
+            if loop.time() >= deadline:
+                raise SocketPublishFailed(f"broker unreachable for {PUBLISH_RETRY_SECONDS:.0f} s: {cause}") from cause
+            if not waited:
+                log.warning("Socket.IO fan-out waits for the broker (%s: %s)", type(cause).__name__, cause)
+                waited = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
     def _unpack(self, body: bytes) -> list[Any]:
         try:
             data = self.json.loads(body)
@@ -163,10 +212,14 @@ class SharedManager(AsyncAioPikaManager, _MemberRoomSkip):
                                 for item in self._unpack(message.body):
                                     yield item
                             retry_sleep = 1
-            except aio_pika.exceptions.ChannelInvalidStateError:
-                raise asyncio.CancelledError() from None  # how aio-pika reports a cancelled task
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
-                log.error("Socket.IO RabbitMQ listener failed (%s); retrying in %s s", exc, retry_sleep)
+                # A closed channel (ChannelInvalidStateError) is also how aio-pika reports a lost
+                # broker: the listener comes back with the connection rather than ending.
+                if cancelled_from_outside():
+                    raise asyncio.CancelledError() from None
+                log.warning("Socket.IO RabbitMQ listener failed (%s); retrying in %s s", exc, retry_sleep)
                 await asyncio.sleep(retry_sleep)
                 retry_sleep = min(retry_sleep * 2, 60)
 
