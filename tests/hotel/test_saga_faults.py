@@ -76,7 +76,8 @@ async def test_a_failing_step_is_compensated_in_reverse_order(tmp_path, monkeypa
         assert [s["status"] for s in document["steps"][failed_at + 1:]] == ["pending"] * (len(names) - failed_at - 1)
         assert document["error"].startswith(f"{failed_step}: ")
 
-        failed = await tap.wait_for("roomee.notification.hotel.creation_failed", lambda e: e["ecosystemId"] == hotel_id)
+        failed = await tap.wait_for("roomee.notification.hotel.creation_failed", lambda e: e["ecosystemId"] == hotel_id,
+                                    timeout=30)
         assert failed["payload"]["step"] == failed_step and failed["payload"]["error"] == document["error"]
         assert tap.of("roomee.notification.hotel.created") == []
         await assert_nothing_left(running, client, hotel_id, document)

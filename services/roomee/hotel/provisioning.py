@@ -157,7 +157,7 @@ class Provisioner:
             if time.monotonic() >= deadline:
                 raise RetryStep("media has not created the storage quota yet (is the broker up?)")
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.2)
+            pause = min(pause * 2, 0.05)
 
     async def release_storage(self, run: StepRun) -> None:
         if run.external_id:
