@@ -208,6 +208,7 @@ class GcsStorage:
     def __init__(self, settings: Settings) -> None:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
+        from google.cloud.storage.retry import DEFAULT_RETRY
         from google.oauth2 import service_account
 
         if settings.media_gcs_credentials_file is None:
@@ -223,6 +224,9 @@ class GcsStorage:
             self.client = storage.Client(project=project, credentials=self.signer)
         self.bucket = self.client.bucket(settings.media_gcs_bucket)
         self.download_ttl = timedelta(seconds=settings.media_download_url_ttl_seconds)
+        # The SDK retries transient errors for up to two minutes by default: a request waits at most this.
+        budget = settings.media_storage_timeout_seconds
+        self.limits = {"timeout": budget, "retry": DEFAULT_RETRY.with_timeout(budget)}
 
     async def _call(self, function, *args, **kwargs):
         from google.api_core import exceptions as google_errors
@@ -248,7 +252,7 @@ class GcsStorage:
         return SignedRequest(url, "PUT", {"Content-Type": content_type, **length_range})
 
     async def stat(self, key):
-        blob = await self._call(self.bucket.get_blob, key)
+        blob = await self._call(self.bucket.get_blob, key, **self.limits)
         if blob is None:
             return None
         return StoredObject(int(blob.size), blob.content_type)
@@ -257,18 +261,18 @@ class GcsStorage:
         from google.api_core.exceptions import NotFound
 
         try:
-            return await self._call(self.bucket.blob(key).download_as_bytes)
+            return await self._call(self.bucket.blob(key).download_as_bytes, **self.limits)
         except NotFound:
             raise StorageError(f"object {key} is missing") from None
 
     async def write(self, key, data, content_type):
-        await self._call(self.bucket.blob(key).upload_from_string, data, content_type=content_type)
+        await self._call(self.bucket.blob(key).upload_from_string, data, content_type=content_type, **self.limits)
 
     async def delete(self, key):
         from google.api_core.exceptions import NotFound
 
         try:
-            await self._call(self.bucket.blob(key).delete)
+            await self._call(self.bucket.blob(key).delete, **self.limits)
         except NotFound:
             pass
 
