@@ -181,35 +181,6 @@ class Settings(BaseSettings):
     stripe_timeout_seconds: float = Field(default=10.0, gt=0)
     stripe_max_network_retries: int = Field(default=2, ge=0)
 
-    # Media storage (one interface, a backend chosen here: `local` files served by the media target, or GCS).
-    media_storage: Literal["local", "gcs"] = "local"
-    media_gcs_bucket: str = "roomee-media"
-    media_gcs_project: str | None = None
-    media_gcs_endpoint: str | None = Field(
-        default=None, description="GCS API base URL (an emulator such as fake-gcs-server); unset: Google's."
-    )
-    media_gcs_credentials_file: Path | None = Field(
-        default=None, description="Service-account JSON key that signs the V4 upload/download URLs."
-    )
-    media_signing_secret: str | None = Field(
-        default=None, description="Key of the local backend's signed URLs (the same for every replica); "
-        "unset: derived from the service secret."
-    )
-    media_max_file_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="Largest file one upload may hold.")
-    media_allowed_types: list[str] = Field(
-        default_factory=lambda: [
-            "image/jpeg", "image/png", "image/gif", "image/webp",
-            "video/mp4", "video/quicktime", "video/webm", "application/pdf",
-        ],
-        description="Content types an upload may declare (and must really be).",
-    )
-    media_upload_url_ttl_seconds: int = Field(default=900, gt=0, description="Lifetime of a presigned upload URL.")
-    media_download_url_ttl_seconds: int = Field(default=300, gt=0, description="Lifetime of a signed GET (gcs).")
-    media_thumbnail_box: int = Field(default=320, gt=0, description="Thumbnails fit in this square (pixels).")
-    media_sweep_interval_seconds: float = Field(
-        default=30.0, gt=0, description="How often expired reservations and released objects are cleaned up."
-    )
-
     # Sagas (kit.saga) and the hotel target's provisioning.
     saga_lease_seconds: float = Field(default=30.0, gt=0, description="A process holds a saga this long "
                                       "without progress before another may resume it (after a crash).")
