@@ -60,6 +60,12 @@ async def test_add_hotel_provisions_every_step(platform):
         assert created["payload"]["hotel"]["qrLink"] == hotel["qrLink"]
         assert len(tap.of("roomee.storage.media")) == 1
 
+        metrics = (await client.get("/metrics")).text
+        for step in STEPS[1:]:
+            assert f'saga_steps_total{{outcome="succeeded",saga="hotel-provisioning",step="{step}"}}' in metrics
+            assert f'saga_step_duration_seconds_count{{outcome="succeeded",saga="hotel-provisioning",step="{step}"}}' in metrics
+        assert 'sagas_in_flight{saga="hotel-provisioning"}' in metrics
+
 
 async def test_same_idempotency_key_concurrently_makes_one_hotel(platform):
     async with platform.client() as client:

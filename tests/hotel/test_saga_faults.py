@@ -160,3 +160,20 @@ async def test_broker_down_delays_then_compensates_without_a_late_quota(tmp_path
         await asyncio.sleep(1.0)  # the broker is back: a quota event, had it stayed, would land now
         assert [e for e in tap.of("roomee.storage.media") if e["ecosystemId"] == hotel_id] == []
         await assert_nothing_left(running, client, hotel_id, document)
+
+
+async def test_delete_waits_for_provisioning_to_end(tmp_path, monkeypatch):
+    async with platform_behind_proxy(tmp_path, monkeypatch) as (running, proxy), running.client() as client:
+        operator = await running.service_headers("operator")
+        gate = proxy.hold(*ASSIGN)
+        hotel_id = await add_hotel(client, operator)
+        await asyncio.wait_for(gate.reached.wait(), 30)
+        early = await client.delete(f"/hotel/{hotel_id}", headers=operator)
+        assert early.status_code == 409 and early.json()["error"] == "hotel_provisioning"
+        assert early.headers["retry-after"]
+        plan_change = await client.patch(f"/hotel/{hotel_id}", json={"plan": "free"}, headers=operator)
+        assert plan_change.status_code == 409 and plan_change.json()["error"] == "hotel_not_ready"
+        proxy.release(gate)
+        assert (await wait_for_status(client, operator, hotel_id))["status"] == "ready"
+        assert (await client.delete(f"/hotel/{hotel_id}", headers=operator)).status_code == 202
+        await wait_for_status(client, operator, hotel_id, statuses=("deleted",))
