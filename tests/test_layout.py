@@ -59,7 +59,7 @@ def _shape_problems(folder: Path) -> list[str]:
 
 
 def test_every_service_folder_is_a_registered_target_with_the_service_shape():
-    registered = {spec.package.rsplit(".", 1)[1] for spec in targets.TARGETS.values()}
+    registered = {spec.package.rsplit(".", 1)[1] for spec in targets.TARGETS.values() if spec.runner is None}
     assert SERVICE_PACKAGES == registered, "service folders and registered targets differ"
     problems = [problem for service in sorted(SERVICE_PACKAGES) for problem in _shape_problems(SOURCE / service)]
     assert problems == []

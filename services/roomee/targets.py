@@ -23,6 +23,9 @@ class TargetSpec:
     consumers: str | None = None
     workers: str | None = None
     mount: str | None = None
+    # A process of its own instead of the platform's app (the operator): ``runner(settings)``.
+    # Such a target is never part of ``all``.
+    runner: str | None = None
 
     def load(self, ref: str | None) -> Any:
         if ref is None:
@@ -49,6 +52,7 @@ TARGETS: dict[str, TargetSpec] = {
         TargetSpec("billing", "api-stripe", "roomee.billing", depends_on=("auth",), setup="service:setup"),
         TargetSpec("news", "api-news", "roomee.news", depends_on=("auth", "members", "media"), consumers="events:consumers", workers="events:workers"),
         TargetSpec("notification", "api-notification", "roomee.notification", depends_on=("auth", "members"), setup="service:setup", consumers="events:consumers", workers="service:workers", mount="socket:mount"),
+        TargetSpec("operator", "roomee-operator", "roomee.operator", depends_on=("auth", "hotel", "members"), runner="main:serve"),
     )
 }
 
@@ -60,7 +64,7 @@ def resolve(names: str | list[str]) -> list[TargetSpec]:
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if ALL in names:
-        return list(TARGETS.values())
+        return [spec for spec in TARGETS.values() if spec.runner is None]
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
         raise ValueError(f"unknown target(s): {', '.join(unknown)}; available: {', '.join(TARGETS)}, all")

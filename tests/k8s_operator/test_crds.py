@@ -61,6 +61,8 @@ INVALID_HOTELS = {
     "unknown plan": ("spec.plan", "platinum"),
     "empty name": ("spec.name", ""),
     "no contact": ("spec.contact", ...),
+    "no phone": ("spec.contact.phone", ...),
+    "empty address": ("spec.contact.address", ""),
     "contact email not an email": ("spec.contact.email", "not-an-email"),
     "phone with letters": ("spec.contact.phone", "call me maybe"),
     "no administrator": ("spec.administrator", ...),

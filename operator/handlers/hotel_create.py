@@ -1,0 +1,70 @@
+"""Hotel created (or found when the operator starts): ``POST /hotel/add`` once, keyed by the
+object's uid, then follow ``GET /hotel/{id}/provisioning`` until the saga ends, mirroring each step
+into a condition. kopf re-runs this handler after each TemporaryError (its delay is the poll)."""
+
+from __future__ import annotations
+
+import kopf
+
+from roomee.operator import hotels
+from roomee.operator.metrics import measured
+from roomee.operator.platform import PlatformAPI, error_detail
+from roomee.operator.settings import GROUP, VERSION
+from roomee.operator.conditions import READY, Condition
+
+
+async def _submit(api: PlatformAPI, body, spec, uid: str, patch: kopf.Patch, generation: int, retry: int) -> str:
+    response = await api.call(api.hotel, "POST", "/hotel/add", retry=retry, endpoint="/hotel/add",
+                              json=hotels.add_body(dict(spec)), headers={"Idempotency-Key": f"hotel-{uid}"})
+    if response.status_code == 409:  # the first request with this key is still running
+        raise kopf.TemporaryError(error_detail(response), delay=1)
+    if response.status_code in (400, 409, 422):
+        hotels.set_conditions(body, patch, [Condition(READY, "False", "Rejected", error_detail(response))], generation)
+        raise kopf.PermanentError(f"the hotel service refused this Hotel: {error_detail(response)}")
+    if response.status_code not in (200, 201, 202):
+        raise kopf.TemporaryError(f"POST /hotel/add answered {response.status_code}: {error_detail(response)}",
+                                  delay=5)
+    hotel_id = response.json()["id"]
+    patch.status["hotelId"] = hotel_id
+    kopf.event(body, type="Normal", reason="Accepted", message=f"hotel {hotel_id} is being provisioned")
+    return hotel_id
+
+
+@kopf.on.resume(GROUP, VERSION, "hotels", id="hotel-resume")
+@kopf.on.create(GROUP, VERSION, "hotels", id="hotel-create")
+async def create_hotel(body, spec, status, meta, uid, patch: kopf.Patch, memo, retry: int, **_) -> None:
+    with measured("hotel", "create"):
+        api: PlatformAPI = memo.api
+        generation = meta.get("generation")
+        hotel_id = status.get("hotelId") or await _submit(api, body, spec, uid, patch, generation, retry)
+        response = await api.call(api.hotel, "GET", f"/hotel/{hotel_id}/provisioning", retry=retry,
+                                  endpoint="/hotel/{id}/provisioning")
+        if response.status_code == 404:
+            hotels.not_found(body, patch, hotel_id, generation)
+            raise kopf.PermanentError(f"hotel {hotel_id} was deleted outside Kubernetes")
+        if response.status_code != 200:
+            raise kopf.TemporaryError(f"provisioning answered {response.status_code}: {error_detail(response)}",
+                                      delay=api.poll_delay(retry))
+        document = response.json()
+        hotels.mirror(body, patch, document, generation)
+        if document["status"] == "failed":
+            raise kopf.PermanentError(f"provisioning of hotel {hotel_id} failed")
+        if document["status"] != "ready":
+            raise kopf.TemporaryError(f"hotel {hotel_id} is {document['status']}", delay=api.poll_delay(retry))
+        await _converge(api, body, spec, hotel_id, retry)
+        patch.status["observedGeneration"] = generation
+
+
+async def _converge(api: PlatformAPI, body, spec, hotel_id: str, retry: int) -> None:
+    """A spec edited while the hotel was provisioning: send what changed since the POST."""
+    response = await api.call(api.hotel, "GET", f"/hotel/{hotel_id}", retry=retry, endpoint="/hotel/{id}")
+    if response.status_code != 200:
+        return
+    changes = hotels.differences(hotels.wanted_fields(dict(spec)), response.json())
+    if changes:
+        updated = await api.call(api.hotel, "PATCH", f"/hotel/{hotel_id}", retry=retry, endpoint="/hotel/{id}",
+                                 json=changes)
+        if updated.status_code >= 400:
+            raise kopf.TemporaryError(f"PATCH /hotel/{hotel_id} answered {updated.status_code}: "
+                                      f"{error_detail(updated)}", delay=1)
+        kopf.event(body, type="Normal", reason="Updated", message=f"hotel {hotel_id}: {', '.join(sorted(changes))} updated")

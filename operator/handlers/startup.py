@@ -1,0 +1,25 @@
+"""The one startup handler: where kopf keeps its state (annotations and a finalizer under roomee.io)."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from roomee.operator.settings import FINALIZER, GROUP
+
+
+@kopf.on.startup(id="configure")
+def configure(settings: kopf.OperatorSettings, **_) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration",
+    )
+    # Our kopf.event/kopf.warn calls and handler failures are the Events; info log lines stay in the log.
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "roomee-operator"
+    settings.posting.event_name_prefix = "roomee-operator-"
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
