@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.platform import RunningPlatform, make_settings, running_platform
 from tests.fixtures.stripe import WEBHOOK_SECRET, LocalStripe, localstripe  # noqa: F401 (fixture)
@@ -19,6 +20,17 @@ class Billing:
     running: RunningPlatform
     provider: str
     stripe: LocalStripe | None
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples (``name`` as exposed) matching ``labels``, from GET /metrics."""
+        async with self.running.client() as client:
+            text = (await client.get("/metrics")).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
 
     async def hotel_headers(self) -> dict[str, str]:
         """A service token of the hotel target, which holds `billing:subscriptions`."""

@@ -43,7 +43,7 @@ class FaultyStripe:
             if fault.mode == "error":
                 return web.json_response({"error": {"type": "api_error", "message": "injected"}}, status=500)
             if fault.mode == "hang":
-                await asyncio.sleep(5)
+                await asyncio.sleep(4)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         async with aiohttp.ClientSession() as session:
             async with session.request(request.method, self.upstream + request.path_qs, data=body, headers=headers) as answer:
@@ -75,7 +75,7 @@ async def billing_behind_faults(tmp_path, localstripe, faulty):
     # The SDK's own retries are off: what is tested is billing's find-before-create, which is what
     # protects against duplicates where idempotency keys are not honoured (localstripe).
     async with billing_platform(tmp_path, "stripe", localstripe, stripe_api_url=faulty.url,
-                                stripe_max_network_retries=0, stripe_timeout_seconds=1.0) as running:
+                                stripe_max_network_retries=0, stripe_timeout_seconds=2.5) as running:
         yield running
 
 
@@ -113,7 +113,7 @@ async def test_a_failed_assign_is_retried_into_exactly_one_subscription(billing_
         assert (await client.get("/sub/customers/hotel-f/subscription", headers=headers)).status_code == 404
 
         if fault.mode == "hang":
-            await asyncio.sleep(4.5)  # the late answer lands in Stripe meanwhile
+            await asyncio.sleep(3)  # the late request lands in Stripe meanwhile (4 s after it was sent)
         retried = await client.post("/sub/assign-subscription/", json=ASSIGN, headers=headers)
         assert retried.status_code == 201, retried.text
         again = await client.post("/sub/assign-subscription/", json=ASSIGN, headers=headers)
@@ -131,6 +131,8 @@ async def test_stripe_down_means_503_then_recovery(billing_behind_faults, faulty
     async with billing.running.client() as client:
         created = await client.post("/sub/assign-subscription/", json=ASSIGN, headers=headers)
         assert created.status_code == 201
+        unavailable_before = await billing.metric("billing_provider_request_duration_seconds_count",
+                                                  outcome="unavailable")
         faulty.down = True
         try:
             for method, path, body in [
@@ -146,6 +148,8 @@ async def test_stripe_down_means_503_then_recovery(billing_behind_faults, faulty
             assert current.json()["productId"] == "premium" and current.json()["status"] == created.json()["status"]
         finally:
             faulty.down = False
+        assert await billing.metric("billing_provider_request_duration_seconds_count",
+                                    outcome="unavailable") >= unavailable_before + 3
         canceled = await client.post("/sub/customers/hotel-f/cancel", headers=headers)
         assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
     subscriptions, _ = await _stripe_state(billing.stripe)

@@ -156,3 +156,36 @@ async def test_unknown_hotel_and_bad_input(billing):
         assert not_json.status_code == 422
         # Nothing was created by any of these.
         assert (await client.get("/sub/customers/h/subscription", headers=headers)).status_code == 404
+
+
+async def test_concurrent_plan_changes_and_cancels(billing):
+    headers = await billing.hotel_headers()
+    async with billing.running.client() as client, event_tap(billing.running, ["roomee.storage.media"]) as tap:
+        created = await client.post("/sub/assign-subscription/", json={"customerId": "h-cc", "productId": "free"},
+                                    headers=headers)
+        assert created.status_code == 201
+        changes = await asyncio.gather(*(
+            client.post("/sub/customers/h-cc/change-plan", json={"productId": "premium"}, headers=headers)
+            for _ in range(6)
+        ))
+        assert [c.status_code for c in changes] == [200] * 6, [c.text for c in changes]
+        assert {c.json()["productId"] for c in changes} == {"premium"}
+        await tap.wait_for("roomee.storage.media")
+        await asyncio.sleep(0.5)
+        assert len(tap.of("roomee.storage.media")) == 1  # one change, one quota event
+
+        cancels = await asyncio.gather(*(client.post("/sub/customers/h-cc/cancel", headers=headers) for _ in range(6)))
+        assert [c.status_code for c in cancels] == [200] * 6, [c.text for c in cancels]
+        assert {c.json()["status"] for c in cancels} == {"canceled"}
+        assert len({c.json()["endedAt"] for c in cancels}) == 1
+
+
+async def test_openapi_lists_every_billing_route_and_its_errors(billing):
+    async with billing.running.client() as client:
+        document = (await client.get("/openapi/billing.json")).json()
+    paths = document["paths"]
+    assert set(paths) == {"/sub/plans", "/sub/assign-subscription/", "/sub/customers/{customer_id}/subscription",
+                          "/sub/customers/{customer_id}/cancel", "/sub/customers/{customer_id}/change-plan",
+                          "/sub/subscription", "/sub/webhook"}
+    assert {"401", "403", "409", "422", "503"} <= set(paths["/sub/assign-subscription/"]["post"]["responses"])
+    assert "400" in paths["/sub/webhook"]["post"]["responses"]

@@ -87,8 +87,12 @@ async def test_the_same_event_is_handled_once_even_concurrently(billing):
         payload = subscription_event(subscription, status="past_due")
         first = await client.post("/sub/webhook", content=payload, headers=signed(payload))
         assert first.json() == {"received": True, "duplicate": False, "outcome": "applied"}
+        duplicates_before = await billing.metric("billing_webhook_events_total", type="customer.subscription.updated",
+                                                 outcome="duplicate")
         again = await client.post("/sub/webhook", content=payload, headers=signed(payload))
         assert again.status_code == 200 and again.json()["duplicate"] is True
+        assert await billing.metric("billing_webhook_events_total", type="customer.subscription.updated",
+                                    outcome="duplicate") == duplicates_before + 1
 
         event = await tap.wait_for("roomee.notification.hotel.updated")
         assert event["ecosystemId"] == "hotel-w2" and event["workspaceId"] is None

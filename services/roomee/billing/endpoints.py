@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.billing import schemas
 from roomee.billing.plans import PLANS
@@ -16,7 +17,7 @@ from roomee.kit.platform import ServiceContext
 router = APIRouter(tags=["billing"])
 
 SCOPE = "billing:subscriptions"
-Session = Annotated[Any, Depends(session_for("billing"), scope="function")]
+Session = Annotated[AsyncSession, Depends(session_for("billing"), scope="function")]
 Context = Annotated[ServiceContext, Depends(context_of("billing"))]
 Caller = Annotated[Principal, Depends(require_service_scope(SCOPE))]
 HotelId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$", description="The hotel id.")]

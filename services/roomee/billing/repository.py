@@ -32,6 +32,18 @@ class SubscriptionRepository:
         """Insert a live subscription unless the hotel has one; waits for a concurrent insert to finish."""
         return await insert_unless_conflict(self.session, subscription, values)
 
+    async def lock_customer(self, customer_id: str) -> None:
+        """Serialise writers of one hotel before anything is read (PostgreSQL locks the rows it reads instead).
+
+        On SQLite the first write takes the database's write lock and waits for a concurrent writer;
+        a read first would pin a snapshot that the other's commit makes stale (SQLITE_BUSY_SNAPSHOT).
+        """
+        if not self.lock_rows:
+            await self.session.execute(
+                sa.update(subscription).where(subscription.c.customer_id == customer_id)
+                .values(customer_id=subscription.c.customer_id)
+            )
+
     async def live_for_customer(self, customer_id: str) -> dict | None:
         query = sa.select(subscription).where(subscription.c.customer_id == customer_id, subscription.c.ended_at.is_(None))
         return await self._one(query)

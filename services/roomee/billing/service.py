@@ -185,6 +185,7 @@ class BillingService:
 
     async def cancel(self, hotel_id: str) -> dict[str, Any]:
         """Cancel the live subscription now; a hotel whose subscription already ended gets it back as is."""
+        await self.subscriptions.lock_customer(hotel_id)
         row = await self.subscriptions.live_for_customer(hotel_id)
         if row is None:
             ended = await self.subscriptions.latest_for_customer(hotel_id)
@@ -202,6 +203,7 @@ class BillingService:
     async def change_plan(self, hotel_id: str, plan_id: str) -> dict[str, Any]:
         """Move the live subscription to another plan; the hotel's storage quota follows."""
         plan = plan_of(plan_id)
+        await self.subscriptions.lock_customer(hotel_id)
         row = await self.subscriptions.live_for_customer(hotel_id)
         if row is None:
             if await self.subscriptions.latest_for_customer(hotel_id) is None:
