@@ -56,3 +56,18 @@ async def comment(client, person, page: dict, content: str = "Merci !", expected
                                  headers=person.headers)
     assert response.status_code == expected, response.text
     return response.json()
+
+
+async def every_item(client, person, path: str, limit: int, **params) -> list[dict]:
+    """Every item of a cursor-paginated list, following ``nextCursor`` page by page."""
+    items, cursor = [], None
+    while True:
+        query = {**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
+        response = await client.get(path, params=query, headers=person.headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert len(body["items"]) <= limit
+        items += body["items"]
+        cursor = body["nextCursor"]
+        if not cursor:
+            return items

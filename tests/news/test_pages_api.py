@@ -3,7 +3,7 @@ permissions, soft delete, idempotent creation and the page events."""
 
 from __future__ import annotations
 
-from tests.news.support import create_article, create_feed, create_page, news_team
+from tests.news.support import create_article, create_feed, create_page, every_item, news_team
 
 
 async def test_feed_and_articles_newest_first_by_cursor_with_sanitised_content(tmp_path):
@@ -23,16 +23,7 @@ async def test_feed_and_articles_newest_first_by_cursor_with_sanitised_content(t
         assert dirty["parent"] == {"id": feed["id"], "title": "Actualités", "pageType": "feed"}
         assert dirty["author"] == {"id": admin.member_id, "name": "Ada Admin"}
 
-        seen, cursor = [], None
-        while True:
-            response = await client.get("/api/v1/pages", params={"parentId": feed["id"], "limit": 2, **({"cursor": cursor} if cursor else {})},
-                                        headers=bob.headers)
-            assert response.status_code == 200, response.text
-            body = response.json()
-            seen += [item["id"] for item in body["items"]]
-            cursor = body["nextCursor"]
-            if not cursor:
-                break
+        seen = [p["id"] for p in await every_item(client, bob, "/api/v1/pages", 2, parentId=feed["id"])]
         assert seen == [dirty["id"], *[a["id"] for a in reversed(articles)]]
 
         top = await client.get("/api/v1/pages", headers=bob.headers)

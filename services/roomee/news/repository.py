@@ -41,13 +41,20 @@ def _mine(table: sa.Table, member_id: str):
     )
 
 
+_parent = page.alias("parent")
+
+
 class PageRepository(_Repository):
     def _with_mine(self, member_id: str):
+        """Pages with their parent's title and type, and the member's like and acknowledgement: what
+        a reader sees, in one query."""
         return sa.select(
             page,
+            _parent.c.title.label("parent_title"),
+            _parent.c.page_type.label("parent_page_type"),
             _mine(page_like, member_id).label("liked_by_me"),
             _mine(acknowledgement, member_id).label("acknowledged_by_me"),
-        )
+        ).select_from(page.outerjoin(_parent, sa.and_(_parent.c.id == page.c.parent_id, _parent.c.deleted_at.is_(None))))
 
     async def insert(self, values: dict[str, Any]) -> None:
         await self.session.execute(sa.insert(page).values(**values))

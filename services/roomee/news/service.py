@@ -68,11 +68,21 @@ def _page_event_payload(row: dict, parent: dict | None) -> dict[str, Any]:
     return {
         "id": row["id"],
         "title": row["title"],
-        "parent": (
-            {"id": parent["id"], "title": parent["title"], "pageType": parent["page_type"]} if parent else None
-        ),
+        "parent": _page_ref(parent) if parent else None,
         "medias": [{"fileUrl": m.get("fileUrl"), "thumbnailUrl": m.get("thumbnailUrl")} for m in row["medias"]],
     }
+
+
+def _page_ref(row: dict) -> dict[str, Any]:
+    """A page as events name it (the seed's ``parent``)."""
+    return {"id": row["id"], "title": row["title"], "pageType": row["page_type"]}
+
+
+def _parent_of_row(row: dict) -> dict | None:
+    """The parent read with the page (``PageRepository`` joins its title and type)."""
+    if row.get("parent_id") is None or row.get("parent_title") is None:
+        return None
+    return {"id": row["parent_id"], "title": row["parent_title"], "page_type": row["parent_page_type"]}
 
 
 def present_page(row: dict, parent: dict | None) -> dict[str, Any]:
@@ -105,15 +115,6 @@ class NewsService:
         self.reactions = ReactionRepository(session)
         self.acknowledgements = AcknowledgementRepository(session)
         self.directory = directory(session)
-
-    # --- who is calling -------------------------------------------------------------------------
-
-    async def ensure_member(self, principal: Principal) -> None:
-        """A member removed since their token was issued is refused at once (the directory learns it
-        from ``member.deleted``), not when the token expires."""
-        found = await self.directory.member(principal.member_id)
-        if found is not None and (found["deleted_at"] is not None or found["workspace_id"] != principal.workspace_id):
-            raise Forbidden("this member was removed from the workspace", code="member_removed")
 
     async def _workspace_name(self, workspace_id: str) -> str | None:
         found = await self.directory.workspace(workspace_id)
@@ -223,22 +224,20 @@ class NewsService:
     async def list_pages(
         self, principal: Principal, *, parent_id: str | None, page_type: str | None, cursor: str | None, limit: int
     ) -> dict:
-        parent = None
-        if parent_id is not None:
-            parent = (await self.pages.titles(principal.workspace_id, [parent_id])).get(parent_id)
-            if parent is None:
-                raise NotFound("page not found", code="page_not_found")
         rows = await self.pages.children(
             principal.workspace_id, parent_id, principal.member_id, page_type=page_type,
             before=_time_cursor(cursor), limit=limit,
         )
-        return {"items": [present_page(r, parent) for r in rows], "next_cursor": _next_time_cursor(rows, limit)}
+        if not rows and parent_id is not None and not await self.pages.titles(principal.workspace_id, [parent_id]):
+            # Children are read with their parent; only an empty list needs to ask whether it exists.
+            raise NotFound("page not found", code="page_not_found")
+        return {"items": [present_page(r, _parent_of_row(r)) for r in rows], "next_cursor": _next_time_cursor(rows, limit)}
 
     async def get_page(self, principal: Principal, page_id: str) -> dict:
         found = await self.pages.get_for(principal.workspace_id, page_id, principal.member_id)
         if found is None:
             raise NotFound("page not found", code="page_not_found")
-        return present_page(found, await self._parent_of(principal, found))
+        return present_page(found, _parent_of_row(found))
 
     async def update_page(self, principal: Principal, page_id: str, changes: dict[str, Any]) -> dict:
         found = await self._live_page(principal, page_id)
@@ -329,7 +328,7 @@ class NewsService:
         then push + socket to the page's author when the page asks for it."""
         payload = {
             "id": row["id"],
-            "page": {"id": page_row["id"], "title": page_row["title"], "pageType": page_row["page_type"]},
+            "page": _page_ref(page_row),
             "parentId": row["parent_id"],
             "content": row["content"],
             "commentCount": count,
@@ -383,32 +382,36 @@ class NewsService:
         found = await self._live_page(principal, page_id)
         added = await self.reactions.add(page_like, {"page_id": page_id, "member_id": principal.member_id,
                                                      "workspace_id": principal.workspace_id, "created_at": utcnow()})
-        count = found["like_count"]
-        if added:
-            count = await self.pages.add_to_counter(principal.workspace_id, page_id, "like_count", 1)
-            if found["author_id"] != principal.member_id:
-                await events.publish(
-                    self.session, events.LIKE_CREATED, principal,
-                    workspace_name=await self._workspace_name(principal.workspace_id),
-                    payload={"page": {"id": found["id"], "title": found["title"], "pageType": found["page_type"]},
-                             "likeCount": count},
-                    channels=events.PUSH_AND_SOCKET, receiver_ids=[found["author_id"]],
-                )
+        if not added:
+            # Liked already, maybe by a concurrent request committed since the page was read: count anew.
+            return {"page_id": page_id, "liked": True, "like_count": await self._likes(principal, page_id)}
+        count = await self.pages.add_to_counter(principal.workspace_id, page_id, "like_count", 1)
+        if found["author_id"] != principal.member_id:
+            await self._like_event(principal, events.LIKE_CREATED, found, count, receivers=[found["author_id"]])
         return {"page_id": page_id, "liked": True, "like_count": count}
 
     async def unlike(self, principal: Principal, page_id: str) -> dict:
         found = await self._live_page(principal, page_id)
-        count = found["like_count"]
-        if await self.reactions.remove(page_like, page_id, principal.member_id):
-            count = await self.pages.add_to_counter(principal.workspace_id, page_id, "like_count", -1)
-            await events.publish(
-                self.session, events.LIKE_DELETED, principal,
-                workspace_name=await self._workspace_name(principal.workspace_id),
-                payload={"page": {"id": found["id"], "title": found["title"], "pageType": found["page_type"]},
-                         "likeCount": count},
-                channels=events.SOCKET_ONLY,
-            )
+        if not await self.reactions.remove(page_like, page_id, principal.member_id):
+            return {"page_id": page_id, "liked": False, "like_count": await self._likes(principal, page_id)}
+        count = await self.pages.add_to_counter(principal.workspace_id, page_id, "like_count", -1)
+        await self._like_event(principal, events.LIKE_DELETED, found, count, receivers=[])
         return {"page_id": page_id, "liked": False, "like_count": count}
+
+    async def _likes(self, principal: Principal, page_id: str) -> int:
+        current = await self.pages.get(principal.workspace_id, page_id)
+        if current is None:
+            raise NotFound("page not found", code="page_not_found")
+        return current["like_count"]
+
+    async def _like_event(self, principal: Principal, event_type: str, page_row: dict, count: int | None,
+                          *, receivers: list[str]) -> None:
+        """``like.created`` with push + socket to the page's author; ``like.deleted`` as a socket UI update."""
+        await events.publish(
+            self.session, event_type, principal, workspace_name=await self._workspace_name(principal.workspace_id),
+            payload={"page": _page_ref(page_row), "likeCount": count},
+            channels=events.PUSH_AND_SOCKET if receivers else events.SOCKET_ONLY, receiver_ids=receivers,
+        )
 
     # --- acknowledgements -----------------------------------------------------------------------
 
