@@ -167,7 +167,8 @@ async def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as scratch:
             settings = make_settings(Path(scratch), **overrides)
-            async with running_platform(settings) as running, running.client() as client:
+            async with running_platform(settings) as running, \
+                    httpx.AsyncClient(base_url=running.url, timeout=args.timeout) as client:
                 operator = await running.service_headers("operator")
                 as_hotel = await running.service_headers("hotel")
                 await provision(client, operator, 1, args.timeout)  # warm-up (connections, caches)

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -363,19 +363,28 @@ class SagaEngine:
     def _step_run(self, key: str, saga: dict, row: dict, attempt: int, resumed: bool) -> StepRun:
         return StepRun(self, key, row["name"], attempt, row["external_id"], saga["data"], resumed)
 
+    async def _mark_running(self, session: AsyncSession, key: str, row: dict) -> None:
+        """Record the intent: the step is about to call out (committed before the call)."""
+        await session.execute(
+            sa.update(self.step_table).where(*self.step_where(key, row["name"])).values(
+                status=STEP_RUNNING, attempts=row["attempts"] + 1, started_at=row["started_at"] or utcnow(),
+            )
+        )
+
     async def _forward(self, key: str, saga: dict, steps: list[dict]) -> None:
-        name = self.definition.name
-        for row in steps:
-            if row["status"] == STEP_SUCCEEDED:
-                continue
+        """Run the unfinished steps in order. A step's success, its local effects and the next step's
+        intent commit in one transaction (one commit per step)."""
+        todo = [row for row in steps if row["status"] != STEP_SUCCEEDED]
+        async with self.transaction(key) as session:
+            if todo:
+                await self._mark_running(session, key, todo[0])
+            else:
+                await self._release(session, key, None, status=SUCCEEDED, finished_at=utcnow())
+                if self.definition.on_succeeded is not None:
+                    await self.definition.on_succeeded(session, key, saga["data"], None)
+        for index, row in enumerate(todo):
             step = self.definition.step(row["name"])
             attempt = row["attempts"] + 1
-            async with self.transaction(key) as session:
-                await session.execute(
-                    sa.update(self.step_table).where(*self.step_where(key, step.name)).values(
-                        status=STEP_RUNNING, attempts=attempt, started_at=row["started_at"] or utcnow(),
-                    )
-                )
             run = self._step_run(key, saga, row, attempt, resumed=row["attempts"] > 0)
             started = time.perf_counter()
             try:
@@ -389,6 +398,7 @@ class SagaEngine:
                 return
             self._observe(step.name, "succeeded", started)
             saga["data"].update(result.data)
+            following = todo[index + 1] if index + 1 < len(todo) else None
             async with self.transaction(key) as session:
                 await session.execute(
                     sa.update(self.step_table).where(*self.step_where(key, step.name)).values(
@@ -401,11 +411,13 @@ class SagaEngine:
                 )
                 if result.apply is not None:
                     await result.apply(session)
-        async with self.transaction(key) as session:
-            await self._release(session, key, None, status=SUCCEEDED, finished_at=utcnow())
-            if self.definition.on_succeeded is not None:
-                await self.definition.on_succeeded(session, key, saga["data"], None)
-        log.info("saga succeeded", extra={"saga": name, "key": key})
+                if following is not None:
+                    await self._mark_running(session, key, following)
+                else:
+                    await self._release(session, key, None, status=SUCCEEDED, finished_at=utcnow())
+                    if self.definition.on_succeeded is not None:
+                        await self.definition.on_succeeded(session, key, saga["data"], None)
+        log.info("saga succeeded", extra={"saga": self.definition.name, "key": key})
 
     async def _step_failed(self, key: str, saga: dict, step: SagaStep, attempt: int, exc: Exception,
                            *, transient: bool) -> None:
@@ -557,8 +569,3 @@ def describe_step(row: dict) -> dict[str, Any]:
         "started_at": as_utc(row["started_at"]),
         "finished_at": as_utc(row["finished_at"]),
     }
-
-
-def lease_expired(saga: dict, now: datetime | None = None) -> bool:
-    expires = as_utc(saga.get("lease_expires_at"))
-    return expires is None or expires < (now or utcnow())
