@@ -188,6 +188,9 @@ async def test_server_side_upload_for_services(media_platform):
         assert (await usage(client, admin))["usedBytes"] < used_before - len(qr)
         assert not await stored(media_platform, media["id"], admin.ecosystem_id)
         assert (await client.delete("/media/00000000-0000-0000-0000-000000000000", headers=hotel)).status_code == 404
+        # After a deletion (a saga's compensation) the same key uploads a new file.
+        anew = await service_upload(client, hotel, admin.ecosystem_id, qr, public=True, idempotency_key="qr-1")
+        assert anew.status_code == 201 and anew.json()["id"] != media["id"]
 
 
 async def test_members_delete_with_publish_pages_and_storage_is_deleted_for_a_hotel(media_platform):
@@ -264,6 +267,17 @@ async def test_the_sweeper_frees_expired_reservations(local_media_platform):
         assert (await usage(client, admin))["reservedBytes"] == 0
         assert (await client.get(f"/media/{signed['id']}", headers=admin.headers)).status_code == 404
         assert not await stored(local_media_platform, signed["id"], admin.ecosystem_id)
+
+
+async def test_concurrent_reservations_never_exceed_the_quota(local_media_platform):
+    async with local_media_platform.client() as client:
+        admin = await make_admin(local_media_platform, client, "admin@example.com")
+        await grant_storage(local_media_platform, admin.ecosystem_id, 1)
+        answers = await asyncio.gather(*(
+            presign(client, admin, b"", "video/mp4", f"{n}.mp4", size=300_000) for n in range(8)
+        ))
+        assert sorted(a.status_code for a in answers) == [201] * 3 + [409] * 5
+        assert (await usage(client, admin))["reservedBytes"] == 900_000
 
 
 async def test_the_local_upload_url_checks_its_signature(local_media_platform):

@@ -149,7 +149,7 @@ class MediaRepository:
         await self.session.execute(
             sa.update(media)
             .where(media.c.ecosystem_id == ecosystem_id, media.c.status.in_(("pending", "completed")))
-            .values(status="deleted", deleted_at=now)
+            .values(status="deleted", deleted_at=now, idempotency_key=None)
         )
 
     async def expire_pending(self, now: datetime, limit: int) -> list[dict]:

@@ -408,6 +408,7 @@ class MediaService:
                     existing = await MediaRepository(session).by_idempotency_key(ecosystem_id, idempotency_key)
                 if existing is not None and existing["status"] == "completed":
                     return self.present(existing)  # the same key won a concurrent race
+                raise Conflict("an upload with this idempotency key is in progress", code="idempotency_conflict") from None
             raise
         uploads_total.labels("media", "server", "completed").inc()
         return self.present(values)
@@ -430,7 +431,9 @@ class MediaService:
                 principal.has(PUBLISH_PAGES) or row["uploaded_by"] == principal.member_id
             ):
                 raise Forbidden(f"permission '{PUBLISH_PAGES}' required", code="permission_denied")
-            if await media.transition(media_id, from_status=row["status"], values={"status": "deleted", "deleted_at": now}):
+            # The idempotency key is freed: uploading again with it stores a new file.
+            gone = {"status": "deleted", "deleted_at": now, "idempotency_key": None}
+            if await media.transition(media_id, from_status=row["status"], values=gone):
                 if row["status"] == "completed":
                     await QuotaRepository(session).adjust(
                         row["ecosystem_id"], used=-(row["size"] + row["thumbnail_size"]), now=now
