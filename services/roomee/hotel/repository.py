@@ -16,6 +16,9 @@ class HotelRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    async def lock(self) -> None:
+        await take_write_lock(self.session, hotel)
+
     async def insert(self, values: dict[str, Any]) -> None:
         await self.session.execute(sa.insert(hotel).values(**values))
 
@@ -41,9 +44,20 @@ class HotelRepository:
         return [dict(r) for r in rows.mappings()]
 
 
+async def take_write_lock(session: AsyncSession, table: sa.Table) -> None:
+    """SQLite: a transaction that reads before it writes fails at once ("database is locked") when
+    another commits in between; writing first takes the lock up front (a no-op on PostgreSQL)."""
+    if session.get_bind().dialect.name == "sqlite":
+        first = next(iter(table.primary_key.columns))
+        await session.execute(sa.update(table).where(sa.false()).values({first.name: first}))
+
+
 class IdempotencyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def lock(self) -> None:
+        await take_write_lock(self.session, idempotency_key)
 
     async def get(self, caller: str, key: str) -> dict | None:
         query = sa.select(idempotency_key).where(idempotency_key.c.caller == caller, idempotency_key.c.key == key)

@@ -172,6 +172,7 @@ class HotelService:
             try:
                 async with self.db.transaction() as session:
                     keys = IdempotencyRepository(session)
+                    await keys.lock()
                     found = await keys.get(caller, key)
                     if found is not None and as_utc(found["expires_at"]) < now:
                         await keys.delete(caller, key)
@@ -240,6 +241,7 @@ class HotelService:
 
     async def delete(self, caller: Principal, hotel_id: str) -> dict:
         async with self.db.transaction() as session:
+            await HotelRepository(session).lock()
             found = await self._visible(session, caller, hotel_id)
             if found["status"] == "provisioning":
                 raise Conflict("the hotel is still being provisioned; delete it once it is ready or failed",
