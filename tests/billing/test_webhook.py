@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import timedelta
 
 import stripe
 
@@ -189,3 +190,27 @@ async def test_a_cancel_made_in_stripe_arrives_through_its_own_webhook(stripe_bi
             assert again.status_code == 200 and again.json()["status"] == "canceled"
     finally:
         await http.close_async()
+
+
+async def test_old_event_ids_are_forgotten_after_the_retention(billing):
+    import sqlalchemy as sa
+
+    from roomee.billing.models import webhook_event
+    from roomee.billing.service import WEBHOOK_EVENT_RETENTION, purge_webhook_events
+    from roomee.kit.clock import utcnow
+
+    headers = await billing.hotel_headers()
+    ctx = billing.running.platform.services["billing"]
+    async with billing.running.client() as client:
+        subscription = await _subscribe(client, headers, "hotel-old")
+        old, recent = subscription_event(subscription, status="past_due"), subscription_event(subscription, status="active")
+        for payload in (old, recent):
+            assert (await client.post("/sub/webhook", content=payload, headers=signed(payload))).status_code == 200
+    old_id = json.loads(old)["id"]
+    async with ctx.db.transaction() as session:
+        await session.execute(sa.update(webhook_event).where(webhook_event.c.id == old_id)
+                              .values(received_at=utcnow() - WEBHOOK_EVENT_RETENTION - timedelta(minutes=1)))
+    assert await purge_webhook_events(ctx) == 1
+    async with ctx.db.transaction() as session:
+        remaining = (await session.execute(sa.select(webhook_event.c.id))).scalars().all()
+    assert old_id not in remaining and json.loads(recent)["id"] in remaining

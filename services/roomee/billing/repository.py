@@ -88,5 +88,9 @@ class WebhookEventRepository:
         """Remember an event id; False when it was already handled (a concurrent delivery waits here)."""
         return await insert_unless_conflict(self.session, webhook_event, values)
 
+    async def delete_received_before(self, cutoff) -> int:
+        result = await self.session.execute(sa.delete(webhook_event).where(webhook_event.c.received_at < cutoff))
+        return result.rowcount or 0
+
     async def set_outcome(self, event_id: str, outcome: str) -> None:
         await self.session.execute(sa.update(webhook_event).where(webhook_event.c.id == event_id).values(outcome=outcome))

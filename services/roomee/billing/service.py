@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import stripe
@@ -40,11 +43,34 @@ billing_webhook_events_total = Counter(
 SUBSCRIPTION_EVENTS = ("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted")
 
 
+# Stripe retries a delivery for up to three days; ids are kept well beyond that.
+WEBHOOK_EVENT_RETENTION = timedelta(days=30)
+PURGE_INTERVAL_SECONDS = 3600.0
+
+
 async def setup(ctx: ServiceContext) -> None:
     """The provider chosen by settings; closed when the platform stops."""
     provider = provider_from_settings(ctx.settings)
     ctx.state["provider"] = provider
     ctx.on_stop(provider.close)
+
+
+def workers(ctx: ServiceContext) -> list:
+    return [functools.partial(purge_worker, ctx)]
+
+
+async def purge_webhook_events(ctx: ServiceContext) -> int:
+    """Forget handled event ids older than the retention (a redelivery that old cannot come)."""
+    async with ctx.db.transaction() as session:
+        return await WebhookEventRepository(session).delete_received_before(utcnow() - WEBHOOK_EVENT_RETENTION)
+
+
+async def purge_worker(ctx: ServiceContext) -> None:
+    while True:
+        purged = await purge_webhook_events(ctx)
+        if purged:
+            log.info("forgot old webhook event ids", extra={"count": purged})
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
 
 
 def plan_of(plan_id: str) -> Plan:
