@@ -154,3 +154,31 @@ async def test_stripe_down_means_503_then_recovery(billing_behind_faults, faulty
         assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
     subscriptions, _ = await _stripe_state(billing.stripe)
     assert [s["status"] for s in subscriptions] == ["canceled"]
+
+
+async def test_a_cancel_or_plan_change_whose_answer_was_lost_is_finished_by_the_retry(billing_behind_faults, faulty):
+    billing = billing_behind_faults
+    headers = await billing.hotel_headers()
+    async with billing.running.client() as client:
+        created = (await client.post("/sub/assign-subscription/", json=ASSIGN, headers=headers)).json()
+        path = f"/v1/subscriptions/{created['id']}"
+
+        faulty.faults.append(Fault("POST", path, "lose"))
+        lost = await client.post("/sub/customers/hotel-f/change-plan", json={"productId": "standard"}, headers=headers)
+        assert lost.status_code == 503, lost.text
+        assert (await client.get("/sub/customers/hotel-f/subscription", headers=headers)).json()["productId"] == "premium"
+        changed = await client.post("/sub/customers/hotel-f/change-plan", json={"productId": "standard"}, headers=headers)
+        assert changed.status_code == 200 and changed.json()["productId"] == "standard"
+
+        faulty.faults.append(Fault("DELETE", path, "lose"))
+        lost = await client.post("/sub/customers/hotel-f/cancel", headers=headers)
+        assert lost.status_code == 503, lost.text
+        assert (await client.get("/sub/customers/hotel-f/subscription", headers=headers)).json()["status"] != "canceled"
+        canceled = await client.post("/sub/customers/hotel-f/cancel", headers=headers)
+        assert canceled.status_code == 200, canceled.text
+        assert canceled.json()["status"] == "canceled"
+
+    subscriptions, _ = await _stripe_state(billing.stripe)
+    assert [(s["id"], s["status"], s["plan"]["id"]) for s in subscriptions] == [
+        (created["id"], "canceled", "roomee-standard-monthly")
+    ]
