@@ -108,7 +108,7 @@ async def test_dead_letters_can_be_listed_and_replayed_from_the_cli(tmp_path):
     env = _env(ROOMEE_DATA_DIR=str(tmp_path), ROOMEE_QUEUE_PREFIX=settings.queue_prefix)
     if BACKEND == "real":
         env |= {"ROOMEE_BROKER_URL": settings.broker_url, "ROOMEE_EXCHANGE": settings.exchange}
-    queue = settings.queue_prefix + "cli_queue"
+    queue = settings.queue_prefix + "media_storage_queue"
     broker = broker_from_settings(settings)
     await broker.start()
     handled, failing = [], True
@@ -119,26 +119,26 @@ async def test_dead_letters_can_be_listed_and_replayed_from_the_cli(tmp_path):
         handled.append(delivery.message_id)
 
     try:
-        subscription = await broker.consume(queue, ["roomee.cli.#"], handler)
-        await broker.publish_batch([Message("roomee.cli.test", b'{"id": "evt-1"}', {}, "evt-1")])
+        subscription = await broker.consume(queue, ["roomee.storage.media"], handler)
+        await broker.publish_batch([Message("roomee.storage.media", b'{"id": "evt-1"}', {}, "evt-1")])
         for _ in range(100):
             if await broker.dead_letters(queue):
                 break
             await asyncio.sleep(0.1)
         listed = await asyncio.to_thread(
-            subprocess.run, [*ROOMEE, "events", "dead-letters", "--queue", "cli_queue"],
+            subprocess.run, [*ROOMEE, "events", "dead-letters", "--queue", "media_storage_queue"],
             capture_output=True, text=True, env=env,
         )
         assert listed.returncode == 0, listed.stderr
         letter = json.loads(listed.stdout.strip().splitlines()[0])
-        assert letter["routingKey"] == "roomee.cli.test" and "provider down" in letter["error"]
+        assert letter["routingKey"] == "roomee.storage.media" and "provider down" in letter["error"]
 
         failing = False
         replayed = await asyncio.to_thread(
-            subprocess.run, [*ROOMEE, "events", "replay", "--queue", "cli_queue", "--id", letter["id"]],
+            subprocess.run, [*ROOMEE, "events", "replay", "--queue", "media_storage_queue", "--id", letter["id"]],
             capture_output=True, text=True, env=env,
         )
-        assert replayed.stdout.strip() == "replayed 1 event(s) to cli_queue", replayed.stderr
+        assert replayed.stdout.strip() == "replayed 1 event(s) to media_storage_queue", replayed.stderr
         for _ in range(100):
             if handled:
                 break
@@ -149,3 +149,13 @@ async def test_dead_letters_can_be_listed_and_replayed_from_the_cli(tmp_path):
     finally:
         await broker.delete_queue(queue)
         await broker.close()
+
+
+def test_dead_letters_of_an_unknown_queue_are_refused_without_touching_the_broker(tmp_path):
+    for command in (["events", "dead-letters", "--queue", "notification_queu"],
+                    ["events", "replay", "--queue", "notification_queu"]):
+        # An unreachable broker URL: the command must answer before connecting (or declaring) anything.
+        out = subprocess.run([*ROOMEE, *command], capture_output=True, text=True, timeout=60,
+                             env=_env(ROOMEE_DATA_DIR=str(tmp_path), ROOMEE_BROKER_URL="amqp://guest:guest@127.0.0.1:9/"))
+        assert out.returncode == 2, out.stderr
+        assert "unknown queue 'notification_queu'" in out.stderr and "notification_queue" in out.stderr

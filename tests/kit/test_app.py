@@ -110,9 +110,51 @@ async def test_an_unhandled_error_is_logged_once_answered_and_keeps_the_connecti
 
 
 async def test_metric_labels_are_bounded(platform):
+    import asyncio
+
+    from roomee.kit.events import Message
+
+    # Anyone with broker access may publish any key: the consumer counts it under its binding.
+    await platform.platform.broker.publish_batch([Message("roomee.notification.random-key-987", b"not json")])
     async with platform.client() as client:
         await client.request("PROPFIND", "/health")
         await client.get("/members/some-raw-id-123")
-        text = (await client.get("/metrics")).text
-    assert "PROPFIND" not in text and "some-raw-id-123" not in text
+        for _ in range(100):
+            text = (await client.get("/metrics")).text
+            if _sample(text, "amqp_messages_total", routing_key="roomee.notification.#", direction="consume",
+                       status="dead"):
+                break
+            await asyncio.sleep(0.1)
+    assert "PROPFIND" not in text and "some-raw-id-123" not in text and "random-key-987" not in text
     assert _sample(text, "http_request_duration_seconds_count", method="OTHER") >= 1
+    assert _sample(text, "amqp_messages_total", service="notification", routing_key="roomee.notification.#",
+                   direction="consume", status="dead") >= 1
+
+
+async def test_readiness_follows_the_databases_not_the_broker(platform, monkeypatch):
+    from roomee.kit.events import BrokerUnavailable
+
+    async def broker_down():
+        raise BrokerUnavailable("AMQP connection lost; reconnecting")
+
+    monkeypatch.setattr(platform.platform.broker, "ping", broker_down)
+    async with platform.client() as client:
+        ready = await client.get("/health/ready")
+        text = (await client.get("/metrics")).text
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["broker"] == "unavailable: AMQP connection lost; reconnecting"
+    assert ready.json()["checks"]["database:members"] == "ok"
+    assert _sample(text, "broker_connected", service="all") == 0
+
+
+async def test_readiness_says_when_migrations_are_pending(tmp_path):
+    from tests.fixtures.platform import make_settings, running_platform
+
+    settings = make_settings(tmp_path, auto_migrate=False)
+    async with running_platform(settings, target="members") as running, running.client() as client:
+        pending = await client.get("/health/ready")
+        assert pending.status_code == 503
+        assert pending.json()["checks"]["migrations:members"].startswith("pending: at nothing, head ")
+        await running.platform.migrate()
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 200 and "migrations:members" not in ready.json()["checks"]

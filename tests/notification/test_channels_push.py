@@ -234,12 +234,12 @@ async def test_english_member_and_message_without_title():
     assert onesignal_language("zh-hant-TW") == "zh-Hant" and onesignal_language("pt_BR") == "pt"
 
 
-async def test_log_backend_logs_and_reports_one_sent_result_per_batch(caplog):
+async def test_log_backend_logs_and_reports_one_logged_result_per_batch(caplog):
     push = LogPush()
     with caplog.at_level(logging.INFO, logger="roomee.notification.push"):
         results = await push.send(message(subscriptions(2001)), idempotency_key="event-10")
     assert [len(r.recipients) for r in results] == [2000, 1]
-    assert all(r.status == "sent" and r.provider == "log" for r in results)
+    assert all(r.status == "logged" and r.provider == "log" for r in results)  # nothing was delivered
     assert sum("Nouvel article" in record.getMessage() for record in caplog.records) == 2
     assert await push.send(message([]), idempotency_key="event-11") == []
 

@@ -33,6 +33,11 @@ circuit_breaker_state = Gauge(
     "Circuit breaker state per caller and target: 0 closed, 1 half-open, 2 open.",
     ["service", "target"],
 )
+broker_connected = Gauge(
+    "broker_connected",
+    "1 while this process reaches the broker; 0 during an outage (events wait in the outbox).",
+    ["service"],
+)
 outbox_backlog = Gauge(
     "outbox_backlog",
     "Committed events not yet published.",

@@ -54,6 +54,17 @@ async def current(package: str, db: Database) -> str | None:
         return await conn.run_sync(read)
 
 
+async def pending(package: str, db: Database) -> str | None:
+    """What is left to apply (``"at X, head Y"``), or None when the database is at head."""
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(alembic_config(package)).get_heads())
+    at = await current(package, db)
+    if at in heads:
+        return None
+    return f"at {at or 'nothing'}, head {', '.join(sorted(heads))}"
+
+
 def revision(package: str, db: Database, message: str) -> None:
     """Autogenerate a revision by comparing the models with a database migrated to head."""
     import asyncio

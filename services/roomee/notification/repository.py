@@ -441,7 +441,7 @@ class AttemptRepository(_Repository):
         histories: dict[str, tuple[int, set[tuple[str, str]]]] = {}
         for job_id, notification_id, attempt, status, recipients in rows.all():
             last, reached = histories.get(job_id, (0, set()))
-            if status == "sent":
+            if status in ("sent", "logged"):
                 reached.update((notification_id, r) for r in recipients or ())
             histories[job_id] = (max(last, attempt), reached)
         return histories

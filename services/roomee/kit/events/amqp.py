@@ -51,6 +51,11 @@ from roomee.kit.events.envelope import format_timestamp, parse_timestamp
 
 log = logging.getLogger("roomee.events")
 
+# aiormq and aio-pika log a traceback for every failed reconnection attempt (a dozen or more per
+# 10 s outage); the broker reports an outage itself: one WARNING on loss, one INFO on recovery.
+for _noisy in ("aiormq", "aio_pika"):
+    logging.getLogger(_noisy).setLevel(logging.CRITICAL)
+
 # Connection and channel loss: expected during a broker outage (the relay retries quietly).
 _UNAVAILABLE = (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError)
 
@@ -100,9 +105,23 @@ class AmqpBroker(Broker):
             reconnect_interval=self.reconnect_interval,
             client_properties={"connection_name": f"roomee:{self.exchange}"},
         )
+        self._connection.close_callbacks.add(self._on_connection_lost)
+        self._connection.reconnect_callbacks.add(self._on_reconnected)
         self._channel = await self._connection.channel(publisher_confirms=True)
         self._exchange = await self._declare_exchange(self._channel)
         log.info("amqp broker connected", extra={"exchange": self.exchange})
+
+    def _on_connection_lost(self, _connection: Any, exc: BaseException | None) -> None:
+        if self._connection is None:
+            return  # closed on purpose
+        log.warning(
+            "amqp broker connection lost (%s); events wait in the outbox, reconnecting every %.0f s",
+            f"{type(exc).__name__}: {exc}" if exc else "closed", self.reconnect_interval,
+            extra={"exchange": self.exchange},
+        )
+
+    def _on_reconnected(self, _connection: Any) -> None:
+        log.info("amqp broker connection restored", extra={"exchange": self.exchange})
 
     async def close(self) -> None:
         for subscription in list(self._subscriptions):

@@ -18,6 +18,7 @@ from roomee.kit.db import Database
 from roomee.kit.events.broker import Broker, Delivery, PermanentFailure, Subscription
 from roomee.kit.events.envelope import Envelope
 from roomee.kit.events.tables import inbox_table
+from roomee.kit.events.topic import topic_matches
 
 try:
     from opentelemetry import propagate as _propagate
@@ -338,5 +339,7 @@ class EventConsumer:
         return self._tracer_value
 
     def _count(self, routing_key: str, status: str) -> None:
-        metrics.amqp_messages_total.labels(self.service, routing_key, "consume", status).inc()
+        # The label is the binding the key matched, not the incoming key: anyone may publish any key.
+        binding = next((b for b in self.bindings if topic_matches(b, routing_key)), "<unbound>")
+        metrics.amqp_messages_total.labels(self.service, binding, "consume", status).inc()
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, Protocol
 
-AttemptStatus = Literal["sent", "failed"]
+# "logged": handled by a backend that delivers nothing (the log push backend).
+AttemptStatus = Literal["sent", "logged", "failed"]
 
 # Socket.IO event names (the seed's ``notification:new``; the counter update beside it).
 NOTIFICATION_NEW = "notification:new"

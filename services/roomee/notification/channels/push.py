@@ -108,7 +108,8 @@ def _truncate(text: str | None) -> str | None:
 
 
 class LogPush:
-    """Embedded default: logs each request it would have made and reports it sent."""
+    """Embedded default: logs each request it would have made. Nothing reaches a device, so the
+    outcome is ``logged`` (metrics and attempts never count it as sent)."""
 
     provider = "log"
 
@@ -128,7 +129,7 @@ class LogPush:
                 AttemptResult(
                     channel="push",
                     provider=self.provider,
-                    status="sent",
+                    status="logged",
                     recipients=batch,
                     response="logged",
                     provider_message_id=key,
