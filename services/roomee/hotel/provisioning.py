@@ -146,7 +146,9 @@ class Provisioner:
             await run.remember(event_id, apply=emit_quota)
         media = self.ctx.client("media")
         deadline = time.monotonic() + self.ctx.settings.hotel_storage_wait_seconds
-        pause = 0.01
+        # Media usually has the quota within ~100 ms; backing off to 0.5 s keeps a burst of sagas
+        # from flooding media with polls.
+        pause = 0.02
         while True:
             response = await media.get(f"/media/storage/{hotel_id}", endpoint="/media/storage/{ecosystemId}")
             # A quota row may exist before the event (the QR counts as usage): wait for its size.
@@ -157,7 +159,7 @@ class Provisioner:
             if time.monotonic() >= deadline:
                 raise RetryStep("media has not created the storage quota yet (is the broker up?)")
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
+            pause = min(pause * 2, 0.5)
 
     async def release_storage(self, run: StepRun) -> None:
         if run.external_id:
