@@ -77,11 +77,6 @@ class Database:
             async with session.begin():
                 yield session
 
-    async def ensure_schema(self) -> None:
-        if self.schema:
-            async with self.engine.begin() as conn:
-                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))

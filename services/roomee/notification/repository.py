@@ -266,14 +266,6 @@ class NotificationRepository(_Repository):
         value = result.scalar_one_or_none()
         return int(value) if value is not None else 0
 
-    async def counters_of_workspace(self, workspace_id: str) -> dict[str, int]:
-        rows = await self.session.execute(
-            sa.select(unread_counter.c.member_id, unread_counter.c.count).where(
-                unread_counter.c.workspace_id == workspace_id
-            )
-        )
-        return {member_id: count for member_id, count in rows.all()}
-
     async def recount(self, *, workspace_id: str, when: datetime) -> list[tuple[str, str, int, int]]:
         """Set one workspace's counters to the number of unread receiver rows; the
         (member, workspace, old, new) changed, for the sockets to be told.
@@ -410,16 +402,6 @@ class NotificationRepository(_Repository):
         await self.session.execute(
             sa.update(deferred_delivery).where(self._one_of(deferred_delivery.c.id, ids)).values(released_at=when)
         )
-
-    async def pending_deferred(self, member_id: str, workspace_id: str) -> list[dict]:
-        rows = await self.session.execute(
-            sa.select(deferred_delivery).where(
-                deferred_delivery.c.member_id == member_id,
-                deferred_delivery.c.workspace_id == workspace_id,
-                deferred_delivery.c.released_at.is_(None),
-            )
-        )
-        return [dict(row) for row in rows.mappings()]
 
 
 class AttemptRepository(_Repository):

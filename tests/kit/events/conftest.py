@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import MetaData
 
+from roomee.kit import migrations
 from roomee.kit.db import Database
 from roomee.kit.events import Broker, Delivery, add_event_tables, broker_from_settings
 from roomee.kit.settings import Settings
@@ -69,7 +70,7 @@ async def make_db(events_settings):
 
     async def factory(service: str = "svc", settings: Settings | None = None) -> Database:
         db = Database(service, settings or events_settings)
-        await db.ensure_schema()
+        await migrations.ensure_schema(db)
         metadata = MetaData()
         add_event_tables(metadata)
         async with db.engine.begin() as conn:

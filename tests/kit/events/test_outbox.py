@@ -13,7 +13,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from roomee.kit.db import Database
-from roomee.kit.events import EventConsumer, EventRuntime, OutboxRelay, broker_from_settings, emit, emit_many
+from roomee.kit.events import EventConsumer, OutboxRelay, broker_from_settings, emit, emit_many
 from roomee.kit.events.tables import outbox_table
 from tests.fixtures.platform import BACKEND
 from tests.kit.events.conftest import Recorder, wait_until
@@ -211,19 +211,23 @@ async def test_committed_events_survive_a_restart(make_events_settings, make_db,
     await db.dispose()
 
     # "Restart": fresh objects on the same data directory / schemas / RabbitMQ.
-    runtime = EventRuntime(settings, broker_from_settings(settings))
+    broker2 = broker_from_settings(settings)
+    await broker2.start()
     db2 = Database(service, settings)
     consumer_db = await make_db(consumer_service, settings)
     recorder = Recorder()
-    runtime.add_relay(db2, service)
-    runtime.add_consumer(consumer_db, consumer_service, queue, ["roomee.notification.#"], recorder)
-    await runtime.start()
+    relay2 = OutboxRelay(db2, broker2, service)
+    consumer = EventConsumer(consumer_db, broker2, consumer_service, queue, ["roomee.notification.#"], recorder)
+    await consumer.start()
+    await relay2.start()
     try:
-        await runtime.ping()
+        await broker2.ping()
         await wait_until(lambda: len(recorder.handled) >= 2, timeout=10)
         assert sorted(recorder.handled_ids) == sorted([a["id"], b["id"]])
     finally:
-        await runtime.stop()
+        await consumer.stop()
+        await relay2.stop()
+        await broker2.close()
         await db2.dispose()
         cleanup = await make_broker(settings)
         cleanup.declared_queues.add(queue)  # the fixture deletes it afterwards

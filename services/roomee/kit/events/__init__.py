@@ -26,16 +26,8 @@ A handler that raises is retried after 1 s, 2 s, 4 s, then dead-lettered (``brok
 ``broker.replay_dead_letters``); raise ``PermanentFailure`` to dead-letter at once. An event id
 already in the inbox for that queue is skipped.
 
-Wiring in the app lifespan (one runtime per process, whatever the number of targets)::
-
-    runtime = EventRuntime(settings)                 # broker_from_settings: RabbitMQ or data_dir/bus.db
-    for service, db in databases.items():
-        runtime.add_relay(db, service)
-    runtime.add_consumer(notification_db, "notification", "notification_queue",
-                         ["roomee.notification.#"], on_event)
-    await runtime.start()                            # startup
-    ...                                              # /health/ready: await runtime.ping()
-    await runtime.stop()                             # shutdown: consumers, relays, then the broker
+Wiring: ``roomee.kit.platform.Platform`` starts one broker per process, declares every target's
+queues, then starts each service database's relay and its consumers (and stops them in reverse).
 
 The outbox/inbox tables come with ``roomee.kit.db.new_metadata()`` (``add_event_tables``).
 """
@@ -53,7 +45,6 @@ from roomee.kit.events.broker import (
 from roomee.kit.events.consumer import EventConsumer, EventHandler
 from roomee.kit.events.envelope import Envelope, build_envelope, format_timestamp
 from roomee.kit.events.outbox import OutboxRelay, emit, emit_many
-from roomee.kit.events.runtime import EventRuntime
 from roomee.kit.events.tables import add_event_tables
 from roomee.kit.events.topic import topic_matches
 
@@ -65,7 +56,6 @@ __all__ = [
     "Envelope",
     "EventConsumer",
     "EventHandler",
-    "EventRuntime",
     "Message",
     "OutboxRelay",
     "PermanentFailure",
