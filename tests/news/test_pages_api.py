@@ -71,6 +71,14 @@ async def test_publishing_needs_publish_pages_and_the_author_may_edit_their_own(
         gone = await team.tap.wait_for("roomee.notification.page.deleted", lambda e: e["payload"]["id"] == article["id"])
         assert gone["channels"] == ["socket"] and gone["metadata"]["receiverIds"] == []
 
+        # A feed takes its articles with it.
+        survivor = await create_article(client, admin, feed, title="Encore là")
+        assert (await client.delete(f"/api/v1/pages/{feed['id']}", headers=admin.headers)).status_code == 204
+        assert (await client.get(f"/api/v1/pages/{survivor['id']}", headers=bob.headers)).status_code == 404
+        under = await client.get("/api/v1/pages", params={"parentId": feed["id"]}, headers=bob.headers)
+        assert under.status_code == 404
+        assert (await client.get("/api/v1/pages", headers=bob.headers)).json()["items"] == []
+
 
 async def test_bad_input_is_refused_with_the_field_named(tmp_path):
     async with news_team(tmp_path, members=0) as team:

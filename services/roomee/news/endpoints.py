@@ -94,7 +94,8 @@ async def update_page(page_id: PageId, body: schemas.PageUpdate, service: News, 
 
 @router.delete("/pages/{page_id}", status_code=204, responses=_errors(401, 403, 404))
 async def delete_page(page_id: PageId, service: News, principal: Member) -> Response:
-    """Soft-delete a page (requires `publish_pages`, or be its author); emits `page.deleted` (socket)."""
+    """Soft-delete a page and the pages under it (a feed takes its articles); requires `publish_pages`,
+    or be its author; emits `page.deleted` (socket)."""
     await service.delete_page(principal, page_id)
     return Response(status_code=204)
 

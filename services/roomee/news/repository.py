@@ -78,7 +78,9 @@ class PageRepository(_Repository):
         before: Cursor | None, limit: int,
     ) -> list[dict]:
         """Live children of a parent (``None``: the workspace's top-level pages), newest first."""
-        parent = page.c.parent_id.is_(None) if parent_id is None else page.c.parent_id == parent_id
+        # Under a parent: only while the parent itself is live (the join found it).
+        parent = page.c.parent_id.is_(None) if parent_id is None else sa.and_(
+            page.c.parent_id == parent_id, _parent.c.id.is_not(None))
         query = self._with_mine(member_id).where(page.c.workspace_id == workspace_id, parent, page.c.deleted_at.is_(None))
         if page_type is not None:
             query = query.where(page.c.page_type == page_type)
@@ -104,6 +106,26 @@ class PageRepository(_Repository):
     async def update(self, workspace_id: str, page_id: str, values: dict[str, Any]) -> bool:
         result = await self.session.execute(sa.update(page).where(_live_page(workspace_id, page_id)).values(**values))
         return result.rowcount > 0
+
+    async def soft_delete_tree(self, workspace_id: str, page_id: str, when: datetime) -> list[str]:
+        """Soft-delete a page and every live page under it (a feed takes its articles); their ids."""
+        deleted, level = [], [page_id]
+        while level:
+            rows = await self.session.execute(
+                sa.update(page)
+                .where(page.c.workspace_id == workspace_id, page.c.id.in_(level), page.c.deleted_at.is_(None))
+                .values(deleted_at=when, updated_at=when)
+                .returning(page.c.id)
+            )
+            level = list(rows.scalars())
+            deleted += level
+            if level:
+                children = await self.session.execute(
+                    sa.select(page.c.id).where(page.c.workspace_id == workspace_id, page.c.parent_id.in_(level),
+                                               page.c.deleted_at.is_(None))
+                )
+                level = list(children.scalars())
+        return deleted
 
     async def add_to_counter(self, workspace_id: str, page_id: str, column: str, delta: int) -> int | None:
         """Add ``delta`` to a counter in the database (one statement: no lost update under concurrency);

@@ -267,8 +267,8 @@ class NewsService:
         found = await self._live_page(principal, page_id)
         if not self._may_change(principal, found):
             raise Forbidden(f"permission '{PUBLISH_PAGES}' required (or be the author)", code="permission_denied")
-        now = utcnow()
-        await self.pages.update(principal.workspace_id, page_id, {"deleted_at": now, "updated_at": now})
+        deleted = await self.pages.soft_delete_tree(principal.workspace_id, page_id, utcnow())
+        log.info("page deleted", extra={"page_id": page_id, "pages": len(deleted)})
         await events.publish(
             self.session, events.PAGE_DELETED, principal, workspace_name=await self._workspace_name(principal.workspace_id),
             payload=_page_event_payload(found, await self._parent_of(principal, found)), channels=events.SOCKET_ONLY,
