@@ -195,20 +195,22 @@ class Provisioner:
                                                          endpoint="/sub/customers/{customerId}/cancel")
         _gone_is_fine(response)
 
-    async def _find_admin(self, hotel_id: str, email: str) -> dict | None:
-        members = self.ctx.client("members")
-        cursor = None
+    async def _hotel_members(self, hotel_id: str) -> list[dict]:
+        """The seed's ``GET /members/get/by/hotel_id/{id}``, every page."""
+        members, cursor, found = self.ctx.client("members"), None, []
         while True:
-            response = raise_for_status(await members.get(
+            page = raise_for_status(await members.get(
                 f"/members/get/by/hotel_id/{hotel_id}", params={"cursor": cursor} if cursor else None,
                 endpoint="/members/get/by/hotel_id/{id}",
             )).json()
-            for member in response["items"]:
-                if member["email"] == email.strip().lower() and member["isAdmin"]:
-                    return member
-            cursor = response.get("nextCursor")
+            found += page["items"]
+            cursor = page.get("nextCursor")
             if not cursor:
-                return None
+                return found
+
+    async def _find_admin(self, hotel_id: str, email: str) -> dict | None:
+        email = email.strip().lower()
+        return next((m for m in await self._hotel_members(hotel_id) if m["email"] == email and m["isAdmin"]), None)
 
     async def create_admin(self, run: StepRun) -> StepResult:
         hotel_id = run.key
@@ -274,19 +276,8 @@ class Provisioner:
 
     async def delete_members(self, run: StepRun) -> StepResult:
         """The seed's deletion flow: read the hotel's members, then remove them."""
-        members = self.ctx.client("members")
-        removed = list(run.data.get("memberIds") or [])
-        if not run.data.get("memberIds"):
-            cursor = None
-            while True:
-                page = raise_for_status(await members.get(
-                    f"/members/get/by/hotel_id/{run.key}", params={"cursor": cursor} if cursor else None,
-                    endpoint="/members/get/by/hotel_id/{id}",
-                )).json()
-                removed += [m["id"] for m in page["items"]]
-                cursor = page.get("nextCursor")
-                if not cursor:
-                    break
+        # Read before removing: hotel.deleted is sent to them.
+        removed = run.data.get("memberIds") or [m["id"] for m in await self._hotel_members(run.key)]
         await self.remove_members(run)
         return StepResult(external_id=str(len(removed)), data={"memberIds": removed})
 
