@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jwt
 
-from roomee.kit.auth import SERVICE_SCOPES
+from roomee.kit.auth import SERVICE_SCOPES, scopes_of
 from tests.fixtures.people import make_admin
 
 # Every service-only route and the scope it checks.
@@ -15,6 +15,7 @@ SERVICE_ROUTES = [
     ("GET", "/members/get/with/x@h.example.com", None, "members:profiles"),
     ("POST", "/members/sync", {"limit": 1}, "members:sync"),
     ("GET", "/members/invitations/abcdefghijkl", None, "members:invitations"),
+    ("GET", "/members/access-changes", None, "members:access-changes"),
     ("POST", "/members/invitations/accept", {"token": "abcdefghijkl", "userId": "u-1"}, "members:invitations"),
 ]
 
@@ -35,7 +36,8 @@ async def test_each_client_has_its_own_secret_and_scopes(platform):
         unknown = await client.post("/oauth/token", data=_form("intruder", settings.client_secret_of("intruder")))
         assert unknown.status_code == 401 and unknown.json()["error"] == "invalid_client"
 
-        for client_id, scopes in SERVICE_SCOPES.items():
+        for client_id in SERVICE_SCOPES:
+            scopes = scopes_of(client_id)
             granted = await client.post("/oauth/token", data=_form(client_id, settings.client_secret_of(client_id)))
             assert granted.status_code == 200, (client_id, granted.text)
             claims = jwt.decode(granted.json()["access_token"], options={"verify_signature": False})
@@ -60,8 +62,8 @@ async def test_service_only_routes_check_their_scope(platform):
             as_member = await client.request(method, path, json=body, headers=admin.headers)
             # A hotel administrator may list its own hotel's members; nobody else's.
             assert as_member.status_code in (403, 404), (path, as_member.text)
-            holder = next(c for c, scopes in SERVICE_SCOPES.items() if scope in scopes)
-            other = next(c for c, scopes in SERVICE_SCOPES.items() if scope not in scopes)
+            holder = next(c for c in SERVICE_SCOPES if scope in scopes_of(c))
+            other = next(c for c in SERVICE_SCOPES if scope not in scopes_of(c))
             refused = await client.request(method, path, json=body, headers=await platform.service_headers(other))
             assert refused.status_code == 403, (path, other, refused.text)
             assert refused.json()["error"] == "insufficient_scope"

@@ -12,7 +12,7 @@ from roomee.kit.clock import utcnow
 from roomee.kit.events.tables import inbox_table
 from roomee.notification.channels import NOTIFICATION_NEW, UNREAD_COUNTERS
 from roomee.notification.processor import notification_id_for
-from roomee.notification.repository import SubscriptionRepository
+from roomee.notification.repository import DirectoryRepository, SubscriptionRepository
 from tests.fixtures.people import Person, make_admin
 from tests.fixtures.platform import bearer
 from tests.notification.support import (
@@ -105,6 +105,11 @@ async def test_push_to_a_large_workspace_goes_in_batches_of_at_most_2000(tmp_pat
         receivers = [str(uuid.uuid4()) for _ in range(2500)]
         now = utcnow()
         async with team.ctx.db.transaction() as session:
+            # Members of the workspace as the directory knows them (receivers it does not know are dropped).
+            await DirectoryRepository(session).upsert_members([
+                {"member_id": m, "workspace_id": team.admin.workspace_id, "ecosystem_id": team.admin.ecosystem_id,
+                 "user_id": m, "name": "", "email": None, "locale": None, "timezone": None, "deleted_at": None,
+                 "updated_at": now} for m in receivers])
             repo = SubscriptionRepository(session)
             for n, member_id in enumerate(receivers):
                 await repo.upsert({"id": str(uuid.uuid4()), "member_id": member_id, "workspace_id": team.admin.workspace_id,

@@ -12,7 +12,7 @@ from roomee.auth.service import AuthService
 from roomee.kit.auth import CurrentMember
 from roomee.kit.deps import context_of, session_for
 from roomee.kit.platform import ServiceContext
-from roomee.kit.errors import BadRequest, error_responses
+from roomee.kit.errors import BadRequest, NotFound, error_responses
 
 router = APIRouter(tags=["auth"])
 
@@ -55,6 +55,16 @@ async def service_token(
     if grant_type != "client_credentials":
         raise BadRequest("only grant_type=client_credentials is supported", code="unsupported_grant_type")
     return await service.service_token(client_id, client_secret, scope, client_address(request))
+
+
+@router.get("/signup", include_in_schema=False)
+async def signup_page() -> Response:
+    """Where invitation links point when ROOMEE_SIGNUP_URL is unset: the platform has no sign-up page."""
+    raise NotFound(
+        "this platform serves no sign-up page: set ROOMEE_SIGNUP_URL to the page of your front end that "
+        "takes the `token` of this link and posts it with a password to POST /users/signUp",
+        code="signup_page_not_configured",
+    )
 
 
 @router.post("/users/signUp", responses=error_responses(404, 409, 410, 429, 503), status_code=201, response_model=schemas.Session)

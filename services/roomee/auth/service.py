@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.auth import events
 from roomee.auth.repository import LoginFailureRepository, RefreshTokenRepository, UserRepository
-from roomee.kit.auth import SERVICE_SCOPES, KeyStore, Principal, TokenIssuer
+from roomee.kit.auth import KeyStore, Principal, TokenIssuer, scopes_of
 from roomee.kit.clock import as_utc, utcnow
 from roomee.kit.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from roomee.kit.http import raise_for_status
@@ -94,7 +94,7 @@ class AuthService:
     async def service_token(self, client_id: str, client_secret: str, scope: str | None, ip: str) -> dict[str, Any]:
         """Client credentials: each platform client has its own secret and gets only its own scopes."""
         await self._throttle(ip)
-        allowed = SERVICE_SCOPES.get(client_id)
+        allowed = scopes_of(client_id)
         expected = self.settings.client_secret_of(client_id or "-")
         valid = hmac.compare_digest(client_secret.encode(), expected.encode())
         if allowed is None or not valid:

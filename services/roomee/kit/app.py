@@ -8,6 +8,7 @@ import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import propagate, trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -123,9 +124,9 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
 
     @app.get("/health/ready", tags=["health"])
     async def ready() -> JSONResponse:
-        """Readiness: every database of this process answers, at its migrations' head. The broker is
-        reported in `checks` but does not decide: during an outage writes go on through the outbox."""
-        ok, checks = await platform.readiness()
+        """Readiness: every database of this process and the broker answer."""
+        checks = await platform.readiness()
+        ok = all(value == "ok" for value in checks.values())
         return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
@@ -150,6 +151,16 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
             return _error(404, "not_found", f"target '{target}' is not served here")
         return JSONResponse(document(f"Roomee {target} ({spec.seed_name})", __version__, spec.router.routes))
 
+    if settings.allowed_origins:
+        # Bearer tokens, never cookies: no credentials; preflights answered for the listed origins only.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "traceparent"],
+            expose_headers=["X-Request-ID", "Retry-After", "Location"],
+            max_age=600,
+        )
     asgi = ObservabilityMiddleware(app, service_label)
     for spec in targets:
         mount = spec.load(spec.mount)

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,9 +27,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from roomee.kit.errors import Forbidden, ServiceUnavailable, Unauthorized
-from roomee.kit.settings import Settings
+from roomee.kit.settings import TARGET_NAMES, Settings
 
 ALGORITHM = "RS256"
+log = logging.getLogger("roomee.auth")
 
 # Permissions carried in tokens; roles map onto them in the members service.
 MANAGE_MEMBERS = "manage_members"
@@ -60,6 +62,16 @@ SERVICE_SCOPES: dict[str, tuple[str, ...]] = {
     # `roomee bootstrap-admin`: creates a hotel's first administrator on a running platform.
     "cli": ("members:add-hotel-member",),
 }
+# Every target verifies member tokens, so each follows the members' access changes (AccessChanges).
+VERIFIER_SCOPES = ("members:access-changes",)
+
+
+def scopes_of(client_id: str) -> tuple[str, ...] | None:
+    """The scopes platform client ``client_id`` may hold; None for an unknown client."""
+    granted = SERVICE_SCOPES.get(client_id)
+    if granted is None:
+        return None
+    return tuple(sorted(set(granted) | (set(VERIFIER_SCOPES) if client_id in TARGET_NAMES else set())))
 
 
 def _b64(data: bytes) -> str:
@@ -140,7 +152,14 @@ class TokenIssuer:
     def _sign(self, claims: dict[str, Any], ttl: int) -> str:
         now = int(time.time())
         key = self.keystore.signing_key
-        body = {"iss": self.settings.jwt_issuer, "iat": now, "exp": now + ttl, "jti": str(uuid.uuid4()), **claims}
+        body = {
+            "iss": self.settings.jwt_issuer,
+            "aud": self.settings.jwt_audience,
+            "iat": now,
+            "exp": now + ttl,
+            "jti": str(uuid.uuid4()),
+            **claims,
+        }
         return jwt.encode(body, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
 
     def access_token(
@@ -170,9 +189,11 @@ class TokenIssuer:
 
     def service_token(self, service: str, scopes: tuple[str, ...] | None = None) -> str:
         """A token for platform client ``service``: by default with every scope the client may hold."""
-        granted = SERVICE_SCOPES.get(service, ()) if scopes is None else scopes
+        granted = (scopes_of(service) or ()) if scopes is None else scopes
+        # Audience: the targets whose routes the scopes open; nothing else accepts the token.
+        audience = sorted({scope.partition(":")[0] for scope in granted}) or [self.settings.jwt_audience]
         return self._sign(
-            {"typ": "service", "sub": f"service:{service}", "scope": " ".join(sorted(granted))},
+            {"typ": "service", "sub": f"service:{service}", "scope": " ".join(sorted(granted)), "aud": audience},
             self.settings.service_token_ttl_seconds,
         )
 
@@ -190,6 +211,8 @@ class Principal:
     email: str | None = None
     name: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+    audience: frozenset[str] = field(default_factory=frozenset)
+    expires_at: int | None = None  # the token's `exp` (seconds since the epoch)
 
     @property
     def is_service(self) -> bool:
@@ -199,17 +222,26 @@ class Principal:
         return permission in self.permissions
 
     def has_scope(self, scope: str) -> bool:
-        return self.is_service and scope in self.scopes
+        """A service token holding ``scope``, meant for the target the scope belongs to."""
+        return self.is_service and scope in self.scopes and scope.partition(":")[0] in self.audience
 
     @classmethod
     def from_claims(cls, claims: dict[str, Any]) -> "Principal":
         if claims.get("typ") == "service":
             scope = claims.get("scope")
             scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
-            return cls(subject=claims["sub"], kind="service", scopes=scopes)
+            audience = claims.get("aud")
+            return cls(
+                subject=claims["sub"],
+                kind="service",
+                scopes=scopes,
+                audience=frozenset([audience] if isinstance(audience, str) else audience or ()),
+                expires_at=claims.get("exp"),
+            )
         return cls(
             subject=claims["sub"],
             kind="user",
+            expires_at=claims.get("exp"),
             member_id=claims.get("mid"),
             workspace_id=claims.get("wid"),
             ecosystem_id=claims.get("eid"),
@@ -217,6 +249,75 @@ class Principal:
             email=claims.get("email"),
             name=claims.get("name"),
         )
+
+
+STARTUP_FAILURES = 3
+
+
+class AccessChanges:
+    """Members whose access tokens no longer hold: removed, or their permissions changed since.
+
+    Filled from ``GET /members/access-changes`` (commit-ordered, polled every few seconds by each
+    process); an entry is kept one access-token lifetime after the change, when every token issued
+    before it has expired. Listeners learn the members whose tokens stopped holding (Socket.IO
+    closes their connections).
+    """
+
+    def __init__(self, token_ttl_seconds: int) -> None:
+        self._keep = token_ttl_seconds + 60
+        self._members: dict[str, tuple[frozenset[str] | None, float]] = {}  # permissions (None: removed), until
+        self.position: int | None = None
+        self.listeners: list[Callable[[set[str]], Awaitable[None]]] = []
+
+    def refuses(self, claims: dict[str, Any]) -> bool:
+        entry = self._members.get(claims.get("mid") or "")
+        if entry is None:
+            return False
+        permissions, _until = entry
+        return permissions is None or permissions != frozenset(claims.get("perms") or ())
+
+    async def apply(self, items: list[dict[str, Any]], position: int) -> None:
+        now = time.time()
+        changed = set()
+        for item in items:
+            member_id = item["memberId"]
+            permissions = None if item["deleted"] else frozenset(item["permissions"])
+            if self._members.get(member_id, (False,))[0] != permissions:
+                changed.add(member_id)
+            self._members[member_id] = (permissions, now + self._keep)
+        self._members = {k: v for k, v in self._members.items() if v[1] > now}
+        self.position = position
+        for listener in self.listeners if changed else ():
+            try:
+                await listener(changed)
+            except Exception:
+                log.exception("access change listener failed")
+
+    async def follow(self, client: Any, interval: float) -> None:
+        """Poll the members feed forever (a platform worker); failures are retried at the next tick."""
+        failures = 0
+        while True:
+            try:
+                params = {"after": self.position} if self.position is not None else {}
+                response = await client.get("/members/access-changes", params=params, endpoint="/members/access-changes")
+                if response.status_code != 200:
+                    raise ServiceUnavailable(f"members answered {response.status_code}")
+                body = response.json()
+                await self.apply(body["items"], body["position"])
+                if failures >= STARTUP_FAILURES:
+                    log.info("member access changes followed again")
+                failures = 0
+                if len(body["items"]) >= 1000:
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                # The first attempts run while this process (or members) is still starting.
+                if failures == STARTUP_FAILURES:
+                    log.warning("cannot follow member access changes (tokens of removed members are accepted "
+                                "until this recovers): %s", exc)
+            await asyncio.sleep(interval)
 
 
 class TokenVerifier:
@@ -228,8 +329,10 @@ class TokenVerifier:
         jwks_loader: Callable[[], Awaitable[dict[str, Any]]],
         *,
         min_refresh_interval: float = 5.0,
+        access_changes: AccessChanges | None = None,
     ) -> None:
         self.settings = settings
+        self.access_changes = access_changes or AccessChanges(settings.access_token_ttl_seconds)
         self._load = jwks_loader
         self._keys: dict[str, Any] = {}
         self._fetched_at = 0.0
@@ -276,7 +379,9 @@ class TokenVerifier:
                 key,
                 algorithms=[ALGORITHM],
                 issuer=self.settings.jwt_issuer,
-                options={"require": ["exp", "iat", "sub", "typ"]},
+                # Member tokens are for the platform's API; service tokens for the targets of their scopes.
+                audience=[self.settings.jwt_audience, *TARGET_NAMES],
+                options={"require": ["exp", "iat", "sub", "typ", "aud"]},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token expired", code="token_expired") from None
@@ -287,6 +392,11 @@ class TokenVerifier:
         claims = await self.verify(token)
         if claims.get("typ") not in ("access", "service"):
             raise Unauthorized("not an access token", code="invalid_token")
+        audience = claims["aud"]
+        if claims["typ"] == "access" and self.settings.jwt_audience not in ([audience] if isinstance(audience, str) else audience):
+            raise Unauthorized("invalid token: not meant for this API", code="invalid_token")
+        if claims["typ"] == "access" and self.access_changes.refuses(claims):
+            raise Unauthorized("membership removed or permissions changed; sign in again", code="token_revoked")
         return Principal.from_claims(claims)
 
 
@@ -370,7 +480,7 @@ def require_service_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if not principal.is_service:
             raise Forbidden("this route is for platform services")
-        if scope not in principal.scopes:
+        if not principal.has_scope(scope):
             raise Forbidden(f"service scope '{scope}' required", code="insufficient_scope")
         return principal
 

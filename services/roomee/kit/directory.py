@@ -279,6 +279,36 @@ def _error_code(response) -> str | None:
 
 
 StoreFactory = Callable[[AsyncSession], DirectoryWriter]
+LOOKUP_PAGE = 1000
+
+
+async def _store_synced(store: DirectoryWriter, items: list[dict[str, Any]], stamp: datetime) -> None:
+    """Members as ``/members/sync`` and ``/members/lookup`` give them, with the workspaces they name."""
+    await store.upsert_members([_synced_row(item) for item in items])
+    workspaces = {
+        item["workspaceId"]: {
+            "workspace_id": item["workspaceId"],
+            "ecosystem_id": item.get("ecosystemId"),
+            "name": item.get("workspaceName"),
+            "locale": item.get("workspaceLocale"),
+            "timezone": item.get("workspaceTimezone"),
+            "deleted_at": None,
+            "updated_at": stamp,
+        }
+        for item in items
+    }
+    await store.add_missing_workspaces(list(workspaces.values()))
+
+
+async def resolve_members(ctx, store: DirectoryWriter, member_ids: Sequence[str], now: datetime) -> None:
+    """Ask members about ids this directory does not know yet (an event may name a member before
+    the sync or the member's event reaches us) and store its answer. Ids members does not know stay
+    unknown: callers drop them rather than trust an event for a member's workspace."""
+    ids = sorted(set(member_ids))
+    for start in range(0, len(ids), LOOKUP_PAGE):
+        response = await ctx.client("members").post("/members/lookup", json={"ids": ids[start:start + LOOKUP_PAGE]})
+        raise_for_status(response)
+        await _store_synced(store, response.json(), now)
 
 
 async def sync_members(ctx, store_of: StoreFactory, now: Callable[[], datetime]) -> int:
@@ -304,20 +334,7 @@ async def sync_members(ctx, store_of: StoreFactory, now: Callable[[], datetime])
         stamp = now()
         async with ctx.db.transaction() as session:
             store = store_of(session)
-            await store.upsert_members([_synced_row(item) for item in items])
-            workspaces = {
-                item["workspaceId"]: {
-                    "workspace_id": item["workspaceId"],
-                    "ecosystem_id": item.get("ecosystemId"),
-                    "name": item.get("workspaceName"),
-                    "locale": item.get("workspaceLocale"),
-                    "timezone": item.get("workspaceTimezone"),
-                    "deleted_at": None,
-                    "updated_at": stamp,
-                }
-                for item in items
-            }
-            await store.add_missing_workspaces(list(workspaces.values()))
+            await _store_synced(store, items, stamp)
             await store.save_cursor(SYNC_CURSOR, body.get("nextCursor"), stamp)
         applied += len(items)
         cursor = body.get("nextCursor")

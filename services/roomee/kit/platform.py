@@ -11,20 +11,16 @@ from typing import Any
 
 
 from roomee.kit import migrations
-from roomee.kit.auth import ServiceTokenProvider, TokenVerifier, remote_jwks_loader
+from roomee.kit.auth import AccessChanges, ServiceTokenProvider, TokenVerifier, remote_jwks_loader
 from roomee.kit.db import Database
-from roomee.kit.events import BrokerUnavailable, EventConsumer, OutboxRelay, broker_from_settings
+from roomee.kit.events import EventConsumer, OutboxRelay, broker_from_settings
 from roomee.kit.events.consumer import BatchHandler, EventHandler
 from roomee.kit.http import ServiceClient
-from roomee.kit.metrics import broker_connected
 from roomee.kit.observability import configure_logging, configure_tracing
 from roomee.kit.schemas import use_cursor_key
 from roomee.kit.settings import Settings
 
 log = logging.getLogger("roomee.platform")
-
-BROKER_START_FIRST_DELAY = 1.0
-BROKER_START_MAX_DELAY = 30.0
 
 @dataclass(frozen=True)
 class ConsumerSpec:
@@ -78,13 +74,12 @@ class Platform:
         self.services: dict[str, ServiceContext] = {}
         self.broker = None
         self.jwks_loader = remote_jwks_loader(settings)
-        self.verifier = TokenVerifier(settings, lambda: self.jwks_loader())
+        self.access_changes = AccessChanges(settings.access_token_ttl_seconds)
+        self.verifier = TokenVerifier(settings, lambda: self.jwks_loader(), access_changes=self.access_changes)
         self._token_providers: dict[str, ServiceTokenProvider] = {}
         self._relays: list[OutboxRelay] = []
         self._consumers: list[EventConsumer] = []
         self._workers: list[asyncio.Task] = []
-        self._migrated: set[str] = set()
-        self.label = targets[0].name if len(targets) == 1 else "all"
         use_cursor_key(settings.resolved_cursor_secret())
         for spec in targets:
             service_settings = settings.for_service(spec.name)
@@ -100,16 +95,20 @@ class Platform:
             await migrations.upgrade(spec.package, self.services[spec.name].db)
 
     async def start(self) -> None:
+        problems = self.settings.unsafe_production_defaults([spec.name for spec in self.targets])
+        if problems:
+            raise RuntimeError(
+                "refusing to start with a database URL (production) and unsafe defaults:\n  - "
+                + "\n  - ".join(problems)
+                + "\n(ROOMEE_ALLOW_UNSAFE_DEFAULTS=true starts anyway, for development)"
+            )
         name = "+".join(spec.name for spec in self.targets)
         configure_logging(self.settings, name)
         configure_tracing(self.settings, name)
         if self.settings.auto_migrate:
             await self.migrate()
         self.broker = broker_from_settings(self.settings)
-        await self._start_broker()
-        # Every queue of every target exists before the first relay publishes: an event is never
-        # published to a topic nobody is bound to yet (a consumer in another process not started).
-        await declare_event_topology(self.broker, self.event_topology())
+        await self.broker.start()
         for spec in self.targets:
             ctx = self.services[spec.name]
             setup = spec.load(spec.setup)
@@ -133,43 +132,20 @@ class Platform:
             make_workers = spec.load(spec.workers)
             for worker in make_workers(ctx) if make_workers else ():
                 self._workers.append(asyncio.create_task(_supervised(spec.name, worker)))
+        self._workers.append(asyncio.create_task(_supervised("platform", self._follow_access_changes)))
         log.info("platform started", extra={"targets": [spec.name for spec in self.targets]})
 
-    def event_topology(self) -> dict[str, list[str]]:
-        """The queues (prefixed names) and bindings of every registered target, run here or not."""
-        from roomee import targets as registry
-
-        topology: dict[str, list[str]] = {}
-        for spec in registry.TARGETS.values():
-            make_consumers = spec.load(spec.consumers)
-            if make_consumers is None:
-                continue
-            ctx = self.services.get(spec.name)
-            if ctx is None:  # a target of another process: its consumers are only read, never run
-                service_settings = self.settings.for_service(spec.name)
-                ctx = ServiceContext(spec.name, service_settings, Database(spec.name, service_settings), self)
-            for consumer in make_consumers(ctx):
-                topology[self.settings.queue_prefix + consumer.queue] = list(consumer.bindings)
-        return topology
-
-    async def _start_broker(self) -> None:
-        """Connect to the broker, waiting for it with backoff: a broker still starting (or down)
-        must not make every replica exit and crash-loop."""
-        delay, attempt = BROKER_START_FIRST_DELAY, 0
-        while True:
-            attempt += 1
-            try:
-                await self.broker.start()
-                broker_connected.labels(self.label).set(1)
-                if attempt > 1:
-                    log.info("broker reached after %d attempts", attempt)
-                return
-            except Exception as exc:
-                broker_connected.labels(self.label).set(0)
-                log.warning("broker unreachable at start (attempt %d: %s: %s); retrying in %.0f s",
-                            attempt, type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BROKER_START_MAX_DELAY)
+    async def _follow_access_changes(self) -> None:
+        """Learn removed members and changed permissions, so this process refuses their old tokens."""
+        first = self.services[self.targets[0].name]
+        # Its own client: the feed's failures (members starting, or down) must not open the breaker
+        # the service's own calls to members go through.
+        client = ServiceClient(first.name, "members", first.settings.url_of("members"),
+                               token_provider=self.service_token_provider(first.name), settings=first.settings)
+        try:
+            await self.access_changes.follow(client, self.settings.access_changes_poll_seconds)
+        finally:
+            await client.aclose()
 
     async def stop(self) -> None:
         for task in self._workers:
@@ -189,38 +165,20 @@ class Platform:
             await ctx.db.dispose()
         self._workers, self._consumers, self._relays = [], [], []
 
-    async def readiness(self) -> tuple[bool, dict[str, str]]:
-        """Whether this process can serve, and every check. Ready means its databases answer at
-        their migrations' head; the broker is reported (and exported as ``broker_connected``) but
-        does not decide, since writes keep working through the outbox during a broker outage."""
+    async def readiness(self) -> dict[str, str]:
         checks: dict[str, str] = {}
-        ready = True
-        for spec in self.targets:
-            name, db = spec.name, self.services[spec.name].db
+        for name, ctx in self.services.items():
             try:
-                await db.ping()
+                await ctx.db.ping()
                 checks[f"database:{name}"] = "ok"
             except Exception as exc:  # readiness reports every failure rather than raising
-                checks[f"database:{name}"], ready = f"error: {exc}", False
-                continue
-            if name not in self._migrated:
-                try:
-                    behind = await migrations.pending(spec.package, db)
-                except Exception as exc:
-                    behind = f"unknown ({exc})"
-                if behind is None:
-                    self._migrated.add(name)  # a database does not fall behind its code again
-                else:
-                    checks[f"migrations:{name}"], ready = f"pending: {behind}", False
+                checks[f"database:{name}"] = f"error: {exc}"
         try:
-            if self.broker is None:
-                raise BrokerUnavailable("not connected yet")
             await self.broker.ping()
             checks["broker"] = "ok"
         except Exception as exc:
-            checks["broker"] = f"unavailable: {exc}"
-        broker_connected.labels(self.label).set(1 if checks["broker"] == "ok" else 0)
-        return ready, checks
+            checks["broker"] = f"error: {exc}"
+        return checks
 
     @asynccontextmanager
     async def lifespan(self, _app):
@@ -229,12 +187,6 @@ class Platform:
             yield
         finally:
             await self.stop()
-
-
-async def declare_event_topology(broker, topology: dict[str, list[str]]) -> None:
-    """Declare each queue with its bindings, retry queues and dead-letter queue."""
-    for queue, bindings in topology.items():
-        await broker.declare_queue(queue, bindings)
 
 
 async def run_stop_callbacks(service: str, callbacks: list[Callable[[], Awaitable[None]]]) -> None:

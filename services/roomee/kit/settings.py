@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="Base URL clients use; default http://<host>:<port>."
     )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the HTTP API (CORS) and to open Socket.IO connections "
+        '(JSON list; ["*"] for any). Empty: the same origin only.',
+    )
     signup_url: str | None = Field(
         default=None, description="Sign-up page the invitation link points to; default <public_url>/signup."
     )
@@ -56,6 +61,11 @@ class Settings(BaseSettings):
     notification_url: str | None = None
 
     auto_migrate: bool = Field(default=True, description="Run migrations when a target starts.")
+    allow_unsafe_defaults: bool = Field(
+        default=False,
+        description="Development only: with a database URL, start although signing keys and service credentials "
+        "are generated and no public URL is set.",
+    )
     service_secret: str | None = Field(
         default=None,
         description="Secret material each service's client secret is derived from when "
@@ -76,6 +86,7 @@ class Settings(BaseSettings):
     )
     auth_active_kid: str | None = Field(default=None, description="Key id to sign with; default the newest key.")
     jwt_issuer: str = "roomee"
+    jwt_audience: str = Field(default="roomee", description="`aud` of member tokens, checked by every service.")
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     service_token_ttl_seconds: int = 3600
@@ -89,6 +100,10 @@ class Settings(BaseSettings):
     )
     login_window_seconds: int = 900
     jwks_cache_seconds: int = 300
+    access_changes_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often each process asks members which tokens stopped holding "
+        "(removed members, changed permissions)."
+    )
 
     http_timeout_ms: int = 3000
     breaker_error_threshold_percentage: int = 50
@@ -228,6 +243,20 @@ class Settings(BaseSettings):
             path.write_text(secrets.token_urlsafe(32))
             path.chmod(0o600)
         return path.read_text().strip()
+
+    def unsafe_production_defaults(self, targets: list[str]) -> list[str]:
+        """What a production process (a database URL is set) would otherwise start with silently."""
+        if not self.uses_postgres or self.allow_unsafe_defaults:
+            return []
+        problems = []
+        if "auth" in targets and self.auth_keys_dir is None:
+            problems.append("ROOMEE_AUTH_KEYS_DIR is unset: each replica would sign with its own key generated "
+                            "into its data dir")
+        if not self.service_secret and not self.service_client_secrets:
+            problems.append("no service credentials: set ROOMEE_SERVICE_CLIENT_SECRETS (or ROOMEE_SERVICE_SECRET)")
+        if not self.public_url:
+            problems.append(f"ROOMEE_PUBLIC_URL is unset: links and self-calls would point to {self.base_url}")
+        return problems
 
     def client_secret_of(self, client_id: str) -> str:
         """The client secret of platform client ``client_id``: configured, else derived from service_secret."""

@@ -108,6 +108,30 @@ async def sync_members(
     return await service.changed_members(body.model_dump())
 
 
+@router.post("/members/lookup", response_model=list[schemas.SyncedMember])
+async def lookup_members(
+    body: schemas.LookupRequest,
+    service: Members,
+    _caller: Annotated[Principal, Depends(require_service_scope("members:sync"))],
+):
+    """Service-to-service: the members with these ids (deleted ones included, with `deletedAt`), for a
+    directory that meets an id it has not synced yet. Ids of no member are left out."""
+    return await service.lookup(body.ids)
+
+
+@router.get("/members/access-changes", responses=error_responses(403), response_model=schemas.AccessChanges)
+async def access_changes(
+    service: Members,
+    _caller: Annotated[Principal, Depends(require_service_scope("members:access-changes"))],
+    after: Annotated[int | None, Query(ge=0, le=2**62, description="The `position` of the previous answer.")] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+):
+    """Service-to-service (every service, every few seconds): members removed or whose permissions changed
+    within one access-token lifetime, in commit order. Each service refuses the tokens they no longer match
+    (`roomee.kit.auth.AccessChanges`)."""
+    return await service.access_changes(after, limit)
+
+
 @router.get("/members/invitations/{token}", responses=error_responses(403, 404, 410), response_model=schemas.InvitationDetails)
 async def invitation_details(
     token: str, service: Members, _caller: Annotated[Principal, Depends(require_service_scope("members:invitations"))]

@@ -33,6 +33,7 @@ async def publish(
     actor: dict[str, str],
     receiver_ids: list[str] | None = None,
     channels: tuple[str, ...] = ("socket",),
+    sensitive: bool = False,
 ) -> None:
     envelope = build_envelope(
         event_type,
@@ -44,4 +45,4 @@ async def publish(
         actor=actor,
         receiver_ids=receiver_ids or [],
     )
-    await emit(session, f"roomee.notification.{event_type}", envelope)
+    await emit(session, f"roomee.notification.{event_type}", envelope, sensitive=sensitive)

@@ -145,6 +145,23 @@ class MemberRepository:
         rows = await self.session.execute(query.order_by(member.c.change_seq, member.c.id).limit(limit))
         return [dict(r) for r in rows.mappings()]
 
+    async def with_ids(self, member_ids: list[str]) -> list[dict]:
+        """Members (deleted ones included) with their workspace, for directories resolving unknown ids."""
+        rows = await self.session.execute(_member_with_workspace.where(member.c.id.in_(member_ids)))
+        return [dict(r) for r in rows.mappings()]
+
+    async def access_changes(self, *, after: int, since: datetime, limit: int) -> tuple[list[dict], int]:
+        """Members changed after feed position ``after`` and not before ``since``; and the position reached."""
+        latest = (await self.session.execute(sa.select(sa.func.max(member.c.change_seq)))).scalar_one() or 0
+        rows = await self.session.execute(
+            sa.select(member.c.id, member.c.role, member.c.deleted_at, member.c.updated_at, member.c.change_seq)
+            .where(member.c.change_seq > after, member.c.change_seq <= latest, member.c.updated_at > since)
+            .order_by(member.c.change_seq)
+            .limit(limit)
+        )
+        found = [dict(r) for r in rows.mappings()]
+        return found, found[-1]["change_seq"] if len(found) == limit else max(latest, after)
+
     async def update(self, member_id: str, values: dict[str, Any]) -> None:
         await self.session.execute(
             sa.update(member)

@@ -162,3 +162,19 @@ class SyncRequest(CamelModel):
     limit: int = Field(default=500, ge=1, le=5000)
     ecosystem_id: str | None = None
     workspace_id: str | None = None
+
+
+class AccessChange(CamelModel):
+    member_id: str
+    permissions: list[str] = Field(description="What tokens of this member must hold now (meaningless when deleted).")
+    deleted: bool
+    changed_at: datetime
+
+
+class AccessChanges(CamelModel):
+    items: list[AccessChange]
+    position: int = Field(description="Pass back as `after` to get only later changes.")
+
+
+class LookupRequest(CamelModel):
+    ids: list[str] = Field(min_length=1, max_length=1000, description="Member ids (unknown ones are left out).")

@@ -357,6 +357,7 @@ class MembersService:
             actor=inviter_actor,
             receiver_ids=[row["invited_by_member_id"]] if row["invited_by_member_id"] else [],
             channels=("email", "socket") if send_email else ("socket",),
+            sensitive=True,  # the sign-up link: not kept in the outbox once published
         )
         return row, token
 
@@ -509,6 +510,21 @@ class MembersService:
         # Always a cursor to resume from, also after the last page: the caller polls with it.
         cursor = encode_cursor(rows[-1]["change_seq"], rows[-1]["id"]) if rows else None
         return {"items": [present_member(r) for r in rows], "next_cursor": cursor or data.get("cursor")}
+
+
+    async def lookup(self, member_ids: list[str]) -> list[dict]:
+        return [present_member(r) for r in await self.members.with_ids(sorted(set(member_ids)))]
+
+    async def access_changes(self, after: int | None, limit: int) -> dict:
+        """Members whose tokens no longer hold (removed, or permissions changed) within one access-token lifetime."""
+        since = utcnow() - timedelta(seconds=self.settings.access_token_ttl_seconds + 60)
+        rows, position = await self.members.access_changes(after=after or 0, since=since, limit=limit)
+        items = [
+            {"member_id": r["id"], "permissions": permissions_of(r["role"]), "deleted": r["deleted_at"] is not None,
+             "changed_at": as_utc(r["updated_at"])}
+            for r in rows
+        ]
+        return {"items": items, "position": position}
 
 
 def _event_workspace(row: dict[str, Any]) -> dict[str, Any]:

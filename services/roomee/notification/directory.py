@@ -21,6 +21,11 @@ async def apply_event(session: AsyncSession, envelope: dict[str, Any], now: date
     await directory.apply_event(DirectoryRepository(session), envelope, now)
 
 
+async def resolve_members(ctx: ServiceContext, session: AsyncSession, member_ids: list[str], now: datetime) -> None:
+    """Look up receivers the directory does not know through the members service."""
+    await directory.resolve_members(ctx, DirectoryRepository(session), member_ids, now)
+
+
 async def sync_members(ctx: ServiceContext) -> int:
     """Pull every member changed since the stored cursor; return how many were applied."""
     return await directory.sync_members(ctx, DirectoryRepository, lambda: clock.now(ctx))

@@ -176,7 +176,7 @@ class NotificationProcessor:
             )
         workspace_ids = sorted({e[3] for e in events})
         workspaces = {w: await directory_repo.workspace(w) for w in workspace_ids}
-        members = await directory_repo.members(sorted({r for e in events for r in e[4]}))
+        members = await self._known_members(session, sorted({r for e in events for r in e[4]}), now)
         preferences: dict[str, dict[str, dict]] = {}
         for w in workspace_ids:
             receivers = sorted({r for e in events if e[3] == w for r in e[4]})
@@ -312,40 +312,71 @@ class NotificationProcessor:
         workspace_timezone = (workspace or {}).get("timezone")
         context = context_of(envelope)
 
-        invitee = None
-        if kind.type == "member.onboarding" and "email" in channels and payload.get("email"):
-            invitee = Recipient(
-                member_id=None,
-                locale=resolve_locale(payload.get("locale"), workspace_locale),
-                email=str(payload["email"]),
-                decision=Decision(email=True),
-            )
-        if not receivers and invitee is None:
-            if channels == {"socket"} and workspace_id:
+        invitation = kind.type == "member.onboarding"
+        if invitation:
+            if "email" in channels and payload.get("email"):
+                locale = resolve_locale(payload.get("locale"), workspace_locale)
+                await self._send_invitation(session, envelope, kind, context, workspace_id, locale, str(payload["email"]))
+            # The inviter follows the invitation in the app; the email with the link is the invitee's alone.
+            channels = channels - {"email", "push"}
+        if not receivers:
+            if channels == {"socket"} and workspace_id and not invitation:
                 self._broadcast(session, envelope, kind, context, workspace_id, workspace_locale, now)
+            return
+        if not channels:
             return
 
         recipients = await self._recipients(
             session, receivers, workspace_id, kind, channels, workspace_locale, workspace_timezone, now
         )
-        if invitee is not None:
-            recipients.append(invitee)
         if not recipients:
             return
         await self._store(
             session, [(self._notification_row(envelope, kind, context, workspace_id, recipients, now), recipients)], now
         )
 
+    async def _send_invitation(
+        self,
+        session: AsyncSession,
+        envelope: dict[str, Any],
+        kind: EventKind,
+        context: dict[str, Any],
+        workspace_id: str | None,
+        locale: str,
+        address: str,
+    ) -> None:
+        """The invitee's email, which holds the sign-up link: a delivery job whose outbox row is deleted
+        once published; never in a notification's renders, another member's copy, or the logs."""
+        email = self.factory.render_email(kind.type, locale, context, self.factory.render(kind.type, locale, context))
+        message = {
+            "id": notification_id_for(envelope["id"]),
+            "workspace_id": workspace_id,
+            "ecosystem_id": envelope.get("ecosystemId"),
+            "renders": {locale: {"subject": email.subject, "text": email.text, "html": email.html}},
+        }
+        requests = email_requests(message, {locale: [{"memberId": None, "to": address}]})
+        await emit_many(session, delivery_jobs("email", requests), sensitive=True)
+
     async def _workspace_of(self, session: AsyncSession, envelope: dict[str, Any], receivers: list[str]) -> str | None:
         """An event without ``workspaceId`` (a hotel event, say) belongs to its receivers' workspace,
         when the directory knows them all in one workspace."""
-        members = await DirectoryRepository(session).members(receivers)
+        members = await self._known_members(session, receivers, clock.now(self.ctx))
         workspaces = {entry.workspace_id for entry in members.values()}
         if len(members) == len(receivers) and len(workspaces) == 1:
             return workspaces.pop()
         log.warning("event %s names receivers but no workspace, and they are not all of one known workspace; "
                     "ignored", envelope.get("id"))
         return None
+
+    async def _known_members(self, session: AsyncSession, member_ids: list[str], now: datetime) -> dict[str, Any]:
+        """Directory entries of these members, after asking the members service about unknown ones."""
+        repo = DirectoryRepository(session)
+        members = await repo.members(member_ids)
+        unknown = [m for m in member_ids if m not in members]
+        if unknown:
+            await directory.resolve_members(self.ctx, session, unknown, now)
+            members |= await repo.members(unknown)
+        return members
 
     async def _recipients(
         self,
@@ -360,7 +391,7 @@ class NotificationProcessor:
     ) -> list[Recipient]:
         if not receivers:
             return []
-        members = await DirectoryRepository(session).members(receivers)
+        members = await self._known_members(session, receivers, now)
         preferences = await PreferenceRepository(session).get_many(receivers, workspace_id)
         return self._select_recipients(
             receivers, members, preferences, workspace_id, kind, channels, workspace_locale, workspace_timezone, now
@@ -384,12 +415,10 @@ class NotificationProcessor:
         decided: dict[tuple[str | None, str | None], Decision] = {}
         for member_id in receivers:
             entry = members.get(member_id)
-            if entry is None:  # not synced yet: the workspace's defaults, and no email address
-                timezone, locale, email = workspace_timezone, None, None
-            elif entry.deleted_at is not None or entry.workspace_id != workspace_id:
-                continue  # removed, or not a member of this workspace: never notified here
-            else:
-                timezone, locale, email = entry.timezone or workspace_timezone, entry.locale, entry.email
+            if entry is None or entry.deleted_at is not None or entry.workspace_id != workspace_id:
+                # No such member, removed, or not of this workspace: the event's word is not enough.
+                continue
+            timezone, locale, email = entry.timezone or workspace_timezone, entry.locale, entry.email
             row = preferences.get(member_id)
             key = (member_id if row is not None else None, timezone)
             decision = decided.get(key)

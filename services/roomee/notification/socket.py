@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
@@ -272,6 +273,7 @@ class SocketServer:
         broker_url: str | None = None,
         exchange: str = "roomee",
         service: str = "notification",
+        allowed_origins: Sequence[str] = (),
     ) -> None:
         self.verifier = verifier
         self.service = service
@@ -280,13 +282,18 @@ class SocketServer:
             self.manager = SharedManager(broker_url, channel=f"{exchange}-socketio")
         else:
             self.manager = LocalManager()
-        # Authentication is by bearer token, never by cookie, so any origin may connect.
+        # Browsers of other origins connect only when listed (settings.allowed_origins; "*" for any);
+        # clients that send no Origin (apps, servers) are not concerned.
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=self.manager,
-            cors_allowed_origins="*",
+            cors_allowed_origins="*" if "*" in allowed_origins else (list(allowed_origins) or None),
             cors_credentials=False,
         )
+        self._expiries: dict[str, asyncio.TimerHandle] = {}
+        access_changes = getattr(verifier, "access_changes", None)
+        if access_changes is not None:
+            access_changes.listeners.append(self._drop_revoked)
         self._connect_listeners: list[ConnectListener] = []
         self._gauge = socketio_connected_clients.labels(service=service)
         self._connected = 0
@@ -357,8 +364,16 @@ class SocketServer:
                 "forbidden: a member token is required", {"error": "forbidden", "detail": "a member token is required"}
             )
         await self.sio.save_session(
-            sid, {"memberId": principal.member_id, "workspaceId": principal.workspace_id, "subject": principal.subject}
+            sid,
+            {"memberId": principal.member_id, "workspaceId": principal.workspace_id, "subject": principal.subject,
+             "permissions": sorted(principal.permissions)},
         )
+        if principal.expires_at is not None:
+            # The connection lives no longer than the token it was opened with.
+            delay = max(principal.expires_at - time.time(), 0)
+            self._expiries[sid] = asyncio.get_running_loop().call_later(
+                delay, lambda: asyncio.ensure_future(self._close(sid, "token expired"))
+            )
         await self.sio.enter_room(sid, workspace_room(principal.workspace_id))
         await self.sio.enter_room(sid, member_room(principal.member_id))
         self._connected += 1
@@ -371,8 +386,27 @@ class SocketServer:
                 log.exception("Socket.IO connect listener failed")
 
     async def _on_disconnect(self, sid: str, *_reason: Any) -> None:
+        expiry = self._expiries.pop(sid, None)
+        if expiry is not None:
+            expiry.cancel()
         self._connected = max(0, self._connected - 1)
         self._gauge.set(self._connected)
+
+    async def _close(self, sid: str, reason: str) -> None:
+        try:
+            await self.sio.emit("session:ended", {"reason": reason}, to=sid, ignore_queue=True)
+            await self.sio.disconnect(sid, ignore_queue=True)
+        except Exception:  # already gone
+            log.debug("closing socket %s failed", sid, exc_info=True)
+
+    async def _drop_revoked(self, member_ids: set[str]) -> None:
+        """Close this replica's sockets whose token stopped holding (member removed, permissions changed)."""
+        access_changes = self.verifier.access_changes
+        for member_id in member_ids:
+            for sid in self.member_sids(member_id):
+                session = await self.sio.get_session(sid)
+                if access_changes.refuses({"mid": member_id, "perms": session.get("permissions")}):
+                    await self._close(sid, "membership removed or permissions changed")
 
     def member_sids(self, member_id: str) -> list[str]:
         """The sids of a member's sockets connected to this replica."""
@@ -455,6 +489,7 @@ def socket_server(ctx: Any) -> SocketServer:
             broker_url=settings.broker_url,
             exchange=settings.exchange,
             service=getattr(ctx, "name", "notification"),
+            allowed_origins=settings.allowed_origins,
         )
         ctx.state["socket"] = server
         ctx.state["sio"] = server.sio

@@ -42,6 +42,8 @@ except ImportError:  # pragma: no cover - opentelemetry is a dependency; stay us
 log = logging.getLogger("roomee.events")
 
 _PENDING_KEY = "roomee.outbox.pending_engines"
+# Marks an event whose outbox row goes as soon as it is published (see ``emit``).
+SENSITIVE_HEADER = "x-roomee-sensitive"
 # sync Engine -> the wake-up events of the relays publishing that database.
 _relay_wakeups: dict[Any, set[asyncio.Event]] = {}
 
@@ -49,22 +51,30 @@ _relay_wakeups: dict[Any, set[asyncio.Event]] = {}
 # -- emitting -----------------------------------------------------------------------------------
 
 
-async def emit(session: AsyncSession, routing_key: str, envelope: Mapping[str, Any]) -> None:
-    """Write one event to the outbox in the session's current transaction."""
-    await session.execute(sa.insert(outbox_table).values(**_outbox_row(routing_key, envelope)))
+async def emit(
+    session: AsyncSession, routing_key: str, envelope: Mapping[str, Any], *, sensitive: bool = False
+) -> None:
+    """Write one event to the outbox in the session's current transaction.
+
+    ``sensitive``: the event carries a secret (a sign-up link): its row is deleted as soon as it is
+    published instead of being kept for inspection.
+    """
+    await session.execute(sa.insert(outbox_table).values(**_outbox_row(routing_key, envelope, sensitive)))
     _mark_pending(session)
 
 
-async def emit_many(session: AsyncSession, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
-    """Write several ``(routing_key, envelope)`` events with one bulk insert."""
-    rows = [_outbox_row(routing_key, envelope) for routing_key, envelope in items]
+async def emit_many(
+    session: AsyncSession, items: Iterable[tuple[str, Mapping[str, Any]]], *, sensitive: bool = False
+) -> None:
+    """Write several ``(routing_key, envelope)`` events with one bulk insert (``sensitive``: see ``emit``)."""
+    rows = [_outbox_row(routing_key, envelope, sensitive) for routing_key, envelope in items]
     if not rows:
         return
     await session.execute(sa.insert(outbox_table), rows)
     _mark_pending(session)
 
 
-def _outbox_row(routing_key: str, envelope: Mapping[str, Any]) -> dict[str, Any]:
+def _outbox_row(routing_key: str, envelope: Mapping[str, Any], sensitive: bool = False) -> dict[str, Any]:
     if not routing_key:
         raise ValueError("routing_key is required")
     body = dict(envelope)
@@ -73,6 +83,8 @@ def _outbox_row(routing_key: str, envelope: Mapping[str, Any]) -> dict[str, Any]
     headers: dict[str, str] = {}
     if _propagate is not None:
         _propagate.inject(headers)
+    if sensitive:
+        headers[SENSITIVE_HEADER] = "1"
     return {
         "id": str(uuid.uuid4()),
         "routing_key": routing_key,
@@ -210,18 +222,14 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         backoff = 0.5
-        failures = 0
         last_cleanup = 0.0
         while not self._stopping:
             self._wakeup.clear()
             try:
                 published = await self.publish_pending()
             except Exception as exc:
-                failures += 1
-                # An outage logs once (WARNING) and its end once (INFO), not every retry.
-                log.log(
-                    logging.WARNING if failures == 1 else logging.DEBUG,
-                    "outbox publish failed; events wait in the outbox, retrying every %.1f s or less",
+                log.warning(
+                    "outbox publish failed; retrying in %.1f s",
                     backoff,
                     extra={"service": self.service, "error": f"{type(exc).__name__}: {exc}"},
                     exc_info=not isinstance(exc, (BrokerUnavailable, ConnectionError, OSError)),
@@ -230,9 +238,6 @@ class OutboxRelay:
                 await self._sleep(backoff, self._stop_requested)  # commits do not cut the backoff short
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if failures:
-                log.info("outbox publishing resumed after %d failed attempts", failures, extra={"service": self.service})
-                failures = 0
             backoff = 0.5
             if time.monotonic() - last_cleanup >= self.cleanup_interval:
                 last_cleanup = time.monotonic()
@@ -281,6 +286,9 @@ class OutboxRelay:
                     .where(table.c.id.in_([row.id for row in rows]))
                     .values(published_at=datetime.now(timezone.utc))
                 )
+                secret_ids = [row.id for row, message in zip(rows, messages) if message.headers.get(SENSITIVE_HEADER)]
+                if secret_ids:
+                    await session.execute(sa.delete(table).where(table.c.id.in_(secret_ids)))
         for routing_key, count in by_key.items():
             metrics.amqp_messages_total.labels(self.service, routing_key, "publish", "ok").inc(count)
         if len(rows) >= self.batch_size:
