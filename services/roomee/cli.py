@@ -61,7 +61,6 @@ async def _serve(settings: Settings, specs, on_started=None) -> None:
             typer.echo(f"  - {problem}", err=True)
         typer.echo("(ROOMEE_ALLOW_UNSAFE_DEFAULTS=true starts anyway, for development)", err=True)
         raise typer.Exit(code=2)
-
     application = create_app(settings, specs)
     config = uvicorn.Config(application, host=settings.host, port=settings.port, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
@@ -147,6 +146,7 @@ def migrate(
     """Apply every pending database migration of the given targets."""
     from roomee.kit import migrations
     from roomee.kit.db import Database
+    from roomee.kit.platform import Platform, declare_event_topology
 
     settings = _settings()
 
@@ -158,6 +158,10 @@ def migrate(
                 typer.echo(f"{spec.name}: at {await migrations.current(spec.package, db)}")
             finally:
                 await db.dispose()
+        # The broker's topology is part of the schema: every queue exists before any service publishes.
+        topology = Platform(settings, []).event_topology()
+        await _with_broker(settings, lambda broker: declare_event_topology(broker, topology))
+        typer.echo(f"broker: {len(topology)} queues declared ({', '.join(sorted(topology))})")
 
     asyncio.run(go())
 
@@ -210,6 +214,18 @@ async def _with_broker(settings: Settings, action):
         await broker.close()
 
 
+def _known_queue(settings: Settings, queue: str) -> str:
+    """The broker name of one of the platform's queues; anything else ends the command (exit 2),
+    since looking a typo up would declare it as a new durable queue."""
+    from roomee.kit.platform import Platform
+
+    known = sorted(name.removeprefix(settings.queue_prefix) for name in Platform(settings, []).event_topology())
+    if queue not in known:
+        raise typer.BadParameter(f"unknown queue {queue!r}; the platform's queues: {', '.join(known)}",
+                                 param_hint="--queue")
+    return settings.queue_prefix + queue
+
+
 @events_app.command("dead-letters")
 def dead_letters(
     queue: Annotated[str, typer.Option(help="Queue name, e.g. notification_queue.")],
@@ -217,9 +233,8 @@ def dead_letters(
 ) -> None:
     """List a queue's dead-lettered events (one JSON object a line), leaving them in place."""
     settings = _settings()
-    letters = asyncio.run(
-        _with_broker(settings, lambda broker: broker.dead_letters(settings.queue_prefix + queue, limit))
-    )
+    name = _known_queue(settings, queue)
+    letters = asyncio.run(_with_broker(settings, lambda broker: broker.dead_letters(name, limit)))
     for letter in letters:
         typer.echo(json.dumps(
             {"id": letter.id, "routingKey": letter.routing_key, "error": letter.error,
@@ -237,9 +252,8 @@ def replay(
 ) -> None:
     """Move dead-lettered events back to their queue to be handled again."""
     settings = _settings()
-    count = asyncio.run(
-        _with_broker(settings, lambda broker: broker.replay_dead_letters(settings.queue_prefix + queue, event_id))
-    )
+    name = _known_queue(settings, queue)
+    count = asyncio.run(_with_broker(settings, lambda broker: broker.replay_dead_letters(name, event_id)))
     typer.echo(f"replayed {count} event(s) to {queue}")
 
 

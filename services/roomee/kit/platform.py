@@ -13,14 +13,18 @@ from typing import Any
 from roomee.kit import migrations
 from roomee.kit.auth import AccessChanges, ServiceTokenProvider, TokenVerifier, remote_jwks_loader
 from roomee.kit.db import Database
-from roomee.kit.events import EventConsumer, OutboxRelay, broker_from_settings
+from roomee.kit.events import BrokerUnavailable, EventConsumer, OutboxRelay, broker_from_settings
 from roomee.kit.events.consumer import BatchHandler, EventHandler
 from roomee.kit.http import ServiceClient
+from roomee.kit.metrics import broker_connected
 from roomee.kit.observability import configure_logging, configure_tracing
 from roomee.kit.schemas import use_cursor_key
 from roomee.kit.settings import Settings
 
 log = logging.getLogger("roomee.platform")
+
+BROKER_START_FIRST_DELAY = 1.0
+BROKER_START_MAX_DELAY = 30.0
 
 @dataclass(frozen=True)
 class ConsumerSpec:
@@ -80,6 +84,8 @@ class Platform:
         self._relays: list[OutboxRelay] = []
         self._consumers: list[EventConsumer] = []
         self._workers: list[asyncio.Task] = []
+        self._migrated: set[str] = set()
+        self.label = targets[0].name if len(targets) == 1 else "all"
         use_cursor_key(settings.resolved_cursor_secret())
         for spec in targets:
             service_settings = settings.for_service(spec.name)
@@ -108,7 +114,10 @@ class Platform:
         if self.settings.auto_migrate:
             await self.migrate()
         self.broker = broker_from_settings(self.settings)
-        await self.broker.start()
+        await self._start_broker()
+        # Every queue of every target exists before the first relay publishes: an event is never
+        # published to a topic nobody is bound to yet (a consumer in another process not started).
+        await declare_event_topology(self.broker, self.event_topology())
         for spec in self.targets:
             ctx = self.services[spec.name]
             setup = spec.load(spec.setup)
@@ -147,6 +156,42 @@ class Platform:
         finally:
             await client.aclose()
 
+    def event_topology(self) -> dict[str, list[str]]:
+        """The queues (prefixed names) and bindings of every registered target, run here or not."""
+        from roomee import targets as registry
+
+        topology: dict[str, list[str]] = {}
+        for spec in registry.TARGETS.values():
+            make_consumers = spec.load(spec.consumers)
+            if make_consumers is None:
+                continue
+            ctx = self.services.get(spec.name)
+            if ctx is None:  # a target of another process: its consumers are only read, never run
+                service_settings = self.settings.for_service(spec.name)
+                ctx = ServiceContext(spec.name, service_settings, Database(spec.name, service_settings), self)
+            for consumer in make_consumers(ctx):
+                topology[self.settings.queue_prefix + consumer.queue] = list(consumer.bindings)
+        return topology
+
+    async def _start_broker(self) -> None:
+        """Connect to the broker, waiting for it with backoff: a broker still starting (or down)
+        must not make every replica exit and crash-loop."""
+        delay, attempt = BROKER_START_FIRST_DELAY, 0
+        while True:
+            attempt += 1
+            try:
+                await self.broker.start()
+                broker_connected.labels(self.label).set(1)
+                if attempt > 1:
+                    log.info("broker reached after %d attempts", attempt)
+                return
+            except Exception as exc:
+                broker_connected.labels(self.label).set(0)
+                log.warning("broker unreachable at start (attempt %d: %s: %s); retrying in %.0f s",
+                            attempt, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BROKER_START_MAX_DELAY)
+
     async def stop(self) -> None:
         for task in self._workers:
             task.cancel()
@@ -165,20 +210,38 @@ class Platform:
             await ctx.db.dispose()
         self._workers, self._consumers, self._relays = [], [], []
 
-    async def readiness(self) -> dict[str, str]:
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Whether this process can serve, and every check. Ready means its databases answer at
+        their migrations' head; the broker is reported (and exported as ``broker_connected``) but
+        does not decide, since writes keep working through the outbox during a broker outage."""
         checks: dict[str, str] = {}
-        for name, ctx in self.services.items():
+        ready = True
+        for spec in self.targets:
+            name, db = spec.name, self.services[spec.name].db
             try:
-                await ctx.db.ping()
+                await db.ping()
                 checks[f"database:{name}"] = "ok"
             except Exception as exc:  # readiness reports every failure rather than raising
-                checks[f"database:{name}"] = f"error: {exc}"
+                checks[f"database:{name}"], ready = f"error: {exc}", False
+                continue
+            if name not in self._migrated:
+                try:
+                    behind = await migrations.pending(spec.package, db)
+                except Exception as exc:
+                    behind = f"unknown ({exc})"
+                if behind is None:
+                    self._migrated.add(name)  # a database does not fall behind its code again
+                else:
+                    checks[f"migrations:{name}"], ready = f"pending: {behind}", False
         try:
+            if self.broker is None:
+                raise BrokerUnavailable("not connected yet")
             await self.broker.ping()
             checks["broker"] = "ok"
         except Exception as exc:
-            checks["broker"] = f"error: {exc}"
-        return checks
+            checks["broker"] = f"unavailable: {exc}"
+        broker_connected.labels(self.label).set(1 if checks["broker"] == "ok" else 0)
+        return ready, checks
 
     @asynccontextmanager
     async def lifespan(self, _app):
@@ -187,6 +250,12 @@ class Platform:
             yield
         finally:
             await self.stop()
+
+
+async def declare_event_topology(broker, topology: dict[str, list[str]]) -> None:
+    """Declare each queue with its bindings, retry queues and dead-letter queue."""
+    for queue, bindings in topology.items():
+        await broker.declare_queue(queue, bindings)
 
 
 async def run_stop_callbacks(service: str, callbacks: list[Callable[[], Awaitable[None]]]) -> None:

@@ -222,14 +222,18 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         backoff = 0.5
+        failures = 0
         last_cleanup = 0.0
         while not self._stopping:
             self._wakeup.clear()
             try:
                 published = await self.publish_pending()
             except Exception as exc:
-                log.warning(
-                    "outbox publish failed; retrying in %.1f s",
+                failures += 1
+                # An outage logs once (WARNING) and its end once (INFO), not every retry.
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "outbox publish failed; events wait in the outbox, retrying every %.1f s or less",
                     backoff,
                     extra={"service": self.service, "error": f"{type(exc).__name__}: {exc}"},
                     exc_info=not isinstance(exc, (BrokerUnavailable, ConnectionError, OSError)),
@@ -238,6 +242,9 @@ class OutboxRelay:
                 await self._sleep(backoff, self._stop_requested)  # commits do not cut the backoff short
                 backoff = min(backoff * 2, 5.0)
                 continue
+            if failures:
+                log.info("outbox publishing resumed after %d failed attempts", failures, extra={"service": self.service})
+                failures = 0
             backoff = 0.5
             if time.monotonic() - last_cleanup >= self.cleanup_interval:
                 last_cleanup = time.monotonic()
