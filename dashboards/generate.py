@@ -168,13 +168,48 @@ PANELS: list[PanelSpec] = [
     ),
     PanelSpec(
         "Saga step outcomes",
-        "Hotel provisioning saga steps per second by step and outcome (succeeded, failed, compensated).",
+        "Saga steps per second (hotel provisioning and deletion) by step and outcome (succeeded, retry, failed, "
+        "compensated), and whole sagas that failed and were compensated.",
         "ops",
         [
             Query(
                 f"sum by (saga, step, outcome) (rate(saga_steps_total{{{NS}}}[{RATE}]))",
                 "{{saga}} {{step}} {{outcome}}",
-            )
+            ),
+            Query(f"sum by (saga) (rate(sagas_failed_total{{{NS}}}[{RATE}]))", "{{saga}} failed"),
+        ],
+    ),
+    PanelSpec(
+        "Sagas in flight and step latency",
+        "Sagas started and not finished, and the p95 duration of each step attempt.",
+        "short",
+        [
+            Query(f"sum by (saga) (sagas_in_flight{{{NS}}})", "{{saga}} in flight"),
+            Query(
+                f"histogram_quantile(0.95, sum by (le, saga, step) (rate(saga_step_duration_seconds_bucket{{{NS}}}[{RATE}])))",
+                "{{saga}} {{step}} p95 (s)",
+            ),
+        ],
+    ),
+    PanelSpec(
+        "Operator reconciliations",
+        "Hotel and Workspace handler runs of the operator per second by outcome, their errors by kind, and the "
+        "p95 duration of a handler run.",
+        "ops",
+        [
+            Query(
+                f"sum by (resource, handler, outcome) (rate(roomee_operator_reconciliations_total{{{NS}}}[{RATE}]))",
+                "{{resource}} {{handler}} {{outcome}}",
+            ),
+            Query(
+                f"sum by (resource, kind) (rate(roomee_operator_reconciliation_errors_total{{{NS}}}[{RATE}]))",
+                "{{resource}} errors ({{kind}})",
+            ),
+            Query(
+                "histogram_quantile(0.95, sum by (le, resource) "
+                f"(rate(roomee_operator_reconciliation_duration_seconds_bucket{{{NS}}}[{RATE}])))",
+                "{{resource}} p95 (s)",
+            ),
         ],
     ),
     PanelSpec(
