@@ -9,7 +9,7 @@ from roomee.operator.settings import GROUP, VERSION
 
 
 @kopf.index(GROUP, VERSION, "hotels", id="hotels_by_name")
-def index_hotel(namespace, name, status, meta, **_) -> dict:
+async def index_hotel(namespace, name, status, meta, **_) -> dict:
     return {(namespace, name): {
         "hotelId": status.get("hotelId"),
         "ready": conditions.is_true(status.get("conditions")),

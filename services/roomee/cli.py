@@ -136,6 +136,12 @@ def run(
                     f"ROOMEE_{dependency.upper()}_URL is unset; calls will go to {settings.base_url}",
                     err=True,
                 )
+    runners = [spec for spec in specs if spec.runner]
+    if runners:  # the operator: a process of its own, alone
+        if len(specs) > 1:
+            raise typer.BadParameter(f"{runners[0].name} runs alone, not with other targets")
+        loop.run(runners[0].load(runners[0].runner)(settings))
+        return
     loop.run(_serve(settings, specs))
 
 

@@ -1,0 +1,131 @@
+"""Benchmark of the operator (issue 10): a Hotel custom resource until it is ``Ready``. A script, not a test.
+
+    python bench/operator_ready.py [--backend embedded|real] [--hotels 100]
+
+The whole platform runs in this process on real HTTP (uvicorn) with local providers, beside the
+test suite's Kubernetes API (kmock + conformance layer) and the operator (kopf), all on one event
+loop. Measured from the start of ``kubectl apply`` until the Hotel's ``Ready`` condition is
+``True`` in the API server (polled every 5 ms): one Hotel alone, then N Hotels in one apply.
+
+Baseline, in the same run, on the same platform: the same hotels provisioned through the REST API
+directly (``POST /hotel/add`` with the operator's token, then ``GET /hotel/{id}/provisioning``
+every 5 ms until ``ready``). ``ratio`` = operator / REST: what Kubernetes and kopf add on top of the
+saga. Targets of the issue: one Hotel ≤ 1 s, 100 Hotels ≤ 20 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "services"))
+
+import yaml  # noqa: E402
+
+from roomee.kit import loop  # noqa: E402
+from tests.fixtures.kube import running_kube  # noqa: E402
+from tests.fixtures.platform import drop_test_resources, make_settings, running_platform  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=("real", "embedded"), default="embedded")
+    parser.add_argument("--hotels", type=int, default=100, help="Hotels applied at once")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    return parser.parse_args()
+
+
+def hotel_spec(n: str) -> dict:
+    return {
+        "name": f"Bench Hotel {n}", "plan": "premium",
+        "contact": {"email": f"contact-{n}@bench.example.com", "phone": "+33 1 00 00 00 00", "address": "1 rue du Banc"},
+        "administrator": {"email": f"admin-{n}@bench.example.com", "firstName": "Ben", "lastName": "Ch"},
+    }
+
+
+def manifests(names: list[str]) -> str:
+    return yaml.safe_dump_all([{"apiVersion": "roomee.io/v1", "kind": "Hotel", "metadata": {"name": name},
+                                "spec": hotel_spec(name)} for name in names])
+
+
+def ready_names(kube) -> set[str]:
+    return {obj["metadata"]["name"] for obj in kube.api.objects_of("hotels")
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions", ()))}
+
+
+async def through_operator(kube, names: list[str], timeout: float) -> float:
+    started = time.perf_counter()
+    await kube.kubectl("apply", "--validate=false", "-f", "-", stdin=manifests(names), timeout=timeout)
+    wanted = set(names)
+    while not wanted <= ready_names(kube):
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"{len(wanted - ready_names(kube))} Hotels not Ready after {timeout} s")
+        await asyncio.sleep(0.005)
+    return time.perf_counter() - started
+
+
+async def through_rest(platform, count: int, timeout: float) -> float:
+    async with platform.client() as client:
+        headers = await platform.service_headers("operator")
+
+        async def one() -> None:
+            n = uuid.uuid4().hex[:10]
+            body = {**{k: v for k, v in hotel_spec(n).items() if k != "contact"}, **hotel_spec(n)["contact"]}
+            response = await client.post("/hotel/add", json=body, headers={**headers, "Idempotency-Key": n})
+            assert response.status_code == 202, response.text
+            hotel_id = response.json()["id"]
+            while True:
+                document = (await client.get(f"/hotel/{hotel_id}/provisioning", headers=headers)).json()
+                if document["status"] == "ready":
+                    return
+                assert document["status"] == "provisioning", document
+                await asyncio.sleep(0.005)
+
+        started = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), timeout)
+        return time.perf_counter() - started
+
+
+class _Env:
+    """``operator_running`` sets KUBECONFIG through a monkeypatch-like object."""
+
+    def setenv(self, name: str, value: str) -> None:
+        os.environ[name] = value
+
+
+async def main() -> None:
+    args = parse_args()
+    os.environ["ROOMEE_TEST_BACKEND"] = args.backend
+    from tests.fixtures.kube import operator_running
+
+    with tempfile.TemporaryDirectory() as scratch:
+        settings = make_settings(Path(scratch) / "platform", log_level="ERROR")
+        try:
+            async with running_platform(settings) as platform, running_kube(Path(scratch) / "kube") as kube, \
+                    operator_running(_Env(), kube, settings, operator_poll_seconds=0.02,
+                                     operator_max_poll_seconds=0.5):
+                await through_rest(platform, 1, args.timeout)  # warm-up: caches, connections, JIT-free paths
+                rest_one = await through_rest(platform, 1, args.timeout)
+                operator_one = await through_operator(kube, ["bench-one"], args.timeout)
+                rest_many = await through_rest(platform, args.hotels, args.timeout)
+                names = [f"bench-{i:03d}" for i in range(args.hotels)]
+                operator_many = await through_operator(kube, names, args.timeout)
+        finally:
+            await drop_test_resources()
+    print(f"backend: {args.backend}")
+    print(f"{'case':<22}{'operator (s)':>14}{'REST (s)':>11}{'ratio':>8}{'target (s)':>12}")
+    print(f"{'1 Hotel':<22}{operator_one:>14.3f}{rest_one:>11.3f}{operator_one / rest_one:>8.2f}{1.0:>12.1f}")
+    print(f"{f'{args.hotels} Hotels at once':<22}{operator_many:>14.3f}{rest_many:>11.3f}"
+          f"{operator_many / rest_many:>8.2f}{20.0:>12.1f}")
+
+
+if __name__ == "__main__":
+    loop.run(main())

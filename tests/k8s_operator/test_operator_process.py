@@ -1,0 +1,71 @@
+"""``roomee run --target operator`` as the Deployment runs it: a process of its own, with /health,
+/health/ready and /metrics, reconciling a Hotel applied with kubectl; never part of ``all``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import httpx
+
+from roomee import targets
+from tests.fixtures.kube import CRD_DIR
+from tests.fixtures.platform import free_port, make_settings, running_platform
+from tests.hotel.support import FAST_SAGA
+from tests.k8s_operator.test_hotel_lifecycle import eventually
+
+ROOMEE = [sys.executable, "-m", "roomee.cli"]
+
+
+def test_the_operator_is_a_target_of_its_own_never_in_all():
+    assert "operator" in targets.TARGETS
+    assert "operator" not in {spec.name for spec in targets.resolve("all")}
+    assert [spec.name for spec in targets.resolve("operator")] == ["operator"]
+
+
+async def test_operator_process_serves_health_metrics_and_reconciles(tmp_path, kube):
+    settings = make_settings(tmp_path / "platform", **FAST_SAGA)
+    async with running_platform(settings) as platform:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMEE_")} | {
+            "KUBECONFIG": str(kube.kubeconfig), "ROOMEE_DATA_DIR": str(tmp_path / "operator"),
+            "ROOMEE_SERVICE_SECRET": settings.service_secret, "ROOMEE_LOG_LEVEL": "WARNING",
+            "ROOMEE_AUTH_URL": platform.url, "ROOMEE_HOTEL_URL": platform.url, "ROOMEE_MEMBERS_URL": platform.url,
+        }
+        process = await asyncio.create_subprocess_exec(
+            *ROOMEE, "run", "--target", "operator", "--port", str(port), env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+                async def answers(path: str) -> bool:
+                    try:
+                        return (await client.get(path)).status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                await eventually(lambda: answers("/health/ready"), timeout=60, interval=0.2)
+                assert (await client.get("/health")).json()["targets"] == ["operator"]
+
+                await kube.kubectl("apply", "--validate=false", "-f", str(CRD_DIR / "examples" / "hotel.yaml"))
+                await kube.kubectl("wait", "--for=condition=Ready", "hotel/grand-paris", "--timeout=60s")
+                metrics = (await client.get("/metrics")).text
+                assert 'roomee_operator_reconciliations_total{handler="create",outcome="done",resource="hotel"} 1.0' in metrics
+                assert "roomee_operator_reconciliation_duration_seconds_bucket" in metrics
+                assert 'http_client_request_duration_seconds_count{endpoint="/hotel/add",service="operator"' in metrics
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+def test_operator_runs_alone():
+    import subprocess
+
+    out = subprocess.run([*ROOMEE, "run", "--target", "operator,hotel"], capture_output=True, text=True)
+    assert out.returncode != 0 and "runs alone" in out.stderr
