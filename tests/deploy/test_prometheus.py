@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
@@ -29,14 +29,17 @@ import yaml
 
 from roomee.targets import TARGETS
 from tests.deploy.test_dashboards import metric_names, overview
-from tests.deploy.tools import RULES, tool
+from tests.deploy.tools import ROOT, RULES, tool
 from tests.fixtures.fakes import onesignal_fake
+from tests.fixtures.kube import running_kube
 from tests.fixtures.platform import BACKEND, free_port, make_settings
 
 NAMESPACE = "roomee-e2e"
 # What Grafana puts in place of the template variables ("All" targets).
 VARIABLES = {"$namespace": NAMESPACE, "$target": ".*", "$__rate_interval": "20s"}
 DEADLINE_SECONDS = 120
+# The operator is scraped too once it is a registered target (a process of its own).
+WITH_OPERATOR = "operator" in TARGETS
 
 
 def resolve(expr: str) -> str:
@@ -183,66 +186,71 @@ def finite(result: list[dict]) -> list[dict]:
 @pytest.mark.timeout(400)
 async def test_prometheus_scrapes_roomee_up_and_every_panel_and_alert_evaluates(tmp_path):
     prometheus = tool("prometheus")
-    port, prom_port = free_port(), free_port()
+    port, prom_port, operator_port = free_port(), free_port(), free_port()
     settings = make_settings(tmp_path / "settings", port=port)
     data_dir = tmp_path / "data"
     roomee = str(Path(sys.executable).parent / "roomee")
+    scraped = [f"127.0.0.1:{port}"] + ([f"127.0.0.1:{operator_port}"] if WITH_OPERATOR else [])
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES)],
         "scrape_configs": [{
             "job_name": "roomee",
-            "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": {"namespace": NAMESPACE}}],
+            "static_configs": [{"targets": scraped, "labels": {"namespace": NAMESPACE}}],
         }],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
 
-    async with onesignal_fake() as onesignal:
+    async with AsyncExitStack() as stack:
+        onesignal = await stack.enter_async_context(onesignal_fake())
         onesignal.respond("POST", "/notifications", 500, {"errors": ["provider unavailable"]})
         platform_log = tmp_path / "roomee-up.log"
-        async with process(
+        up = await stack.enter_async_context(process(
             roomee, "up", "--port", str(port), "--host", "127.0.0.1", "--data-dir", str(data_dir),
             env=platform_environment(settings, onesignal.url, signing_keys(tmp_path / "keys")), cwd=str(tmp_path),
             log=platform_log,
-        ) as up, process(
+        ))
+        await stack.enter_async_context(process(
             prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn", log=tmp_path / "prometheus.log",
-        ), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client, httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{prom_port}", timeout=30
-        ) as prom:
-            credentials_file = data_dir / "admin-credentials.json"
-            await wait_until(lambda: _exists(credentials_file), "roomee up's first start", platform_log, proc=up)
-            credentials = json.loads(credentials_file.read_text())
-            session = (await client.post("/users/signIn", json=credentials)).json()
-            admin = session | credentials
-            member = session["member"]
-            for person in (session, await _staff_member(client, session, data_dir)):
-                device = await client.post(
-                    "/api/v1/subscriptions", headers={"Authorization": f"Bearer {person['accessToken']}"},
-                    json={"workspaceId": member["workspaceId"], "platform": "android", "subscriptionId": str(uuid.uuid4())},
-                )
-                assert device.status_code in (200, 201), device.text
-            feed = await client.post("/api/v1/pages", json={"pageType": "feed", "title": "Hotel news"},
-                                     headers={"Authorization": f"Bearer {session['accessToken']}"})
-            assert feed.status_code == 201, feed.text
-            sio = socketio.AsyncClient(reconnection=False)
-            await sio.connect(f"http://127.0.0.1:{port}", auth={"token": session["accessToken"]},
-                              transports=["websocket"], wait_timeout=10)
-            await wait_until(lambda: _ready(prom), "Prometheus ready", tmp_path / "prometheus.log")
+        ))
+        client = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30))
+        prom = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{prom_port}", timeout=30))
+        credentials_file = data_dir / "admin-credentials.json"
+        await wait_until(lambda: _exists(credentials_file), "roomee up's first start", platform_log, proc=up)
+        credentials = json.loads(credentials_file.read_text())
+        session = (await client.post("/users/signIn", json=credentials)).json()
+        admin = session | credentials
+        member = session["member"]
+        for person in (session, await _staff_member(client, session, data_dir)):
+            device = await client.post(
+                "/api/v1/subscriptions", headers={"Authorization": f"Bearer {person['accessToken']}"},
+                json={"workspaceId": member["workspaceId"], "platform": "android", "subscriptionId": str(uuid.uuid4())},
+            )
+            assert device.status_code in (200, 201), device.text
+        feed = await client.post("/api/v1/pages", json={"pageType": "feed", "title": "Hotel news"},
+                                 headers={"Authorization": f"Bearer {session['accessToken']}"})
+        assert feed.status_code == 201, feed.text
+        if WITH_OPERATOR:
+            await _operator_reconciling_a_hotel(stack, tmp_path, settings, operator_port, roomee)
+        sio = socketio.AsyncClient(reconnection=False)
+        await sio.connect(f"http://127.0.0.1:{port}", auth={"token": session["accessToken"]},
+                          transports=["websocket"], wait_timeout=10)
+        await wait_until(lambda: _ready(prom), "Prometheus ready", tmp_path / "prometheus.log")
 
-            traffic = Traffic(client, settings, admin, feed.json()["id"])
-            stop = asyncio.Event()
-            driving = asyncio.create_task(traffic.run(stop))
-            try:
-                panels, produced = await _evaluate_until_proven(prom)
-                firing = await _alerts_once_firing(prom, "RoomeeEventsDeadLettered")
-                alerts = {rule["alert"]: rule["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for rule in g["rules"]}
-                alert_results = {name: await query(prom, expr) for name, expr in alerts.items()}
-                rules = (await prom.get("/api/v1/rules")).json()["data"]["groups"]
-            finally:
-                stop.set()
-                await driving
-                await sio.disconnect()
+        traffic = Traffic(client, settings, admin, feed.json()["id"])
+        stop = asyncio.Event()
+        driving = asyncio.create_task(traffic.run(stop))
+        try:
+            panels, produced = await _evaluate_until_proven(prom)
+            firing = await _alerts_once_firing(prom, "RoomeeEventsDeadLettered")
+            alerts = {rule["alert"]: rule["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for rule in g["rules"]}
+            alert_results = {name: await query(prom, expr) for name, expr in alerts.items()}
+            rules = (await prom.get("/api/v1/rules")).json()["data"]["groups"]
+        finally:
+            stop.set()
+            await driving
+            await sio.disconnect()
 
     _report(panels, produced, alert_results, firing, traffic)
     assert not traffic.errors, traffic.errors[:5]
@@ -286,6 +294,29 @@ async def _staff_member(client: httpx.AsyncClient, admin: dict, data_dir: Path) 
     return signed_in.json()
 
 
+async def _operator_reconciling_a_hotel(stack: AsyncExitStack, tmp_path: Path, settings, port: int, roomee: str):
+    """`roomee run --target operator` against the test Kubernetes API (kmock + conformance layer),
+    driving the platform's hotel API; a Hotel from crds/examples is applied with kubectl."""
+    kube = await stack.enter_async_context(running_kube(tmp_path / "kube"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMEE_")} | {
+        "KUBECONFIG": str(kube.kubeconfig), "ROOMEE_DATA_DIR": str(tmp_path / "operator"),
+        "ROOMEE_SERVICE_SECRET": settings.service_secret, "ROOMEE_LOG_LEVEL": "WARNING",
+        "ROOMEE_AUTH_URL": settings.public_url, "ROOMEE_HOTEL_URL": settings.public_url,
+        "ROOMEE_MEMBERS_URL": settings.public_url, "ROOMEE_OPERATOR_DRIFT_INTERVAL_SECONDS": "1",
+    }
+    log = tmp_path / "operator.log"
+    operator = await stack.enter_async_context(
+        process(roomee, "run", "--target", "operator", "--port", str(port), env=env, log=log, cwd=str(tmp_path))
+    )
+
+    async def ready() -> bool:
+        async with httpx.AsyncClient(timeout=5) as probe:
+            return (await probe.get(f"http://127.0.0.1:{port}/health/ready")).status_code == 200
+
+    await wait_until(ready, "the operator ready", log, proc=operator)
+    await kube.kubectl("apply", "--validate=false", "-f", str(ROOT / "crds" / "examples" / "hotel.yaml"))
+
+
 async def _exists(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
@@ -304,6 +335,8 @@ def required_queries() -> set[tuple[str, str | None]]:
     required = {(title, None) for title in titles}
     if "hotel" in TARGETS:
         required |= {("Saga step outcomes", "A"), ("Sagas in flight and step latency", None)}
+    if WITH_OPERATOR:
+        required |= {("Operator reconciliations", "A"), ("Operator reconciliations", "C")}
     return required
 
 
