@@ -22,9 +22,11 @@ from tests.fixtures.people import make_admin
 from tests.fixtures.platform import make_settings, running_platform
 
 CHECKS = "not_a_server_error,response_schema_conformance"
-MAX_EXAMPLES = int(os.environ.get("ROOMEE_SCHEMATHESIS_EXAMPLES", "10"))
+MAX_EXAMPLES = int(os.environ.get("ROOMEE_SCHEMATHESIS_EXAMPLES", "5"))
 SEED = 20261130
 ST = Path(sys.executable).with_name("st")
+# Targets served by the platform's app (a target with a runner of its own, the operator, has no HTTP API).
+HTTP_TARGETS = sorted(name for name, spec in targets.TARGETS.items() if getattr(spec, "runner", None) is None)
 
 
 def _service_token_with_every_scope(running) -> str:
@@ -48,9 +50,10 @@ async def _schemathesis(url: str, target: str, token: str, report: Path) -> tupl
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("target", sorted(targets.TARGETS))
+@pytest.mark.parametrize("target", HTTP_TARGETS)
 async def test_every_route_of_the_target_answers_its_documented_responses(target, tmp_path):
-    settings = make_settings(tmp_path, log_level="ERROR")
+    # Configured as a deployment would be (a webhook secret: billing's webhook answers 503 without one).
+    settings = make_settings(tmp_path, log_level="ERROR", stripe_webhook_secret="whsec_conformance")
     async with running_platform(settings) as running, running.client() as client:
         admin = await make_admin(running, client, "admin@conformance.example.com")
         callers = {"admin": admin.session["accessToken"], "service": _service_token_with_every_scope(running)}
