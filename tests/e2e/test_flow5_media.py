@@ -65,5 +65,10 @@ async def test_a_photo_goes_straight_to_storage_and_into_an_article(tmp_path, me
         assert envelope["payload"]["medias"] == [expected]
 
         # What the article links to serves the file to the hotel's members.
+        served = await client.get(article["medias"][0]["fileUrl"], headers=admin.headers)
+        if media_storage["media_storage"] == "gcs":  # a short-lived signed GET, straight from storage
+            assert served.status_code == 307 and "X-Goog-Expires=300" in served.headers["location"]
+        else:
+            assert served.status_code == 200 and served.headers["cache-control"] == "private, max-age=300"
         original = await client.get(article["medias"][0]["fileUrl"], headers=admin.headers, follow_redirects=True)
         assert original.status_code == 200 and original.content == photo

@@ -69,3 +69,49 @@ async def test_storage_outage_delays_completion_and_deletion(tmp_path, own_gcs):
                 break
             await asyncio.sleep(0.1)
         assert own_gcs["gcs"].object_names(bucket) == []
+
+
+async def test_a_server_upload_cut_short_is_taken_over_by_its_retry_or_swept(local_media_platform):
+    from datetime import timedelta
+
+    from roomee.kit.clock import utcnow
+    from roomee.media.storage import StorageError
+    from tests.fixtures.media import png, service_upload
+
+    running = local_media_platform
+    state = running.platform.services["media"].state
+    storage = state["storage"]
+    real_write = storage.write
+
+    async def failing_original(key, data, content_type):
+        if key.endswith("/original"):
+            raise StorageError("disk unavailable")
+        await real_write(key, data, content_type)
+
+    async with running.client() as client:
+        admin = await make_admin(running, client, "admin@example.com")
+        hotel = await running.service_headers("hotel")
+        storage.write = failing_original
+        cut = await service_upload(client, hotel, admin.ecosystem_id, png(), idempotency_key="qr-h1")
+        assert cut.status_code == 503 and cut.json()["error"] == "storage_unavailable"
+        other = await service_upload(client, hotel, admin.ecosystem_id, png(30, 30), idempotency_key="qr-h2")
+        assert other.status_code == 503
+        storage.write = real_write
+
+        # The retry with the same key finishes the same media; nothing is counted twice.
+        retried = await service_upload(client, hotel, admin.ecosystem_id, png(), idempotency_key="qr-h1")
+        assert retried.status_code == 201, retried.text
+        again = await service_upload(client, hotel, admin.ecosystem_id, png(), idempotency_key="qr-h1")
+        assert again.json()["id"] == retried.json()["id"]
+        used = (await client.get("/media/storage", headers=admin.headers)).json()["usedBytes"]
+        assert used == retried.json()["size"] + len((await client.get(retried.json()["thumbnailUrl"], headers=admin.headers)).content)
+
+        # The one never retried: once its time is up the sweeper removes its thumbnail; nothing is counted.
+        media_dir = running.settings.data_dir / "media-objects" / admin.ecosystem_id
+        assert len(list(media_dir.glob("*/thumbnail"))) == 2
+        state["clock"] = lambda: utcnow() + timedelta(minutes=16)
+        from roomee.media.service import MediaService
+
+        await MediaService(running.platform.services["media"]).sweep()
+        assert len(list(media_dir.glob("*/thumbnail"))) == 1
+        assert (await client.get("/media/storage", headers=admin.headers)).json()["usedBytes"] == used

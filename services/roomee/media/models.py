@@ -38,6 +38,8 @@ media = sa.Table(
     sa.Column("thumbnail_key", sa.String(300), nullable=True),
     sa.Column("declared_type", sa.String(100), nullable=False),
     sa.Column("declared_size", sa.BigInteger, nullable=False),
+    # What this media holds of its hotel's quota while pending (0 for server-side uploads).
+    sa.Column("reserved_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("content_type", sa.String(100), nullable=True),
     sa.Column("size", sa.BigInteger, nullable=True),
     sa.Column("thumbnail_type", sa.String(100), nullable=True),
@@ -45,7 +47,7 @@ media = sa.Table(
     sa.Column("width", sa.Integer, nullable=True),
     sa.Column("height", sa.Integer, nullable=True),
     sa.Column("public", sa.Boolean, nullable=False, server_default=sa.false()),
-    # pending -> completed | rejected | expired; completed -> deleted.
+    # pending -> completed | rejected | expired | deleted; completed -> deleted.
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("reason", sa.String(64), nullable=True),
     sa.Column("idempotency_key", sa.String(200), nullable=True),

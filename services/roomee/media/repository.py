@@ -149,14 +149,14 @@ class MediaRepository:
         await self.session.execute(
             sa.update(media)
             .where(media.c.ecosystem_id == ecosystem_id, media.c.status.in_(("pending", "completed")))
-            .values(status="deleted", deleted_at=now, idempotency_key=None)
+            .values(status="deleted", deleted_at=now, idempotency_key=None, reserved_bytes=0)
         )
 
     async def expire_pending(self, now: datetime, limit: int) -> list[dict]:
         """Mark pending uploads past their expiry as expired; their reservations to release."""
         skip_locked = self.session.bind.dialect.name == "postgresql"
         rows = await self.session.execute(
-            sa.select(media.c.id, media.c.ecosystem_id, media.c.declared_size)
+            sa.select(media.c.id, media.c.ecosystem_id, media.c.reserved_bytes)
             .where(media.c.status == "pending", media.c.expires_at < now)
             .order_by(media.c.expires_at)
             .limit(limit)
@@ -167,7 +167,7 @@ class MediaRepository:
             await self.session.execute(
                 sa.update(media)
                 .where(media.c.id.in_([r["id"] for r in expired]), media.c.status == "pending")
-                .values(status="expired", reason="upload_expired", deleted_at=now)
+                .values(status="expired", reason="upload_expired", deleted_at=now, reserved_bytes=0, idempotency_key=None)
             )
         return expired
 

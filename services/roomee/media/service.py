@@ -209,7 +209,8 @@ class MediaService:
             await MediaRepository(session).insert({
                 "id": media_id, "ecosystem_id": ecosystem_id, "workspace_id": principal.workspace_id,
                 "uploaded_by": principal.member_id or principal.subject, "file_name": body["file_name"],
-                "object_key": key, "declared_type": declared, "declared_size": size, "public": False,
+                "object_key": key, "declared_type": declared, "declared_size": size, "reserved_bytes": size,
+                "public": False,
                 "status": "pending", "expires_at": now + ttl, "created_at": now,
             })
             signed = await self.storage.signed_upload(key, declared, size, now + ttl, ttl)
@@ -333,10 +334,11 @@ class MediaService:
         now = self.now()
         async with self.db.transaction() as session:
             media, quotas = MediaRepository(session), QuotaRepository(session)
-            values = {**facts, "size": size, "status": "completed", "completed_at": now, "expires_at": None}
+            values = {**facts, "size": size, "status": "completed", "completed_at": now, "expires_at": None,
+                      "reserved_bytes": 0}
             if await media.transition(row["id"], from_status="pending", values=values):
                 await quotas.adjust(row["ecosystem_id"], used=size + facts["thumbnail_size"],
-                                    reserved=-row["declared_size"], now=now)
+                                    reserved=-row["reserved_bytes"], now=now)
                 return self.present({**row, **values})
             current = await media.get(row["ecosystem_id"], row["id"])
         if current is not None and current["status"] == "completed":
@@ -355,9 +357,10 @@ class MediaService:
         status = "expired" if reason == "upload_expired" else "rejected"
         async with self.db.transaction() as session:
             if await MediaRepository(session).transition(
-                row["id"], from_status="pending", values={"status": status, "reason": reason, "deleted_at": now}
+                row["id"], from_status="pending",
+                values={"status": status, "reason": reason, "deleted_at": now, "reserved_bytes": 0, "idempotency_key": None},
             ):
-                await QuotaRepository(session).adjust(row["ecosystem_id"], reserved=-row["declared_size"], now=now)
+                await QuotaRepository(session).adjust(row["ecosystem_id"], reserved=-row["reserved_bytes"], now=now)
         log.info("upload refused", extra={"media_id": row["id"], "reason": reason})
         await self._purge([{**row, "thumbnail_key": _thumbnail_key(row["object_key"])}])
 
@@ -367,51 +370,77 @@ class MediaService:
         self, principal: Principal, *, ecosystem_id: str, file_name: str, content_type: str, data: bytes,
         public: bool, idempotency_key: str | None,
     ) -> dict[str, Any]:
+        """Store a file in one request. A pending row is written before any object, so a crash
+        leaves nothing the sweeper cannot find; a retry with the same key takes that row over."""
         declared = self._check_declared(content_type, len(data))
         if not data:
             raise Unprocessable("the file is empty", code="empty_file")
-        if idempotency_key:
-            async with self.db.transaction() as session:
-                existing = await MediaRepository(session).by_idempotency_key(ecosystem_id, idempotency_key)
-            if existing is not None and existing["status"] == "completed":
-                return self.present(existing)
-        media_id = str(uuid.uuid4())
-        key = f"{ecosystem_id}/{media_id}/original"
-        refusal, facts = await self._inspect(declared, data, key)
+        real = imaging.sniff(data)
+        if real != declared:  # refused before anything is written
+            uploads_total.labels("media", "server", "content_type_mismatch").inc()
+            raise Unprocessable(f"the file is {real or 'of an unknown type'}, not {declared}", code="content_type_mismatch")
+        row = await self._claim_upload(principal, ecosystem_id, file_name, declared, len(data), public, idempotency_key)
+        if row["status"] == "completed":
+            return self.present(row)
+        refusal, facts = await self._inspect(declared, data, row["object_key"])
         if refusal is not None:
+            await self._reject(row, refusal[0])
             uploads_total.labels("media", "server", refusal[0]).inc()
             raise Unprocessable(refusal[1], code=refusal[0])
         try:
-            await self.storage.write(key, data, declared)
+            await self.storage.write(row["object_key"], data, declared)
         except StorageError as exc:
-            await self._purge([{"id": None, "object_key": key, "thumbnail_key": facts["thumbnail_key"]}])
-            raise StorageUnavailable(str(exc)) from exc
+            raise StorageUnavailable(str(exc)) from exc  # the row stays pending: a retry or the sweeper ends it
         now = self.now()
-        values = {
-            "id": media_id, "ecosystem_id": ecosystem_id, "workspace_id": None, "uploaded_by": principal.subject,
-            "file_name": file_name, "object_key": key, "declared_type": declared, "declared_size": len(data),
-            "size": len(data), "public": public, "status": "completed", "idempotency_key": idempotency_key,
-            "created_at": now, "completed_at": now, **facts,
-        }
         total = len(data) + facts["thumbnail_size"]
+        values = {**facts, "size": len(data), "status": "completed", "completed_at": now, "expires_at": None}
         try:
             async with self.db.transaction() as session:
-                quotas = QuotaRepository(session)
+                quotas, media = QuotaRepository(session), MediaRepository(session)
                 await quotas.ensure(ecosystem_id, now)
-                if not await quotas.consume(ecosystem_id, total, now):
-                    raise self._quota_refusal(await quotas.get(ecosystem_id), total)
-                await MediaRepository(session).insert(values)
-        except (RoomeeError, IntegrityError) as exc:
-            await self._purge([{"id": None, "object_key": key, "thumbnail_key": facts["thumbnail_key"]}])
-            if isinstance(exc, IntegrityError) and idempotency_key:
-                async with self.db.transaction() as session:
-                    existing = await MediaRepository(session).by_idempotency_key(ecosystem_id, idempotency_key)
-                if existing is not None and existing["status"] == "completed":
-                    return self.present(existing)  # the same key won a concurrent race
-                raise Conflict("an upload with this idempotency key is in progress", code="idempotency_conflict") from None
+                if await media.transition(row["id"], from_status="pending", values=values):
+                    if not await quotas.consume(ecosystem_id, total, now):
+                        raise self._quota_refusal(await quotas.get(ecosystem_id), total)  # rolls the change back
+                    uploads_total.labels("media", "server", "completed").inc()
+                    return self.present({**row, **values})
+        except QuotaExceeded:
+            await self._reject(row, "storage_quota_exceeded")
             raise
-        uploads_total.labels("media", "server", "completed").inc()
-        return self.present(values)
+        async with self.db.transaction() as session:  # a concurrent retry with the same key finished first
+            current = await MediaRepository(session).get(ecosystem_id, row["id"])
+        if current is not None and current["status"] == "completed":
+            return self.present(current)
+        raise Conflict("this upload was ended concurrently; retry", code="idempotency_conflict")
+
+    async def _claim_upload(
+        self, principal: Principal, ecosystem_id: str, file_name: str, declared: str, size: int, public: bool,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
+        """The row of this upload: the key's completed or pending one, else a new pending one."""
+        now = self.now()
+        media_id = str(uuid.uuid4())
+        values = {
+            "id": media_id, "ecosystem_id": ecosystem_id, "workspace_id": None, "uploaded_by": principal.subject,
+            "file_name": file_name, "object_key": f"{ecosystem_id}/{media_id}/original", "declared_type": declared,
+            "declared_size": size, "reserved_bytes": 0, "public": public, "status": "pending",
+            "idempotency_key": idempotency_key, "created_at": now,
+            # Long enough for this request; after it, the sweeper removes what a crash left behind.
+            "expires_at": now + timedelta(seconds=self.settings.media_upload_url_ttl_seconds),
+        }
+        for _attempt in range(2):
+            try:
+                async with self.db.transaction() as session:
+                    media = MediaRepository(session)
+                    if idempotency_key:
+                        # Deleted, expired and refused uploads give their key up: only these two remain.
+                        existing = await media.by_idempotency_key(ecosystem_id, idempotency_key)
+                        if existing is not None:
+                            return existing
+                    await media.insert(values)
+                    return values
+            except IntegrityError:
+                continue  # the same key was inserted concurrently: read it again
+        raise Conflict("an upload with this idempotency key is changing; retry", code="idempotency_conflict")
 
     # ---- deletion ------------------------------------------------------------------------------
 
@@ -432,14 +461,14 @@ class MediaService:
             ):
                 raise Forbidden(f"permission '{PUBLISH_PAGES}' required", code="permission_denied")
             # The idempotency key is freed: uploading again with it stores a new file.
-            gone = {"status": "deleted", "deleted_at": now, "idempotency_key": None}
+            gone = {"status": "deleted", "deleted_at": now, "idempotency_key": None, "reserved_bytes": 0}
             if await media.transition(media_id, from_status=row["status"], values=gone):
                 if row["status"] == "completed":
                     await QuotaRepository(session).adjust(
                         row["ecosystem_id"], used=-(row["size"] + row["thumbnail_size"]), now=now
                     )
                 else:
-                    await QuotaRepository(session).adjust(row["ecosystem_id"], reserved=-row["declared_size"], now=now)
+                    await QuotaRepository(session).adjust(row["ecosystem_id"], reserved=-row["reserved_bytes"], now=now)
         await self._purge([{**row, "thumbnail_key": _thumbnail_key(row["object_key"])}])
 
     async def delete_storage(self, ecosystem_id: str) -> None:
@@ -493,7 +522,7 @@ class MediaService:
             expired = await MediaRepository(session).expire_pending(now, SWEEP_BATCH)
             released: dict[str, int] = defaultdict(int)
             for row in expired:
-                released[row["ecosystem_id"]] += row["declared_size"]
+                released[row["ecosystem_id"]] += row["reserved_bytes"]
             quotas = QuotaRepository(session)
             for ecosystem_id, size in released.items():
                 await quotas.adjust(ecosystem_id, reserved=-size, now=now)

@@ -35,6 +35,7 @@ def upgrade() -> None:
     sa.Column('thumbnail_key', sa.String(length=300), nullable=True),
     sa.Column('declared_type', sa.String(length=100), nullable=False),
     sa.Column('declared_size', sa.BigInteger(), nullable=False),
+    sa.Column('reserved_bytes', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('content_type', sa.String(length=100), nullable=True),
     sa.Column('size', sa.BigInteger(), nullable=True),
     sa.Column('thumbnail_type', sa.String(length=100), nullable=True),
