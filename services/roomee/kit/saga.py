@@ -422,14 +422,18 @@ class SagaEngine:
     async def _step_failed(self, key: str, saga: dict, step: SagaStep, attempt: int, exc: Exception,
                            *, transient: bool) -> None:
         error = _describe(exc)
-        retry = transient and (attempt < self.policy.max_attempts or not self.definition.compensate)
+        # An open circuit refused the call without making it: wait, but do not spend an attempt
+        # (a burst of sagas behind one breaker would otherwise use them all in seconds).
+        not_made = isinstance(exc, errors.ServiceUnavailable) and _retry_after(exc) > 0
+        retry = transient and (not_made or attempt < self.policy.max_attempts or not self.definition.compensate)
         log.warning("saga step %s failed (attempt %d): %s", step.name, attempt, error,
                     extra={"saga": self.definition.name, "key": key, "step": step.name, "retry": retry})
         if retry:
             delay = max(self.policy.backoff(attempt), _retry_after(exc))
             async with self.transaction(key) as session:
                 await session.execute(
-                    sa.update(self.step_table).where(*self.step_where(key, step.name)).values(last_error=error)
+                    sa.update(self.step_table).where(*self.step_where(key, step.name))
+                    .values(last_error=error, attempts=attempt - 1 if not_made else attempt)
                 )
                 await self._release(session, key, delay)
             self.kick(key, delay)
