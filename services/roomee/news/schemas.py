@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from roomee.kit.schemas import CamelModel
 
 PageType = Literal["feed", "article"]
+MediaId = Annotated[str, Field(min_length=1, max_length=36)]
 MAX_CONTENT = 100_000
 MAX_MEDIAS = 20
 
@@ -19,7 +20,7 @@ class PageCreate(CamelModel):
     parent_id: str | None = Field(default=None, max_length=36, description="The parent page (a feed).")
     title: str = Field(min_length=1, max_length=300)
     content: str = Field(default="", max_length=MAX_CONTENT, description="Rich text (HTML), sanitised on save.")
-    medias: list[str] = Field(
+    medias: list[MediaId] = Field(
         default_factory=list, max_length=MAX_MEDIAS,
         description="Media ids (completed uploads of the caller's hotel, from the media service).",
     )
@@ -32,7 +33,7 @@ class PageCreate(CamelModel):
 class PageUpdate(CamelModel):
     title: str | None = Field(default=None, min_length=1, max_length=300)
     content: str | None = Field(default=None, max_length=MAX_CONTENT)
-    medias: list[str] | None = Field(default=None, max_length=MAX_MEDIAS)
+    medias: list[MediaId] | None = Field(default=None, max_length=MAX_MEDIAS)
     enable_notifications: bool | None = None
     requires_acknowledgement: bool | None = None
 
