@@ -131,7 +131,7 @@ class Traffic:
 
     def _count(self, name: str, response: httpx.Response, *expected: int) -> None:
         self.statuses[f"{name} {response.status_code}"] = self.statuses.get(f"{name} {response.status_code}", 0) + 1
-        if response.status_code not in expected:
+        if response.status_code not in expected and not _degraded(response):
             self.errors.append(f"{name}: {response.status_code} {response.text[:300]}")
 
     async def hotel(self) -> None:
@@ -170,6 +170,15 @@ class Traffic:
                 await asyncio.wait_for(stop.wait(), 0.25)
             except TimeoutError:
                 pass
+
+
+def _degraded(response: httpx.Response) -> bool:
+    """The platform's answer when a callee is too slow on a loaded machine (timeout or open circuit):
+    a 503 the error model describes, part of what the panels show, not a failure of this test."""
+    try:
+        return response.status_code == 503 and response.json().get("error") == "service_unavailable"
+    except ValueError:
+        return False
 
 
 async def query(prom: httpx.AsyncClient, expr: str) -> list[dict]:
@@ -254,6 +263,8 @@ async def test_prometheus_scrapes_roomee_up_and_every_panel_and_alert_evaluates(
 
     _report(panels, produced, alert_results, firing, traffic)
     assert not traffic.errors, traffic.errors[:5]
+    succeeded = {key.rsplit(" ", 1)[0] for key in traffic.statuses if not key.endswith(" 503")}
+    assert {"invite", "sign in", "article", "list members", "unknown member", "bad invite", "inbox"} <= succeeded
     assert onesignal.requests_to("POST", "/notifications"), "no push reached the failing provider"
     unproven = [p for p in panels if p["provable"] and not p["proven"]]
     assert not unproven, [(p["title"], p["expr"]) for p in unproven]
