@@ -35,4 +35,4 @@ target.chmod(0o755)
 PY
 fi
 "$VENV/bin/helm" version --short
-promtool --version | head -1
+promtool --version 2>&1 | sed -n 1p
