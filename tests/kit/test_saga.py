@@ -25,7 +25,7 @@ from roomee.kit.saga import (
 )
 from tests.fixtures.platform import make_settings
 
-POLICY = SagaPolicy(lease_seconds=0.5, max_attempts=3, backoff_base_seconds=0.01, backoff_max_seconds=0.05,
+POLICY = SagaPolicy(lease_seconds=10, max_attempts=3, backoff_base_seconds=0.01, backoff_max_seconds=0.05,
                     poll_interval_seconds=0.05)
 
 
@@ -89,7 +89,7 @@ async def status_of(engine: SagaEngine, db: Database, key: str) -> tuple[str, li
     return saga["status"], steps
 
 
-async def settle(engine: SagaEngine, db: Database, key: str, timeout: float = 20.0) -> tuple[str, list[dict]]:
+async def settle(engine: SagaEngine, db: Database, key: str, timeout: float = 60.0) -> tuple[str, list[dict]]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         status, steps = await status_of(engine, db, key)
@@ -156,8 +156,9 @@ async def test_a_held_lease_keeps_other_processes_out_until_it_expires(db):
         await asyncio.sleep(3600)  # the process "dies" here: it never writes again
 
     crashed = SagaDefinition("test", (SagaStep("a", stuck),) + second.definition().steps[1:])
-    dead = SagaEngine(database, crashed, tables, POLICY, owner="dead")
-    alive = SagaEngine(database, second.definition(), tables, POLICY, owner="alive")
+    short_lease = SagaPolicy(**{**POLICY.__dict__, "lease_seconds": 0.5})
+    dead = SagaEngine(database, crashed, tables, short_lease, owner="dead")
+    alive = SagaEngine(database, second.definition(), tables, short_lease, owner="alive")
     await start(dead, database, "k4")
     dead.kick("k4")
     await asyncio.wait_for(blocked.wait(), 5)
