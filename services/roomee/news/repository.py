@@ -3,6 +3,7 @@ rows (the seed's rule 1: ``workspaceId`` and ``deleted_at: null`` on every read)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -44,17 +45,42 @@ def _mine(table: sa.Table, member_id: str):
 _parent = page.alias("parent")
 
 
+def _reader(member_id) -> sa.Select:
+    """Pages as a reader sees them, in one query: with their parent's title and type, and the
+    member's like and acknowledgement."""
+    return sa.select(
+        page,
+        _parent.c.title.label("parent_title"),
+        _parent.c.page_type.label("parent_page_type"),
+        _mine(page_like, member_id).label("liked_by_me"),
+        _mine(acknowledgement, member_id).label("acknowledged_by_me"),
+    ).select_from(
+        page.outerjoin(_parent, sa.and_(_parent.c.id == page.c.parent_id, _parent.c.deleted_at.is_(None)))
+    )
+
+
+@functools.cache
+def _feed_statement(under_parent: bool, of_type: bool, after_cursor: bool) -> sa.Select:
+    """The feed read, built once per shape with bound parameters: the request path only binds values."""
+    query = _reader(sa.bindparam("member_id")).where(
+        page.c.workspace_id == sa.bindparam("workspace_id"), page.c.deleted_at.is_(None))
+    if under_parent:
+        # Only while the parent itself is live (the join found it).
+        query = query.where(page.c.parent_id == sa.bindparam("parent_id"), _parent.c.id.is_not(None))
+    else:
+        query = query.where(page.c.parent_id.is_(None))
+    if of_type:
+        query = query.where(page.c.page_type == sa.bindparam("page_type"))
+    if after_cursor:
+        created_at = sa.bindparam("before_created_at", type_=page.c.created_at.type)
+        query = query.where(sa.or_(
+            page.c.created_at < created_at,
+            sa.and_(page.c.created_at == created_at, page.c.id < sa.bindparam("before_id")),
+        ))
+    return query.order_by(page.c.created_at.desc(), page.c.id.desc()).limit(sa.bindparam("limit"))
+
+
 class PageRepository(_Repository):
-    def _with_mine(self, member_id: str):
-        """Pages with their parent's title and type, and the member's like and acknowledgement: what
-        a reader sees, in one query."""
-        return sa.select(
-            page,
-            _parent.c.title.label("parent_title"),
-            _parent.c.page_type.label("parent_page_type"),
-            _mine(page_like, member_id).label("liked_by_me"),
-            _mine(acknowledgement, member_id).label("acknowledged_by_me"),
-        ).select_from(page.outerjoin(_parent, sa.and_(_parent.c.id == page.c.parent_id, _parent.c.deleted_at.is_(None))))
 
     async def insert(self, values: dict[str, Any]) -> None:
         await self.session.execute(sa.insert(page).values(**values))
@@ -63,8 +89,8 @@ class PageRepository(_Repository):
         return await self._one(sa.select(page).where(_live_page(workspace_id, page_id)))
 
     async def get_for(self, workspace_id: str, page_id: str, member_id: str) -> dict | None:
-        """A live page with the member's like and acknowledgement."""
-        return await self._one(self._with_mine(member_id).where(_live_page(workspace_id, page_id)))
+        """A live page with its parent's title and type, and the member's like and acknowledgement."""
+        return await self._one(_reader(member_id).where(_live_page(workspace_id, page_id)))
 
     async def by_idempotency_key(self, workspace_id: str, author_id: str, key: str) -> dict | None:
         return await self._one(
@@ -78,18 +104,12 @@ class PageRepository(_Repository):
         before: Cursor | None, limit: int,
     ) -> list[dict]:
         """Live children of a parent (``None``: the workspace's top-level pages), newest first."""
-        # Under a parent: only while the parent itself is live (the join found it).
-        parent = page.c.parent_id.is_(None) if parent_id is None else sa.and_(
-            page.c.parent_id == parent_id, _parent.c.id.is_not(None))
-        query = self._with_mine(member_id).where(page.c.workspace_id == workspace_id, parent, page.c.deleted_at.is_(None))
-        if page_type is not None:
-            query = query.where(page.c.page_type == page_type)
+        statement = _feed_statement(parent_id is not None, page_type is not None, before is not None)
+        values = {"workspace_id": workspace_id, "member_id": member_id, "limit": limit, "parent_id": parent_id,
+                  "page_type": page_type}
         if before is not None:
-            created_at, page_id = before
-            query = query.where(
-                sa.or_(page.c.created_at < created_at, sa.and_(page.c.created_at == created_at, page.c.id < page_id))
-            )
-        rows = await self.session.execute(query.order_by(page.c.created_at.desc(), page.c.id.desc()).limit(limit))
+            values["before_created_at"], values["before_id"] = before
+        rows = await self.session.execute(statement, values)
         return [dict(r) for r in rows.mappings()]
 
     async def titles(self, workspace_id: str, page_ids: Sequence[str]) -> dict[str, dict]:
