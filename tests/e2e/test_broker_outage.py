@@ -5,6 +5,7 @@ failed. RabbitMQ is required by this test on both backends (the database follows
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -41,7 +42,7 @@ def _failed_socket_emits() -> float:
 
 
 @pytest.mark.timeout(300)
-async def test_every_socket_notification_arrives_across_a_broker_outage(tmp_path):
+async def test_every_socket_notification_arrives_across_a_broker_outage(tmp_path, caplog):
     async with running_platform(_on_rabbitmq(tmp_path)) as running, running.client() as client:
         admin = await make_admin(running, client, "admin@outage.example.com")
         socket = await SocketInbox(NOTIFICATION_NEW).connect(running, admin)
@@ -56,6 +57,8 @@ async def test_every_socket_notification_arrives_across_a_broker_outage(tmp_path
         try:
             third = INVITATIONS // 3
             await invite(range(0, third))
+            caplog.clear()
+            caplog.set_level(logging.INFO)
             await rabbitmqctl("stop_app")
             stopped = time.monotonic()
             try:
@@ -74,5 +77,10 @@ async def test_every_socket_notification_arrives_across_a_broker_outage(tmp_path
             got = [p for p in socket.received[NOTIFICATION_NEW] if p["type"] == "member.onboarding"]
             assert len({p["id"] for p in got}) == INVITATIONS
             assert _failed_socket_emits() == failed_before
+            # A quiet outage: no error, no traceback; a warning when each part loses the broker.
+            records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert not [r for r in records if r.levelno >= logging.ERROR or r.exc_info], [r.getMessage() for r in records]
+            assert not [r for r in caplog.records if r.name.startswith(("aiormq", "aio_pika"))]
+            assert len(records) <= 2 * len(running.platform.services) + 6, [r.getMessage() for r in records]
         finally:
             await socket.close()

@@ -207,6 +207,8 @@ class SharedManager(AsyncAioPikaManager, _MemberRoomSkip):
                     await channel.set_qos(prefetch_count=LISTENER_PREFETCH)
                     exchange = await self._exchange(channel)
                     queue = await self._queue(channel, exchange)
+                    if retry_sleep > 1:
+                        log.info("Socket.IO RabbitMQ listener reconnected")
                     async with queue.iterator() as queue_iter:
                         async for message in queue_iter:
                             async with message.process():
@@ -220,7 +222,8 @@ class SharedManager(AsyncAioPikaManager, _MemberRoomSkip):
                 # broker: the listener comes back with the connection rather than ending.
                 if cancelled_from_outside():
                     raise asyncio.CancelledError() from None
-                log.warning("Socket.IO RabbitMQ listener failed (%s); retrying in %s s", exc, retry_sleep)
+                if retry_sleep == 1:  # once per outage, not per attempt
+                    log.warning("Socket.IO RabbitMQ listener lost the broker (%s); reconnecting", exc)
                 await asyncio.sleep(retry_sleep)
                 retry_sleep = min(retry_sleep * 2, 60)
 
