@@ -164,6 +164,13 @@ async def test_server_side_upload_for_services(media_platform):
         member_view = await client.get(private["fileUrl"], headers=admin.headers, follow_redirects=True)
         assert member_view.status_code == 200 and member_view.content == PDF
 
+        # A huge PNG (no reduced decoding) is stored without a thumbnail instead of decoded in full.
+        huge = io.BytesIO()
+        Image.new("1", (8000, 6000)).save(huge, format="PNG")
+        poster = await service_upload(client, hotel, admin.ecosystem_id, huge.getvalue(), file_name="poster.png")
+        assert poster.status_code == 201, poster.text
+        assert (poster.json()["width"], poster.json()["height"], poster.json()["thumbnailUrl"]) == (8000, 6000, None)
+
         # Only a service holding media:upload; the bytes must be what they claim.
         news = await media_platform.service_headers("news")
         denied = await service_upload(client, news, admin.ecosystem_id, qr)

@@ -22,7 +22,7 @@ MediaId = Annotated[str, Path(min_length=1, max_length=36)]
 EcosystemId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-def _service(ctx: Context) -> MediaService:
+async def _service(ctx: Context) -> MediaService:
     return MediaService(ctx)
 
 

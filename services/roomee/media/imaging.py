@@ -21,10 +21,21 @@ _ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png
 _QUARTER_TURNS = {5, 6, 7, 8}
 # Enough of a file's head for every signature `filetype` knows.
 SNIFF_BYTES = 8192
+# JPEGs decode at 1/8 scale (draft mode); other formats decode in full, so above this many pixels
+# (160 MB as RGBA) they are stored without a thumbnail rather than held in memory.
+MAX_FULL_DECODE_PIXELS = 40_000_000
 
 
 class ImageRejected(ValueError):
     """The bytes claim to be an image Pillow can read, but are not (or are a decompression bomb)."""
+
+
+class TooLargeToThumbnail(Exception):
+    """A valid image whose format has no reduced decoding and that is too large to decode in full."""
+
+    def __init__(self, width: int, height: int) -> None:
+        super().__init__(f"{width}x{height} is too large to decode for a thumbnail")
+        self.width, self.height = width, height
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,8 @@ def make_thumbnail(data: bytes, box: int) -> Thumbnail:
                 width, height = image.size
                 if orientation in _QUARTER_TURNS:
                     width, height = height, width
+                if image.format != "JPEG" and image.width * image.height > MAX_FULL_DECODE_PIXELS:
+                    raise TooLargeToThumbnail(width, height)
                 image.draft("RGB", (box, box))
                 upright = ImageOps.exif_transpose(image)
                 has_alpha = upright.mode in ("RGBA", "LA", "PA") or (

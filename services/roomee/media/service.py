@@ -320,6 +320,9 @@ class MediaService:
             thumbnail = await asyncio.to_thread(imaging.make_thumbnail, data, self.settings.media_thumbnail_box)
         except imaging.ImageRejected as exc:
             return ("unreadable_image", str(exc)), {}
+        except imaging.TooLargeToThumbnail as exc:
+            log.info("image stored without a thumbnail", extra={"object_key": object_key, "reason": str(exc)})
+            return None, {**facts, "width": exc.width, "height": exc.height}
         thumbnail_seconds.labels("media").observe(time.perf_counter() - started)
         thumbnail_key = _thumbnail_key(object_key)
         try:
