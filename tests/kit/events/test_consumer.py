@@ -67,8 +67,8 @@ async def test_failing_handler_is_retried_at_1_2_4_seconds_then_dead_lettered_an
         assert letter.dead_at is not None
         assert len(await dead()) == 2  # listing leaves them in place
 
-        assert amqp_count(service, ROUTING_KEY, "consume", "retry") == 6
-        assert amqp_count(service, ROUTING_KEY, "consume", "dead") == 2
+        assert amqp_count(service, "roomee.notification.#", "consume", "retry") == 6  # labelled by binding
+        assert amqp_count(service, "roomee.notification.#", "consume", "dead") == 2
         assert await count_rows(db, inbox_table) == 0  # failed attempts roll back their inbox row
 
         # Fixed: replay one of them by id; the other stays dead.
@@ -83,7 +83,7 @@ async def test_failing_handler_is_retried_at_1_2_4_seconds_then_dead_lettered_an
         assert await broker.replay_dead_letters(queue) == 1
         await wait_until(lambda: len(recorder.handled) >= 2, timeout=5)
         assert await dead() == []
-        assert amqp_count(service, ROUTING_KEY, "consume", "ok") == 2
+        assert amqp_count(service, "roomee.notification.#", "consume", "ok") == 2
     finally:
         await consumer.stop()
 
@@ -100,10 +100,10 @@ async def test_the_same_event_delivered_twice_is_handled_once(make_db, make_brok
         envelope = sample_envelope(1)
         await broker.publish_batch([message_for(envelope), message_for(envelope)])
         await broker.publish_batch([message_for(envelope)])  # e.g. the relay republishing after a crash
-        await wait_until(lambda: amqp_count(service, ROUTING_KEY, "consume", "duplicate") >= 2, timeout=5)
+        await wait_until(lambda: amqp_count(service, "roomee.notification.#", "consume", "duplicate") >= 2, timeout=5)
         await asyncio.sleep(0.2)
         assert recorder.handled_ids == [envelope["id"]]
-        assert amqp_count(service, ROUTING_KEY, "consume", "ok") == 1
+        assert amqp_count(service, "roomee.notification.#", "consume", "ok") == 1
         assert await count_rows(db, inbox_table) == 1
     finally:
         await consumer.stop()
@@ -127,7 +127,7 @@ async def test_handler_emits_in_the_consumer_transaction(make_db, make_broker, q
     try:
         await broker.publish_batch([message_for(sample_envelope(1))])
         await wait_until(lambda: len(attempts) >= 2, timeout=5)
-        await wait_until(lambda: amqp_count(service, ROUTING_KEY, "consume", "ok") >= 1, timeout=5)
+        await wait_until(lambda: amqp_count(service, "roomee.notification.comment.*", "consume", "ok") >= 1, timeout=5)
         assert attempts == [1, 2]
         assert await count_rows(db, outbox_table) == 1
     finally:

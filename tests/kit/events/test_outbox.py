@@ -67,7 +67,7 @@ async def test_relay_publishes_committed_events_not_rolled_back_ones(
         assert await relay.backlog() == 0
         assert gauge("outbox_backlog", service=service) == 0
         assert amqp_count(service, ROUTING_KEY, "publish", "ok") == 1
-        assert amqp_count("notif", ROUTING_KEY, "consume", "ok") >= 1
+        assert amqp_count("notif", "roomee.notification.#", "consume", "ok") >= 1
     finally:
         await relay.stop()
         await consumer.stop()
