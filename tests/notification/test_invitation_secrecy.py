@@ -7,6 +7,7 @@ import email
 import email.policy
 import json
 import logging
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -65,3 +66,28 @@ async def test_only_the_invitee_gets_the_link(platform, caplog):
         await eventually(outboxes_clear, timeout=10)
         logged = "\n".join(record.getMessage() + json.dumps(record.__dict__, default=str) for record in caplog.records)
         assert not any(token in logged for token in tokens)
+
+
+async def test_the_migration_takes_stored_invitation_emails_out_of_renders(tmp_path):
+    """Notifications stored before the fix kept the invitation email (with the link) in their renders."""
+    from roomee.kit import migrations
+    from roomee.kit.db import Database
+    from roomee.notification.models import notification
+    from tests.fixtures.platform import make_settings
+
+    settings = make_settings(tmp_path).for_service("notification")
+    db = Database("notification", settings)
+    try:
+        await migrations.upgrade("roomee.notification", db, "879de79d849e")
+        stored = {"fr": {"title": "Invitation envoyée", "body": "b", "subject": "s", "text": "/signup?token=secret",
+                         "html": '<a href="/signup?token=secret">'}}
+        async with db.transaction() as session:
+            await session.execute(sa.insert(notification).values(
+                id="n-1", event_id="e-1", workspace_id="w-1", type="member.onboarding", category="members",
+                renders=stored, data={}, created_at=datetime.now(UTC)))
+        await migrations.upgrade("roomee.notification", db)
+        async with db.transaction() as session:
+            renders = (await session.execute(sa.select(notification.c.renders))).scalar_one()
+        assert renders == {"fr": {"title": "Invitation envoyée", "body": "b"}}
+    finally:
+        await db.dispose()
