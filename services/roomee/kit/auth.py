@@ -467,13 +467,6 @@ async def get_member(principal: Annotated[Principal, Depends(get_principal)]) ->
     return principal
 
 
-async def get_service(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-    """Another service of the platform (service-to-service routes)."""
-    if not principal.is_service:
-        raise Forbidden("this route is for platform services")
-    return principal
-
-
 def require_service_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     """A platform service whose token holds ``scope`` (401 without a token, 403 otherwise)."""
 
@@ -498,4 +491,3 @@ def require_permission(permission: str) -> Callable[..., Awaitable[Principal]]:
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 CurrentMember = Annotated[Principal, Depends(get_member)]
-ServiceCaller = Annotated[Principal, Depends(get_service)]
