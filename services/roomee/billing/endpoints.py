@@ -24,7 +24,7 @@ HotelId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9
 
 
 def _service(session: Session, ctx: Context) -> BillingService:
-    return BillingService(session, ctx.settings, ctx.state["provider"], is_postgres=ctx.db.is_postgres)
+    return BillingService(session, ctx)
 
 
 Billing = Annotated[BillingService, Depends(_service)]

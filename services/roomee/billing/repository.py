@@ -25,24 +25,13 @@ async def insert_unless_conflict(session: AsyncSession, table: sa.Table, values:
 class SubscriptionRepository:
     def __init__(self, session: AsyncSession, *, lock_rows: bool) -> None:
         self.session = session
-        # PostgreSQL: FOR UPDATE serialises writers of one hotel. SQLite's single writer already does.
+        # PostgreSQL: FOR UPDATE serialises writers of one hotel across replicas. SQLite serves one
+        # process, where the service's per-hotel lock does.
         self.lock_rows = lock_rows
 
     async def insert_if_none_live(self, values: dict[str, Any]) -> bool:
         """Insert a live subscription unless the hotel has one; waits for a concurrent insert to finish."""
         return await insert_unless_conflict(self.session, subscription, values)
-
-    async def lock_customer(self, customer_id: str) -> None:
-        """Serialise writers of one hotel before anything is read (PostgreSQL locks the rows it reads instead).
-
-        On SQLite the first write takes the database's write lock and waits for a concurrent writer;
-        a read first would pin a snapshot that the other's commit makes stale (SQLITE_BUSY_SNAPSHOT).
-        """
-        if not self.lock_rows:
-            await self.session.execute(
-                sa.update(subscription).where(subscription.c.customer_id == customer_id)
-                .values(customer_id=subscription.c.customer_id)
-            )
 
     async def live_for_customer(self, customer_id: str) -> dict | None:
         query = sa.select(subscription).where(subscription.c.customer_id == customer_id, subscription.c.ended_at.is_(None))

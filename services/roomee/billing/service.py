@@ -6,6 +6,8 @@ import asyncio
 import functools
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -27,7 +29,6 @@ from roomee.billing.repository import SubscriptionRepository, WebhookEventReposi
 from roomee.kit.clock import as_utc, utcnow
 from roomee.kit.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, Unprocessable, UpstreamError
 from roomee.kit.platform import ServiceContext
-from roomee.kit.settings import Settings
 
 log = logging.getLogger("roomee.billing")
 
@@ -43,6 +44,27 @@ billing_webhook_events_total = Counter(
 SUBSCRIPTION_EVENTS = ("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted")
 
 
+class KeyedLocks:
+    """One asyncio lock per key (a hotel), dropped when nobody holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 # Stripe retries a delivery for up to three days; ids are kept well beyond that.
 WEBHOOK_EVENT_RETENTION = timedelta(days=30)
 PURGE_INTERVAL_SECONDS = 3600.0
@@ -52,6 +74,7 @@ async def setup(ctx: ServiceContext) -> None:
     """The provider chosen by settings; closed when the platform stops."""
     provider = provider_from_settings(ctx.settings)
     ctx.state["provider"] = provider
+    ctx.state["hotel_locks"] = KeyedLocks()
     ctx.on_stop(provider.close)
 
 
@@ -142,10 +165,12 @@ def _written_now() -> dict[str, Any]:
 
 
 class BillingService:
-    def __init__(self, session: AsyncSession, settings: Settings, provider: BillingProvider, *, is_postgres: bool) -> None:
+    def __init__(self, session: AsyncSession, ctx: ServiceContext) -> None:
         self.session = session
-        self.settings = settings
-        self.provider = provider
+        self.settings = ctx.settings
+        self.provider: BillingProvider = ctx.state["provider"]
+        self.hotel_locks: KeyedLocks = ctx.state["hotel_locks"]
+        is_postgres = ctx.db.is_postgres
         self.subscriptions = SubscriptionRepository(session, lock_rows=is_postgres)
         self.webhook_events = WebhookEventRepository(session)
 
@@ -154,18 +179,25 @@ class BillingService:
     async def assign(self, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """The hotel's live subscription, created on the first call; ``(subscription, created)``.
 
-        The insert of the live row is the per-hotel lock: a concurrent retry waits on it and then
-        reads the winner's row. The provider is called inside the same transaction, so a crash
-        leaves nothing recorded here, and the next attempt adopts what the provider kept.
+        Retries of one hotel queue on a per-hotel lock in this process. PostgreSQL (replicas):
+        the insert of the live row is the lock across processes, held while the provider is
+        called, so a concurrent retry elsewhere waits and then reads the winner's row; a crash
+        leaves nothing recorded here and the next attempt adopts what the provider kept. SQLite
+        (one process): the provider is called first and the row recorded after, so the database's
+        single write lock is not held during the call (an unlucky late reader adopts the same
+        provider subscription and loses the insert).
         """
         plan = plan_of(data["product_id"])
         hotel_id = data["customer_id"]
+        async with self.hotel_locks.hold(hotel_id):
+            if self.subscriptions.lock_rows:
+                return await self._record_then_subscribe(hotel_id, plan, data)
+            return await self._subscribe_then_record(hotel_id, plan, data)
+
+    def _new_row(self, hotel_id: str, plan: Plan, data: dict[str, Any]) -> dict[str, Any]:
         now = utcnow()
-        assignment_id = str(uuid.uuid4())
-        # Insert first: on SQLite a read before the write would pin a snapshot that a concurrent
-        # winner's commit makes stale (SQLITE_BUSY_SNAPSHOT) instead of waiting for it.
-        won = await self.subscriptions.insert_if_none_live({
-            "id": assignment_id,
+        return {
+            "id": str(uuid.uuid4()),
             "customer_id": hotel_id,
             "plan_id": plan.id,
             "status": "pending",
@@ -174,34 +206,66 @@ class BillingService:
             "name": data.get("name"),
             "created_at": now,
             "updated_at": now,
-        })
+            "external_id": None,
+            "external_customer_id": None,
+            "current_period_end": None,
+            "ended_at": None,
+            "last_event_created": None,
+        }
+
+    async def _record_then_subscribe(self, hotel_id: str, plan: Plan, data: dict[str, Any]) -> tuple[dict, bool]:
+        row = self._new_row(hotel_id, plan, data)
+        won = await self.subscriptions.insert_if_none_live(row)
         live = await self.subscriptions.live_for_customer(hotel_id)
         if not won:
-            if live is None:  # the live one ended between our insert and our read: a retry will do
-                raise Conflict("the hotel's subscription changed meanwhile; retry", code="subscription_busy")
-            if live["plan_id"] != plan.id:
-                billing_subscriptions_total.labels("assign", "conflict").inc()
-                raise Conflict(
-                    f"hotel '{hotel_id}' already has a '{live['plan_id']}' subscription; use change-plan",
-                    code="subscription_exists",
-                )
-            billing_subscriptions_total.labels("assign", "existing").inc()
-            return present(live), False
+            return self._existing(hotel_id, plan, live), False
+        found = await self._subscribe(hotel_id, plan, data, row["id"])
+        values = _provider_values(found, plan.id) | _written_now()
+        await self.subscriptions.update(row["id"], values)
+        return self._created({**live, **values}), True
+
+    async def _subscribe_then_record(self, hotel_id: str, plan: Plan, data: dict[str, Any]) -> tuple[dict, bool]:
+        live = await self.subscriptions.live_for_customer(hotel_id)
+        if live is not None:
+            return self._existing(hotel_id, plan, live), False
+        row = self._new_row(hotel_id, plan, data)
+        found = await self._subscribe(hotel_id, plan, data, row["id"])
+        row |= _provider_values(found, plan.id) | _written_now()
+        if not await self.subscriptions.insert_if_none_live(row):
+            return self._existing(hotel_id, plan, await self.subscriptions.live_for_customer(hotel_id)), False
+        return self._created(row), True
+
+    async def _subscribe(self, hotel_id: str, plan: Plan, data: dict[str, Any], assignment_id: str) -> ProviderSubscription:
         previous = await self.subscriptions.latest_ended_for_customer(hotel_id)
         customer = Customer(hotel_id, data.get("email"), data.get("name"),
                             previous["external_customer_id"] if previous else None)
         found = await self.provider.subscribe(customer, plan, assignment_id)
         known = await self.subscriptions.by_external_id(found.external_id)
-        if known is not None:  # Stripe still runs one we recorded as ended (its cancel event was forged or lost)
+        if known is not None and known["ended_at"] is not None:
+            # Stripe still runs one we recorded as ended (its cancel event was forged, or lost).
             raise UpstreamError(f"the provider reports subscription {found.external_id} as live, but it ended here; "
                                 "cancel it at the provider first", code="provider_out_of_sync")
-        values = _provider_values(found, plan.id) | _written_now()
-        await self.subscriptions.update(assignment_id, values)
-        row = {**live, **values}
+        return found
+
+    @staticmethod
+    def _existing(hotel_id: str, plan: Plan, live: dict[str, Any] | None) -> dict[str, Any]:
+        if live is None:  # the live one ended between our insert and our read: a retry will do
+            raise Conflict("the hotel's subscription changed meanwhile; retry", code="subscription_busy")
+        if live["plan_id"] != plan.id:
+            billing_subscriptions_total.labels("assign", "conflict").inc()
+            raise Conflict(
+                f"hotel '{hotel_id}' already has a '{live['plan_id']}' subscription; use change-plan",
+                code="subscription_exists",
+            )
+        billing_subscriptions_total.labels("assign", "existing").inc()
+        return present(live)
+
+    @staticmethod
+    def _created(row: dict[str, Any]) -> dict[str, Any]:
         billing_subscriptions_total.labels("assign", "created").inc()
-        log.info("subscription assigned", extra={"hotel_id": hotel_id, "plan": row["plan_id"], "status": row["status"],
-                                                 "subscription_id": row["external_id"]})
-        return present(row), True
+        log.info("subscription assigned", extra={"hotel_id": row["customer_id"], "plan": row["plan_id"],
+                                                 "status": row["status"], "subscription_id": row["external_id"]})
+        return present(row)
 
     async def get(self, hotel_id: str) -> dict[str, Any]:
         row = await self.subscriptions.latest_for_customer(hotel_id)
@@ -211,7 +275,10 @@ class BillingService:
 
     async def cancel(self, hotel_id: str) -> dict[str, Any]:
         """Cancel the live subscription now; a hotel whose subscription already ended gets it back as is."""
-        await self.subscriptions.lock_customer(hotel_id)
+        async with self.hotel_locks.hold(hotel_id):
+            return await self._cancel(hotel_id)
+
+    async def _cancel(self, hotel_id: str) -> dict[str, Any]:
         row = await self.subscriptions.live_for_customer(hotel_id)
         if row is None:
             ended = await self.subscriptions.latest_for_customer(hotel_id)
@@ -229,7 +296,10 @@ class BillingService:
     async def change_plan(self, hotel_id: str, plan_id: str) -> dict[str, Any]:
         """Move the live subscription to another plan; the hotel's storage quota follows."""
         plan = plan_of(plan_id)
-        await self.subscriptions.lock_customer(hotel_id)
+        async with self.hotel_locks.hold(hotel_id):
+            return await self._change_plan(hotel_id, plan)
+
+    async def _change_plan(self, hotel_id: str, plan: Plan) -> dict[str, Any]:
         row = await self.subscriptions.live_for_customer(hotel_id)
         if row is None:
             if await self.subscriptions.latest_for_customer(hotel_id) is None:
