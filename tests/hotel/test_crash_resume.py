@@ -11,12 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
+from roomee.kit.events import BrokerUnavailable
 from tests.fixtures.events import event_tap
 from tests.fixtures.platform import free_port, make_settings, running_platform
 from tests.hotel.support import FAST_SAGA, PROVISIONED_TARGETS, FaultProxy, hotel_body, wait_for_status
@@ -85,6 +87,20 @@ class HotelProcess:
                 self.process.wait()
 
 
+@asynccontextmanager
+async def broker_up(running, timeout: float = 60.0):
+    """Wait for the platform's broker connection (the shared RabbitMQ may be restarting for another test)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await running.platform.broker.ping()
+            break
+        except BrokerUnavailable:
+            assert time.monotonic() < deadline, "the broker did not come back"
+            await asyncio.sleep(0.2)
+    yield
+
+
 async def count(running, service: str, sql: str, **params) -> int:
     async with running.platform.services[service].db.transaction() as session:
         return (await session.execute(sa.text(sql), params)).scalar_one()
@@ -98,7 +114,7 @@ async def test_sigkill_between_every_step_resumes_without_duplicates(tmp_path):
     settings = settings.model_copy(update={"hotel_url": hotel_url})
     proxy = FaultProxy(settings.base_url)
     async with proxy.serving(), running_platform(settings, target=OTHER_TARGETS) as running, \
-            event_tap(running) as tap, httpx.AsyncClient(base_url=hotel_url, timeout=30) as client:
+            broker_up(running), event_tap(running) as tap, httpx.AsyncClient(base_url=hotel_url, timeout=30) as client:
         crash_points = [
             proxy.hold("POST", "/media/upload", drop=True),                       # hotel → qr
             proxy.hold("POST", "/media/upload", after=True),                      # qr done, answer lost
