@@ -11,6 +11,7 @@ Consumed: ``roomee.notification.member.*`` and ``roomee.notification.workspace.*
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,7 +51,7 @@ async def publish(
     workspace_name: str | None,
     payload: dict[str, Any],
     channels: tuple[str, ...],
-    receiver_ids: list[str] = (),  # type: ignore[assignment]
+    receiver_ids: Sequence[str] = (),
 ) -> None:
     envelope = build_envelope(
         event_type,
