@@ -143,7 +143,9 @@ async def test_operator_killed_while_provisioning_then_restarted_makes_one_hotel
         to_hotel = FaultProxy(settings.base_url)
         async with to_hotel.serving():
             held = to_hotel.hold("POST", "/hotel/add", after=True)
-            async with operator_running(monkeypatch, kube, settings, hotel_url=to_hotel.url) as first_operator:
+            # A generous client timeout: the first answer must be held, not given up on, before the kill.
+            async with operator_running(monkeypatch, kube, settings, hotel_url=to_hotel.url,
+                                        http_timeout_ms=30000) as first_operator:
                 await kube.kubectl("apply", "--validate=false", "-f", EXAMPLE)
                 await asyncio.wait_for(held.reached.wait(), 30)
                 first_operator.cancel()
