@@ -102,7 +102,7 @@ async def settle(engine: SagaEngine, db: Database, key: str, timeout: float = 60
 async def test_steps_run_in_order_and_transient_failures_are_retried(db):
     database, tables = db
     recorder = Recorder()
-    recorder.failures["b"] = [UpstreamError("500"), ServiceUnavailable("timeout")]
+    recorder.failures["b"] = [UpstreamError("500"), sa.exc.DBAPIError("INSERT", {}, Exception("too many clients"))]
     engine = SagaEngine(database, recorder.definition(), tables, POLICY)
     await start(engine, database, "k1")
     await engine.run("k1")

@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.kit import errors
@@ -59,6 +60,16 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     BrokerUnavailable,
 )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: a callee or the broker down or slow, or the database unreachable or full
+    (not a constraint, data or SQL error, which would fail the same way again)."""
+    if isinstance(exc, (*TRANSIENT_ERRORS, RetryStep)):
+        return True
+    if isinstance(exc, (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError)):
+        return False
+    return isinstance(exc, (sa_exc.DBAPIError, sa_exc.TimeoutError))
 
 
 class RetryStep(Exception):
@@ -392,7 +403,7 @@ class SagaEngine:
             except LeaseLost:
                 raise
             except Exception as exc:  # classified below: transient → retry, anything else → compensate
-                outcome = "retry" if isinstance(exc, (*TRANSIENT_ERRORS, RetryStep)) else "failed"
+                outcome = "retry" if is_transient(exc) else "failed"
                 self._observe(step.name, outcome, started)
                 await self._step_failed(key, saga, step, attempt, exc, transient=outcome == "retry")
                 return
