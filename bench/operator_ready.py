@@ -113,18 +113,19 @@ async def main() -> None:
                     operator_running(_Env(), kube, settings, operator_poll_seconds=0.02,
                                      operator_max_poll_seconds=0.5):
                 await through_rest(platform, 1, args.timeout)  # warm-up: caches, connections, JIT-free paths
+                print(f"backend: {args.backend}", flush=True)
+                print(f"{'case':<22}{'operator (s)':>14}{'REST (s)':>11}{'ratio':>8}{'target (s)':>12}", flush=True)
                 rest_one = await through_rest(platform, 1, args.timeout)
                 operator_one = await through_operator(kube, ["bench-one"], args.timeout)
+                print(f"{'1 Hotel':<22}{operator_one:>14.3f}{rest_one:>11.3f}{operator_one / rest_one:>8.2f}"
+                      f"{1.0:>12.1f}", flush=True)
                 rest_many = await through_rest(platform, args.hotels, args.timeout)
                 names = [f"bench-{i:03d}" for i in range(args.hotels)]
                 operator_many = await through_operator(kube, names, args.timeout)
+                print(f"{f'{args.hotels} Hotels at once':<22}{operator_many:>14.3f}{rest_many:>11.3f}"
+                      f"{operator_many / rest_many:>8.2f}{20.0:>12.1f}", flush=True)
         finally:
             await drop_test_resources()
-    print(f"backend: {args.backend}")
-    print(f"{'case':<22}{'operator (s)':>14}{'REST (s)':>11}{'ratio':>8}{'target (s)':>12}")
-    print(f"{'1 Hotel':<22}{operator_one:>14.3f}{rest_one:>11.3f}{operator_one / rest_one:>8.2f}{1.0:>12.1f}")
-    print(f"{f'{args.hotels} Hotels at once':<22}{operator_many:>14.3f}{rest_many:>11.3f}"
-          f"{operator_many / rest_many:>8.2f}{20.0:>12.1f}")
 
 
 if __name__ == "__main__":

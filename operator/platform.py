@@ -3,6 +3,7 @@ the operator's own service token; transport failures become kopf's TemporaryErro
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ class PlatformAPI:
         self.hotel = ServiceClient(SERVICE, "hotel", settings.url_of("hotel"), token_provider=tokens, settings=settings)
         self.members = ServiceClient(SERVICE, "members", settings.url_of("members"), token_provider=tokens,
                                      settings=settings)
+        self._slots = asyncio.Semaphore(settings.operator_max_concurrent_calls)
 
     async def aclose(self) -> None:
         await self.hotel.aclose()
@@ -40,7 +42,8 @@ class PlatformAPI:
                    **kwargs: Any) -> httpx.Response:
         """One request; an unreachable or failing (5xx) service, or a circuit open, is retried later."""
         try:
-            return await client.request(method, path, endpoint=endpoint, **kwargs)
+            async with self._slots:
+                return await client.request(method, path, endpoint=endpoint, **kwargs)
         except (errors.ServiceUnavailable, errors.UpstreamError) as exc:
             raise kopf.TemporaryError(f"{client.target} unavailable: {exc.detail}", delay=backoff(retry)) from exc
 
