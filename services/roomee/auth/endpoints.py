@@ -20,7 +20,7 @@ Session = Annotated[AsyncSession, Depends(session_for("auth"), scope="function")
 Context = Annotated[ServiceContext, Depends(context_of("auth"))]
 
 
-def _service(session: Session, ctx: Context) -> AuthService:
+async def _service(session: Session, ctx: Context) -> AuthService:
     return AuthService(session, ctx)
 
 

@@ -21,7 +21,7 @@ Limit = Annotated[int, Query(ge=1, le=200, description="Page size.")]
 Cursor = Annotated[str | None, Query(description="The `nextCursor` of the previous page.")]
 
 
-def _service(ctx: Context) -> HotelService:
+async def _service(ctx: Context) -> HotelService:
     return HotelService(ctx)
 
 

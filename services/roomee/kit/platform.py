@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -246,6 +247,10 @@ class Platform:
     @asynccontextmanager
     async def lifespan(self, _app):
         await self.start()
+        # What start-up built (modules, routes, ORM mappers, pools) lives as long as the process: out of
+        # the collector's reach, a full collection no longer walks it, which otherwise stalls requests.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -32,7 +32,7 @@ Limit = Annotated[int, Query(ge=1, le=200, description="Page size.")]
 Cursor = Annotated[str | None, Query(description="The `nextCursor` of the previous page.")]
 
 
-def _service(session: Session, ctx: Context) -> MembersService:
+async def _service(session: Session, ctx: Context) -> MembersService:
     return MembersService(session, ctx.settings)
 
 

@@ -26,7 +26,7 @@ NotificationId = Annotated[str, Path(min_length=1, max_length=64)]
 SubscriptionId = Annotated[str, Path(min_length=1, max_length=128)]
 
 
-def _service(session: Session, ctx: Context) -> NotificationService:
+async def _service(session: Session, ctx: Context) -> NotificationService:
     return NotificationService(session, ctx)
 
 

@@ -1,0 +1,322 @@
+"""Benchmark of the request path (issue 12): every read route of every target against a hello-world
+served by the same process, in the same run. A script, not a test.
+
+    python bench/http_paths.py [--backend both|real|embedded] [--seconds 5] [--connections 16]
+                               [--only SUBSTRING] [--profile ROUTE_NAME]
+
+One child process serves ``--target all`` (uvicorn, uvloop, one worker, as ``roomee run`` does) and,
+on a second port of the same event loop, a bare FastAPI hello-world (``GET /`` -> ``{"hello": "world"}``):
+the ceiling of a Python ASGI request on this machine, measured under the same CPU, the same interpreter and
+the same run. ``real``: PostgreSQL + RabbitMQ in schemas/queues of their own, dropped at the end;
+``embedded``: SQLite files and the in-process bus.
+
+The load is ``wrk`` (Debian package ``wrk``) with one thread and ``--connections`` keep-alive connections,
+one route at a time for ``--seconds`` after a one-second warm-up. Columns: req/s; CPU per request (the
+server process's user+system CPU over the run, from /proc, divided by the requests answered); p50/p99 from
+wrk's latency distribution; the ratio of req/s to the hello-world's. A row whose route does not answer 200
+is printed as such, never measured. ``--profile NAME`` records the server with py-spy (pinned in the
+``bench`` extra) while NAME is loaded and prints the top functions by own time.
+
+Targets (the issue): an authenticated read of one page >= 0.5x hello-world on PostgreSQL; p99 <= 20 ms at
+500 req/s (``--rate`` runs wrk at a fixed rate instead, when wrk2 is present, else prints the p99 at full
+load); /users/me and sign-in within 2x of a plain read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "services"))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=("both", "real", "embedded"), default="both")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per route")
+    parser.add_argument("--connections", type=int, default=16, help="wrk keep-alive connections")
+    parser.add_argument("--only", help="measure only the routes whose name contains this")
+    parser.add_argument("--profile", metavar="ROUTE_NAME", help="py-spy the server while this route is loaded")
+    parser.add_argument("--serve", metavar="SETTINGS_FILE", help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--hello-port", type=int, help=argparse.SUPPRESS)  # the child's hello-world port
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+if ARGS.backend != "both":
+    os.environ["ROOMEE_TEST_BACKEND"] = ARGS.backend
+
+PASSWORD = "bench password 1234"
+EMAIL = "ada@bench.example.com"
+
+
+async def serve(settings_file: str, hello_port: int) -> None:
+    """The child: the whole platform on its port and a bare FastAPI hello-world on ``hello_port``,
+    both on this process's one event loop, until stdin closes."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from roomee.kit.settings import Settings
+    from tests.fixtures.platform import running_platform
+
+    hello = FastAPI()
+
+    @hello.get("/")
+    async def hello_world() -> dict[str, str]:
+        return {"hello": "world"}
+
+    settings = Settings.model_validate_json(Path(settings_file).read_text())
+    server = uvicorn.Server(uvicorn.Config(hello, host="127.0.0.1", port=hello_port, log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    async with running_platform(settings, "all"):
+        while not server.started:
+            await asyncio.sleep(0.02)
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        server.should_exit = True
+        await task
+
+
+def claims_of(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+async def seed(settings) -> tuple[list[tuple[str, str, str, dict[str, str], str | None]], dict]:
+    """Data behind every read route, made through the API; the routes as (target, name, path, headers, body)."""
+    import httpx
+
+    from roomee.bootstrap import bootstrap_admin
+    from tests.fixtures.platform import sign_in
+
+    await bootstrap_admin(settings, hotel_name="Hotel Bench", email=EMAIL, password=PASSWORD,
+                          first_name="Ada", last_name="Admin")
+    async with httpx.AsyncClient(base_url=settings.base_url, timeout=60) as http:
+        session = await sign_in(http, EMAIL, PASSWORD)
+        member = {"Authorization": f"Bearer {session['accessToken']}"}
+        claims = claims_of(session["accessToken"])
+
+        async def service(client_id: str) -> dict[str, str]:
+            form = {"grant_type": "client_credentials", "client_id": client_id,
+                    "client_secret": settings.client_secret_of(client_id)}
+            answer = await http.post("/oauth/token", data=form)
+            answer.raise_for_status()
+            return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+        operator, hotel_svc = await service("operator"), await service("hotel")
+        feed = (await http.post("/api/v1/pages", json={"pageType": "feed", "title": "Actualités"}, headers=member)).json()["id"]
+        body = "<p>" + "Les horaires du restaurant changent à partir de lundi. " * 20 + "</p>"
+        articles = [
+            (await http.post("/api/v1/pages", json={"pageType": "article", "parentId": feed, "title": f"Article {n}",
+                                                    "content": body}, headers=member)).json()["id"]
+            for n in range(20)
+        ]
+        hotel = await http.post("/hotel/add", headers=operator | {"Idempotency-Key": "bench-hotel"}, json={
+            "name": "Hotel Provisioned", "email": "desk@bench.example.com", "phone": "+33102030405",
+            "address": "1 rue de la Paix, Paris", "plan": "standard",
+            "administrator": {"email": "boss@bench.example.com", "firstName": "Bo", "lastName": "Ss"}})
+        hotel_id = hotel.json()["id"]
+        for _ in range(300):  # the subscription row exists once provisioning passed its step
+            if (await http.get(f"/sub/customers/{hotel_id}/subscription", headers=hotel_svc)).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+    sign_in_body = json.dumps({"email": EMAIL, "password": PASSWORD})
+    mid, wid = claims["mid"], claims["wid"]
+    routes = [
+        ("hello", "hello-world (bare FastAPI, same process)", "HELLO/", {}, None),
+        ("kit", "GET /health", "/health", {}, None),
+        ("auth", "GET /.well-known/jwks.json", "/.well-known/jwks.json", {}, None),
+        ("auth", "GET /users/me", "/users/me", member, None),
+        ("auth", "POST /users/signIn", "/users/signIn", {"Content-Type": "application/json"}, sign_in_body),
+        ("members", "GET /members/{id}", f"/members/{mid}", member, None),
+        ("members", "GET /members/?limit=20", "/members/?limit=20", member, None),
+        ("members", "GET /workspaces", "/workspaces", member, None),
+        ("members", "GET /workspaces/{id}", f"/workspaces/{wid}", member, None),
+        ("notification", "GET /api/v1/preferences", "/api/v1/preferences", member, None),
+        ("notification", "GET /api/v1/notifications?limit=20", "/api/v1/notifications?limit=20", member, None),
+        ("notification", "GET /api/v1/notifications/counters", "/api/v1/notifications/counters", member, None),
+        ("notification", "GET /api/v1/subscriptions", "/api/v1/subscriptions", member, None),
+        ("news", "GET /api/v1/pages/{id}", f"/api/v1/pages/{articles[0]}", member, None),
+        ("news", "GET /api/v1/pages?parentId&limit=20", f"/api/v1/pages?parentId={feed}&limit=20", member, None),
+        ("news", "GET /api/v1/pages/{id}/comments", f"/api/v1/pages/{articles[0]}/comments", member, None),
+        ("media", "GET /media/storage", "/media/storage", member, None),
+        ("media", "GET /media?limit=20", "/media?limit=20", member, None),
+        ("billing", "GET /sub/plans", "/sub/plans", {}, None),
+        ("billing", "GET /sub/customers/{id}/subscription", f"/sub/customers/{hotel_id}/subscription", hotel_svc, None),
+        ("hotel", "GET /hotel/{id}", f"/hotel/{hotel_id}", operator, None),
+        ("hotel", "GET /hotel/{id}/provisioning", f"/hotel/{hotel_id}/provisioning", operator, None),
+        ("hotel", "GET /hotel?limit=20", "/hotel?limit=20", operator, None),
+    ]
+    return routes, claims
+
+
+def wrk(url: str, headers: dict[str, str], body: str | None, seconds: float) -> dict:
+    """One wrk run; requests, req/s, p50/p99 (ms), non-2xx count."""
+    command = ["wrk", "-t1", f"-c{ARGS.connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    script = None
+    if body is not None:
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n')
+        script.close()
+        command += ["-s", script.name]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    if script is not None:
+        os.unlink(script.name)
+
+    def latency(percent: str) -> float:
+        value, unit = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {"requests": requests, "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+            "p50": latency("50"), "p99": latency("99"), "errors": int(non_2xx.group(1)) if non_2xx else 0}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250",
+                             "--format", "raw", "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def top_of(raw: Path, count: int = 25) -> list[tuple[str, float, float]]:
+    """(function, own %, total %) from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        n = int(n)
+        samples += n
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + n
+    rows = sorted(own.items(), key=lambda item: -item[1])[:count]
+    return [(frame, 100 * n / samples, 100 * total[frame] / samples) for frame, n in rows]
+
+
+async def run_backend(backend: str) -> list[dict]:
+    os.environ["ROOMEE_TEST_BACKEND"] = backend
+    import importlib
+
+    import httpx
+
+    import tests.fixtures.platform as fixtures
+
+    fixtures = importlib.reload(fixtures)
+    with tempfile.TemporaryDirectory(prefix="roomee-bench-") as tmp:
+        # The relays' poll interval as deployed (the tests poll faster).
+        settings = fixtures.make_settings(Path(tmp), log_level="ERROR", outbox_poll_interval_seconds=0.5)
+        settings_file = Path(tmp) / "platform.json"
+        settings_file.write_text(settings.model_dump_json())
+        hello_port = fixtures.free_port()
+        child = subprocess.Popen([sys.executable, __file__, "--backend", backend, "--serve", str(settings_file),
+                                  "--hello-port", str(hello_port)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 env=os.environ | {"ROOMEE_TEST_BACKEND": backend})
+        results = []
+        try:
+            if child.stdout.readline().strip() != b"ready":
+                raise RuntimeError("the platform did not start")
+            routes, _claims = await seed(settings)
+            await asyncio.sleep(2)  # provisioning's last steps
+            before = cpu_seconds(child.pid)
+            await asyncio.sleep(3)
+            idle = (cpu_seconds(child.pid) - before) / 3  # background work (relays, followers), CPU s per s
+            print(f"{backend}: idle process CPU {1000 * idle:.0f} ms/s (subtracted from CPU per request)", flush=True)
+            for target, name, path, headers, body in routes:
+                if ARGS.only and ARGS.only not in name and target != "hello":
+                    continue
+                url = f"http://127.0.0.1:{hello_port}/" if path == "HELLO/" else settings.base_url + path
+                async with httpx.AsyncClient(timeout=30) as http:
+                    answer = await http.request("POST" if body else "GET", url, headers=headers, content=body)
+                check = wrk(url, headers, body, 1.0) if answer.status_code == 200 else {}  # warm-up
+                if answer.status_code != 200 or check["errors"] or check["requests"] == 0:
+                    failure = f"{answer.status_code} {answer.text[:80]}" if answer.status_code != 200 else "non-2xx under load"
+                    results.append({"backend": backend, "target": target, "name": name, "failed": failure})
+                    continue
+                recorder = None
+                if ARGS.profile and ARGS.profile == name:
+                    raw = Path(tempfile.gettempdir()) / f"roomee-profile-{backend}.txt"
+                    recorder = profile(child.pid, ARGS.seconds, raw)
+                before, started = cpu_seconds(child.pid), time.perf_counter()
+                row = wrk(url, headers, body, ARGS.seconds)
+                cpu = cpu_seconds(child.pid) - before - idle * (time.perf_counter() - started)
+                row.update(backend=backend, target=target, name=name, cpu_ms=1000 * cpu / max(row["requests"], 1))
+                results.append(row)
+                if recorder is not None:
+                    recorder.wait(60)
+                    print(f"\nprofile of {name} on {backend} (py-spy, own % / total %):")
+                    for frame, own, total in top_of(raw):
+                        print(f"  {own:5.1f}% {total:5.1f}%  {frame}")
+                    print(flush=True)
+        finally:
+            child.stdin.close()
+            child.wait(120)
+            await fixtures.drop_test_resources()
+    return results
+
+
+def report(results: list[dict]) -> None:
+    print("\n| backend | target | route | req/s | CPU ms/req | p50 ms | p99 ms | × hello-world |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for backend in dict.fromkeys(r["backend"] for r in results):
+        rows = [r for r in results if r["backend"] == backend]
+        hello = next(r for r in rows if r["target"] == "hello")
+        for r in rows:
+            if r.get("failed"):
+                print(f"| {backend} | {r['target']} | {r['name']} | {r['failed']} | | | | |")
+                continue
+            print(f"| {backend} | {r['target']} | {r['name']} | {r['rps']:.0f} | {r['cpu_ms']:.2f} | "
+                  f"{r['p50']:.1f} | {r['p99']:.1f} | {r['rps'] / hello['rps']:.2f} |")
+        reads = [r for r in rows if not r.get("failed") and r["target"] not in ("hello", "kit")]
+        plain = next((r for r in reads if r["name"] == "GET /api/v1/preferences"), None)
+        if reads:
+            worst = min(reads, key=lambda r: r["rps"])
+            print(f"| {backend} | | slowest: {worst['name']} | | | | | {worst['rps'] / hello['rps']:.2f} (target ≥ 0.5) |")
+        if plain:
+            for name in ("GET /users/me", "POST /users/signIn"):
+                r = next((r for r in reads if r["name"] == name), None)
+                if r:
+                    print(f"| {backend} | | {name} / one-row read | | | | | "
+                          f"{plain['rps'] / r['rps']:.2f}× slower (target ≤ 2) |")
+
+
+async def main() -> None:
+    print(f"cores={os.cpu_count()} python={sys.version.split()[0]} wrk -t1 -c{ARGS.connections} "
+          f"seconds={ARGS.seconds}", flush=True)
+    backends = ("real", "embedded") if ARGS.backend == "both" else (ARGS.backend,)
+    results = []
+    for backend in backends:
+        results += await run_backend(backend)
+    report(results)
+
+
+if __name__ == "__main__":
+    from roomee.kit.loop import run
+
+    if ARGS.serve:
+        run(serve(ARGS.serve, ARGS.hello_port))
+    else:
+        run(main())

@@ -1,0 +1,226 @@
+"""Benchmark of the Socket.IO fan-out (issue 12): one ``notification:new`` broadcast to every client of
+one room, our server against the official Node.js Socket.IO server, same clients, same run. A script,
+not a test.
+
+    python bench/socket_fanout.py [--clients 3000] [--broadcasts 7] [--idle 0]
+
+Needs Node.js and ``npm ci`` in bench/socketio_reference/ (socket.io and socket.io-client, pinned by its
+package-lock.json; node_modules is not in git).
+
+- Reference: bench/socketio_reference/server.js, the official server (websocket transport), every client in
+  the room ``workspace:bench``.
+- Ours: the notification target as ``roomee run`` serves it (uvicorn, uvloop, one process, with auth and
+  members, embedded backend so one process holds every socket), clients signed in with a member token
+  and joined to their workspace room by the server; the broadcast is the notification dispatcher's
+  ``SocketServer.to_workspace``.
+- Clients: ``--clients`` socket.io-client sockets (websocket transport) in one Node.js process
+  (bench/socketio_reference/clients.js), the same for both servers.
+
+A broadcast's time runs from the server's emit call to the arrival at the last client (one clock: the
+same machine). Printed: the median and the best of ``--broadcasts`` broadcasts, how long the emit call
+held the server's event loop, and the ratio ours / Node (target <= 1.0). Memory: the server's RSS
+growth per connected client (MB per connection); ``--idle N`` also connects N idle clients to our server
+alone and reports its MB per connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "bench" / "socketio_reference"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "services"))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=3000)
+    parser.add_argument("--broadcasts", type=int, default=7)
+    parser.add_argument("--idle", type=int, default=0, help="idle connections held by our server (memory)")
+    parser.add_argument("--serve", metavar="SETTINGS_FILE", help=argparse.SUPPRESS)  # the child process
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+os.environ.setdefault("ROOMEE_TEST_BACKEND", "embedded")
+PASSWORD = "bench password 1234"
+EMAIL = "ada@bench.example.com"
+
+
+def payload(n: int) -> dict:
+    return {
+        "id": f"bench-{n}", "category": "news", "title": "Nouvelle page publiée",
+        "body": "Les horaires du restaurant changent lundi.",
+        "data": {"pageId": "8f0c3c0e-6c1e-4d55-9a7e-3a4c2f0e9d11", "workspaceId": "bench"},
+        "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def serve(settings_file: str) -> None:
+    """The child: the notification target (with auth and members); commands on stdin, answers on stdout."""
+    import gc
+
+    from roomee.kit.settings import Settings
+    from tests.fixtures.platform import running_platform
+
+    # stdout carries the answers only; the platform's logs go to stderr (a full pipe would stall the loop).
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    settings = Settings.model_validate_json(Path(settings_file).read_text())
+    loop = asyncio.get_running_loop()
+    async with running_platform(settings, "auth,members,notification") as running:
+        server = running.platform.services["notification"].state["socket"]
+        print("ready", file=answers, flush=True)
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            command, *args = line.split()
+            if command == "broadcast":
+                started = time.time()
+                await server.to_workspace(args[1], "notification:new", payload(int(args[0])))
+                held = time.time() - started
+                print(json.dumps({"started": started * 1000, "held": held * 1000}), file=answers, flush=True)
+            elif command == "memory":
+                gc.collect()
+                print(json.dumps({"rss": rss_bytes(), "clients": server.connected}), file=answers, flush=True)
+
+
+def node(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(["node", *args], cwd=REFERENCE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def expect(process: subprocess.Popen, what: str) -> str:
+    line = process.stdout.readline().strip()
+    if line != what:
+        raise RuntimeError(f"expected {what!r}, got {line!r}")
+    return line
+
+
+def ask(process: subprocess.Popen, command: str) -> dict:
+    process.stdin.write(command + "\n")
+    process.stdin.flush()
+    return json.loads(process.stdout.readline())
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.stdin.close()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def broadcasts(server: subprocess.Popen, clients: subprocess.Popen, room_arg: str) -> dict:
+    """``--broadcasts`` broadcasts, one at a time; times in ms."""
+    times, held = [], []
+    for n in range(ARGS.broadcasts):
+        emit = ask(server, f"broadcast {n} {room_arg}".strip())
+        arrival = json.loads(clients.stdout.readline())
+        times.append(arrival["last"] - emit["started"])
+        held.append(emit["held"])
+        time.sleep(0.5)
+    return {"median": statistics.median(times), "best": min(times), "held": statistics.median(held)}
+
+
+def connect(url: str, count: int, token: str) -> subprocess.Popen:
+    clients = node("clients.js", url, str(count), token)
+    expect(clients, "connected")
+    time.sleep(1.0)
+    return clients
+
+
+def claims_of(token: str) -> dict:
+    body = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+async def sign_in(settings) -> str:
+    import httpx
+
+    from roomee.bootstrap import bootstrap_admin
+    from tests.fixtures.platform import sign_in as fixture_sign_in
+
+    await bootstrap_admin(settings, hotel_name="Hotel Bench", email=EMAIL, password=PASSWORD,
+                          first_name="Ada", last_name="Admin")
+    async with httpx.AsyncClient(base_url=settings.base_url, timeout=60) as http:
+        return (await fixture_sign_in(http, EMAIL, PASSWORD))["accessToken"]
+
+
+def memory_per_client(server: subprocess.Popen, before: dict) -> float:
+    after = ask(server, "memory")
+    return (after["rss"] - before["rss"]) / max(after["clients"] - before["clients"], 1) / 2**20
+
+
+async def main() -> None:
+    if not (REFERENCE / "node_modules" / "socket.io").exists():
+        raise SystemExit(f"run `npm ci` in {REFERENCE} first")
+    from tests.fixtures.platform import free_port, make_settings
+
+    print(f"cores={os.cpu_count()} python={sys.version.split()[0]} "
+          f"node={subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()} "
+          f"clients={ARGS.clients} broadcasts={ARGS.broadcasts}", flush=True)
+    port = free_port()
+    reference = node("--expose-gc", "server.js", str(port))
+    expect(reference, "ready")
+    try:
+        before = ask(reference, "memory")
+        clients = connect(f"http://127.0.0.1:{port}", ARGS.clients, "-")
+        node_row = broadcasts(reference, clients, "")
+        node_row["mb"] = memory_per_client(reference, before)
+        stop(clients)
+    finally:
+        stop(reference)
+
+    with tempfile.TemporaryDirectory(prefix="roomee-bench-") as tmp:
+        settings = make_settings(Path(tmp), log_level="ERROR")
+        settings_file = Path(tmp) / "platform.json"
+        settings_file.write_text(settings.model_dump_json())
+        ours = subprocess.Popen([sys.executable, __file__, "--serve", str(settings_file)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            expect(ours, "ready")
+            token = await sign_in(settings)
+            before = ask(ours, "memory")
+            clients = connect(settings.base_url, ARGS.clients, token)
+            our_row = broadcasts(ours, clients, claims_of(token)["wid"])
+            our_row["mb"] = memory_per_client(ours, before)
+            idle_mb = None
+            if ARGS.idle:
+                idle = connect(settings.base_url, ARGS.idle, token)
+                idle_mb = memory_per_client(ours, before)
+                stop(idle)
+            stop(clients)
+        finally:
+            stop(ours)
+
+    print(f"\n| server | {ARGS.clients} clients: median ms | best ms | emit call held the loop ms | MB per connection |")
+    print("|---|---:|---:|---:|---:|")
+    for name, row in (("Node.js socket.io 4.8.1 (reference)", node_row), ("ours: python-socketio, notification target", our_row)):
+        print(f"| {name} | {row['median']:.0f} | {row['best']:.0f} | {row['held']:.1f} | {row['mb']:.3f} |")
+    print(f"\nours / Node (median): {our_row['median'] / node_row['median']:.2f}x (target <= 1.0)")
+    if idle_mb is not None:
+        print(f"ours with {ARGS.clients + ARGS.idle} connections: {idle_mb:.3f} MB per connection")
+
+
+if __name__ == "__main__":
+    if ARGS.serve:
+        from roomee.kit.loop import run
+
+        run(serve(ARGS.serve))
+    else:
+        asyncio.run(main())
