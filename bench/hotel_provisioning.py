@@ -82,7 +82,10 @@ async def provision(client: httpx.AsyncClient, headers: dict, count: int, timeou
         if time.perf_counter() - started > timeout:
             raise SystemExit(f"{len(pending)} hotels not ready after {timeout} s")
         for hotel_id in list(pending):
-            document = (await client.get(f"/hotel/{hotel_id}/provisioning", headers=headers)).json()
+            response = await client.get(f"/hotel/{hotel_id}/provisioning", headers=headers)
+            if response.status_code != 200:  # an overloaded moment (e.g. no database connection left): poll again
+                continue
+            document = response.json()
             if document["status"] == "failed":
                 raise SystemExit(f"hotel {hotel_id} failed: {document['error']}")
             if document["status"] == "ready":
