@@ -292,13 +292,15 @@ def page_created(workspace_id: str, receivers: list[str]) -> dict:
     )
 
 
-async def publish_elsewhere(running, envelopes: list[dict], tmp: Path) -> tuple[float, float]:
+async def publish_elsewhere(running, envelopes: list[dict], tmp: Path,
+                            prefix: str = "roomee.notification") -> tuple[float, float]:
     """Publish from another process, as the producing service would (RabbitMQ only): the
     publisher then does not share this process's CPU with the pipeline it measures.
     Returns (start, end) of the publish, on the shared monotonic clock."""
     path = tmp / f"publish-{uuid.uuid4().hex}.json"
     settings = running.settings
-    path.write_text(json.dumps({"url": settings.broker_url, "exchange": settings.exchange, "envelopes": envelopes}))
+    path.write_text(json.dumps({"url": settings.broker_url, "exchange": settings.exchange, "envelopes": envelopes,
+                                "prefix": prefix}))
     child = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--publish-file", str(path), stdout=asyncio.subprocess.PIPE
     )
@@ -317,7 +319,7 @@ async def publish_file(path: str) -> None:
     broker = AmqpBroker(spec["url"], spec["exchange"])
     await broker.start()
     messages = [
-        Message(f"roomee.notification.{e['type']}", json.dumps(e).encode(), message_id=e["id"])
+        Message(f"{spec['prefix']}.{e['type']}", json.dumps(e).encode(), message_id=e["id"])
         for e in spec["envelopes"]
     ]
     print(time.perf_counter(), flush=True)
@@ -326,10 +328,42 @@ async def publish_file(path: str) -> None:
     await broker.close()
 
 
-async def publish(running, envelopes: list[dict]) -> None:
+async def publish(running, envelopes: list[dict], prefix: str = "roomee.notification") -> None:
     await running.platform.broker.publish_batch(
-        [Message(f"roomee.notification.{e['type']}", json.dumps(e).encode(), message_id=e["id"]) for e in envelopes]
+        [Message(f"{prefix}.{e['type']}", json.dumps(e).encode(), message_id=e["id"]) for e in envelopes]
     )
+
+
+async def ceiling(running, ctx, k: int, tmp: Path) -> float:
+    """The ceiling of the throughput: the kit's batch consumer (inbox, one transaction per batch,
+    acks) with an EMPTY handler, on a queue of its own, fed the same K envelopes the same way.
+    Seconds from the publish to the K-th event handed to the handler."""
+    from roomee.kit.events.consumer import EventConsumer
+
+    handled = 0
+    done = asyncio.Event()
+
+    async def empty(_session, batch) -> None:
+        nonlocal handled
+        handled += len(batch)
+        if handled >= k:
+            done.set()
+
+    consumer = EventConsumer(ctx.db, running.platform.broker, "notification",
+                             f"{ctx.settings.queue_prefix}notification-bench-ceiling", ["roomee.benchceiling.#"],
+                             None, batch_handler=empty)
+    await consumer.start()
+    try:
+        envelopes = [page_created(str(uuid.uuid4()), [str(uuid.uuid4())]) for _ in range(k)]
+        if ARGS.backend == "real":
+            start, _end = await publish_elsewhere(running, envelopes, tmp, prefix="roomee.benchceiling")
+        else:
+            start = time.perf_counter()
+            await publish(running, envelopes, prefix="roomee.benchceiling")
+        await asyncio.wait_for(done.wait(), ARGS.timeout)
+        return time.perf_counter() - start
+    finally:
+        await consumer.stop()
 
 
 async def receiver_count(ctx, *, notification_id: str | None = None, workspace_id: str | None = None) -> int:
@@ -515,6 +549,7 @@ async def main() -> None:
                 events = None
                 if ARGS.events:
                     ours_k = await throughput(running, ctx, probe, ARGS.events, Path(tmp))
+                    ours_k["ceiling"] = await ceiling(running, ctx, ARGS.events, Path(tmp))
                     naive_k, k_extrapolated = await naive_events(ctx, http, ARGS.events)
                     events = (ours_k, naive_k, k_extrapolated)
                 for replica in replicas:
@@ -554,6 +589,11 @@ def report(results, events) -> None:
         print(f"  naive (1 tx + 1 push each):    {naive_k:.3f} s = {naive_rate:,.0f} events/s"
               f"{' (extrapolated from %d)' % ARGS.naive_events if extrapolated else ''}")
         print(f"  ratio ours/naive: {rate / naive_rate:.1f}x (rows+socket), {push_rate / naive_rate:.1f}x (with push)")
+        ceiling_rate = k / ours_k["ceiling"]
+        print(f"  ceiling, the kit's batch consumer with an empty handler: {ours_k['ceiling']:.3f} s = "
+              f"{ceiling_rate:,.0f} events/s")
+        print(f"  ratio ours/ceiling: {rate / ceiling_rate:.2f}x (rows+socket), {push_rate / ceiling_rate:.2f}x "
+              f"(with push); target >= 0.6x")
 
 
 if __name__ == "__main__":

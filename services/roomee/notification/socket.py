@@ -33,7 +33,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import aio_pika
+import engineio.packet
 import socketio
+import socketio.packet
 from prometheus_client import Gauge
 from socketio.async_aiopika_manager import AsyncAioPikaManager
 from socketio.async_manager import AsyncManager
@@ -90,9 +92,33 @@ class _MemberRoomSkip(AsyncManager):
     async def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs):
         if skip_sid is not None:
             skip_sid = self._expand_skip(namespace, skip_sid if isinstance(skip_sid, list) else [skip_sid])
+        if callback is None and not kwargs:
+            return self._enqueue(event, data, namespace, to or room, skip_sid)
         return await super().emit(
             event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to, **kwargs
         )
+
+    def _enqueue(self, event, data, namespace, room, skip_sid) -> None:
+        """A broadcast: the packet encoded once, put straight on each recipient's send queue.
+
+        python-socketio's own emit creates one task per recipient to do the same ``queue.put``
+        (plus a ping-timeout check the socket's own loop makes anyway): at 3 000 recipients those
+        tasks cost more than the sends they schedule.
+        """
+        if namespace not in self.rooms:
+            return
+        args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
+        encoded = self.server.packet_class(socketio.packet.EVENT, namespace=namespace, data=[event, *args]).encode()
+        packets = [engineio.packet.Packet(engineio.packet.MESSAGE, part)
+                   for part in (encoded if isinstance(encoded, list) else [encoded])]
+        skip = set(skip_sid if isinstance(skip_sid, list) else [skip_sid])
+        sockets = self.server.eio.sockets
+        for sid, eio_sid in self.get_participants(namespace, room):
+            socket = sockets.get(eio_sid)
+            if sid in skip or socket is None or socket.closed:
+                continue
+            for part in packets:
+                socket.queue.put_nowait(part)
 
     def _expand_skip(self, namespace: str, entries: list) -> list:
         rooms = self.rooms.get(namespace, {})
