@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -320,6 +321,10 @@ class AccessChanges:
             await asyncio.sleep(interval)
 
 
+# Verified tokens a process remembers (TokenVerifier); an entry is a few hundred bytes.
+VERIFIED_TOKENS_CACHED = 10_000
+
+
 class TokenVerifier:
     """Verifies tokens locally against cached public keys, refetching the JWKS on an unknown kid."""
 
@@ -339,6 +344,10 @@ class TokenVerifier:
         self._forced_at = float("-inf")
         self._min_refresh_interval = min_refresh_interval
         self._lock = asyncio.Lock()
+        # Tokens already verified (an app sends the same one for its session): the RS256 check and
+        # base64/JSON decoding run once per token, not once per request. Bounded; entries end with the
+        # token's expiry or when its key leaves the JWKS.
+        self._verified: OrderedDict[str, tuple[dict[str, Any], str]] = OrderedDict()
 
     async def _refresh(self, force: bool) -> None:
         async with self._lock:
@@ -366,6 +375,20 @@ class TokenVerifier:
             raise Unauthorized("token signed by an unknown key", code="invalid_token") from None
 
     async def verify(self, token: str) -> dict[str, Any]:
+        cached = self._verified.get(token)
+        if cached is not None:
+            claims, kid = cached
+            await self._refresh(force=False)
+            if kid in self._keys and claims["exp"] > time.time():
+                return dict(claims)
+            self._verified.pop(token, None)
+        claims, kid = await self._verify_signed(token)
+        self._verified[token] = (claims, kid)
+        if len(self._verified) > VERIFIED_TOKENS_CACHED:
+            self._verified.popitem(last=False)
+        return dict(claims)
+
+    async def _verify_signed(self, token: str) -> tuple[dict[str, Any], str]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -382,7 +405,7 @@ class TokenVerifier:
                 # Member tokens are for the platform's API; service tokens for the targets of their scopes.
                 audience=[self.settings.jwt_audience, *TARGET_NAMES],
                 options={"require": ["exp", "iat", "sub", "typ", "aud"]},
-            )
+            ), header["kid"]
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token expired", code="token_expired") from None
         except jwt.PyJWTError as exc:
