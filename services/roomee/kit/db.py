@@ -52,8 +52,8 @@ class Database:
             self.url = url
             self.engine: AsyncEngine = create_async_engine(
                 url,
-                pool_size=10,
-                max_overflow=20,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
                 # No pre-ping: with asyncpg it costs three round trips (BEGIN, ";", ROLLBACK) per checkout,
                 # more than the read it guards. A connection found dead raises a disconnect error instead,
                 # which invalidates the pool (one failed request after a database restart); recycling keeps
