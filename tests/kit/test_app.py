@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.events import event_tap
+from tests.fixtures.platform import BACKEND
 from tests.fixtures.people import invite_and_join, make_admin
 
 
@@ -33,6 +34,20 @@ async def test_health_ready_and_error_model(platform):
         assert missing.json() == {"error": "not_found", "detail": "Not Found"}
         assert missing.headers["x-request-id"] == "req-123"
         assert len((await client.get("/health")).headers["x-request-id"]) == 32
+
+
+async def test_text_postgresql_cannot_store_is_a_client_error(platform):
+    """A NUL character (schemathesis found it in path parameters and bodies) reaches PostgreSQL as text
+    it refuses: the answer is a 422, not a 500; SQLite stores such text, so there it is simply not found."""
+    async with platform.client() as client:
+        admin = await make_admin(platform, client, "nul@example.com")
+        found = await client.get("/members/a%00b", headers=admin.headers)
+        if BACKEND == "real":
+            assert found.status_code == 422, found.text
+            assert found.json() == {"error": "invalid_text", "detail": "text must not contain NUL (U+0000) characters"}
+        else:
+            assert found.status_code == 404, found.text
+        assert (await client.get(f"/members/{admin.member_id}", headers=admin.headers)).status_code == 200
 
 
 async def test_metrics_after_traffic(platform):

@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import propagate, trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from roomee import __version__
@@ -28,6 +29,9 @@ tracer = trace.get_tracer("roomee")
 UNMATCHED = "<unmatched>"
 # Label values of the method: anything else a client sends is counted as OTHER (bounded labels).
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# SQLSTATEs of text PostgreSQL cannot store (a NUL character, or one outside the encoding), which SQLite
+# accepts: the client's input, so a 422 on every route rather than a validator on every string field.
+UNSTORABLE_TEXT_SQLSTATES = frozenset({"22021", "22P05"})
 
 
 class ObservabilityMiddleware:
@@ -106,6 +110,12 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
             {"loc": list(err.get("loc", ())), "msg": err.get("msg"), "type": err.get("type")} for err in exc.errors()
         ]
         return _error(422, "validation_error", detail)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(_request: Request, exc: DBAPIError):
+        if getattr(exc.orig, "sqlstate", None) in UNSTORABLE_TEXT_SQLSTATES:
+            return _error(422, "invalid_text", "text must not contain NUL (U+0000) characters")
+        raise exc  # any other database error is unexpected: the one error path below logs and answers it
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):
