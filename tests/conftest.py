@@ -6,10 +6,17 @@ from tests.fixtures.platform import BACKEND, drop_test_resources, make_settings,
 
 
 # Tests whose outcome does not depend on the storage and broker backend: the chart, dashboards and alerts,
-# the CRDs and the operator (it only speaks HTTP to the platform), and the OpenAPI fuzzing (its slow
-# part is generating requests). CI runs them once, with the PostgreSQL + RabbitMQ pass, and runs the
-# rest on both backends (ROOMEE_TEST_SCOPE=backend on the embedded pass).
-BACKEND_INDEPENDENT = ("tests/deploy/", "tests/k8s_operator/", "tests/e2e/test_openapi_conformance.py")
+# the CRDs and the operator (it only speaks HTTP to the platform), the OpenAPI fuzzing (its slow part is
+# generating requests), and the broker-fault tests, which run on RabbitMQ whatever the backend. CI runs
+# them once, with the PostgreSQL + RabbitMQ pass, and runs the rest on both backends
+# (ROOMEE_TEST_SCOPE=backend on the embedded pass).
+BACKEND_INDEPENDENT = (
+    "tests/deploy/",
+    "tests/k8s_operator/",
+    "tests/e2e/test_openapi_conformance.py",
+    "tests/e2e/test_broker_outage.py",
+    "tests/kit/events/test_broker_start.py",
+)
 SCOPE = os.environ.get("ROOMEE_TEST_SCOPE", "all")
 if SCOPE not in ("all", "backend"):
     raise RuntimeError(f"ROOMEE_TEST_SCOPE must be 'all' or 'backend', not {SCOPE!r}")
