@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any, Generic, TypeVar
 from zoneinfo import available_timezones
@@ -13,6 +14,7 @@ from zoneinfo import available_timezones
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from roomee.kit.clock import as_utc
 from roomee.kit.errors import Unprocessable
 
 T = TypeVar("T")
@@ -109,3 +111,16 @@ def decode_cursor(cursor: str | None) -> list[Any] | None:
     if not isinstance(values, list):
         raise invalid_cursor()
     return values
+
+
+def decode_time_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    """A ``(timestamp, id)`` position of a list ordered by time then id; 422 ``invalid_cursor`` otherwise."""
+    values = decode_cursor(cursor)
+    if values is None:
+        return None
+    if len(values) != 2 or not all(isinstance(v, str) for v in values):
+        raise invalid_cursor()
+    try:
+        return as_utc(datetime.fromisoformat(values[0])), values[1]
+    except ValueError:
+        raise invalid_cursor() from None

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -19,7 +18,7 @@ from roomee.kit.clock import as_utc, utcnow
 from roomee.kit.errors import Conflict, Forbidden, NotFound, Unprocessable, UpstreamError
 from roomee.kit.http import raise_for_status
 from roomee.kit.platform import ServiceContext
-from roomee.kit.schemas import decode_cursor, encode_cursor, invalid_cursor
+from roomee.kit.schemas import decode_cursor, decode_time_cursor, encode_cursor, invalid_cursor
 from roomee.news import events
 from roomee.news.models import acknowledgement, page_like
 from roomee.news.repository import (
@@ -43,18 +42,6 @@ def sanitize(html: str) -> str:
 
 def _field_error(field: str, message: str, code: str = "validation_error") -> Unprocessable:
     return Unprocessable([{"loc": ["body", *field.split(".")], "msg": message, "type": code}], code=code)
-
-
-def _time_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    values = decode_cursor(cursor)
-    if values is None:
-        return None
-    if len(values) != 2 or not all(isinstance(v, str) for v in values):
-        raise invalid_cursor()
-    try:
-        return as_utc(datetime.fromisoformat(values[0])), values[1]
-    except ValueError:
-        raise invalid_cursor() from None
 
 
 def _next_time_cursor(rows: list[dict], limit: int) -> str | None:
@@ -226,7 +213,7 @@ class NewsService:
     ) -> dict:
         rows = await self.pages.children(
             principal.workspace_id, parent_id, principal.member_id, page_type=page_type,
-            before=_time_cursor(cursor), limit=limit,
+            before=decode_time_cursor(cursor), limit=limit,
         )
         if not rows and parent_id is not None and not await self.pages.titles(principal.workspace_id, [parent_id]):
             # Children are read with their parent; only an empty list needs to ask whether it exists.
@@ -342,7 +329,7 @@ class NewsService:
 
     async def list_comments(self, principal: Principal, page_id: str, *, cursor: str | None, limit: int) -> dict:
         await self._live_page(principal, page_id)
-        rows = await self.comments.of_page(principal.workspace_id, page_id, after=_time_cursor(cursor), limit=limit)
+        rows = await self.comments.of_page(principal.workspace_id, page_id, after=decode_time_cursor(cursor), limit=limit)
         return {"items": [present_comment(r) for r in rows], "next_cursor": _next_time_cursor(rows, limit)}
 
     async def _own_comment(self, principal: Principal, comment_id: str, *, moderate: bool) -> tuple[dict, dict]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import uuid
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +14,7 @@ from roomee.kit.clock import as_utc, utcnow
 from roomee.kit.db import Database
 from roomee.kit.errors import Conflict, Forbidden, NotFound
 from roomee.kit.platform import ServiceContext
-from roomee.kit.schemas import decode_cursor, encode_cursor, invalid_cursor
+from roomee.kit.schemas import decode_time_cursor, encode_cursor
 from roomee.notification import clock, directory, hooks
 from roomee.notification.catalog import CATEGORIES, CHANNEL_PREFS
 from roomee.notification.channels import UNREAD_COUNTERS, build_channels
@@ -99,18 +98,6 @@ def present_subscription(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "created_at": as_utc(row["created_at"]), "updated_at": as_utc(row["updated_at"])}
 
 
-def _page_before(cursor: str | None) -> tuple[datetime, str] | None:
-    values = decode_cursor(cursor)
-    if values is None:
-        return None
-    if len(values) != 2 or not all(isinstance(v, str) for v in values):
-        raise invalid_cursor()
-    try:
-        return as_utc(datetime.fromisoformat(values[0])), values[1]
-    except ValueError:
-        raise invalid_cursor() from None
-
-
 class NotificationService:
     def __init__(self, session: AsyncSession, ctx: ServiceContext) -> None:
         self.session = session
@@ -145,7 +132,7 @@ class NotificationService:
 
     async def list_notifications(self, principal: Principal, *, cursor: str | None, limit: int, unread: bool) -> dict:
         rows = await self.notifications.page_inbox(
-            principal.member_id, principal.workspace_id, before=_page_before(cursor), limit=limit, unread_only=unread
+            principal.member_id, principal.workspace_id, before=decode_time_cursor(cursor), limit=limit, unread_only=unread
         )
         items = [NotificationOut.of(row, row["locale"]) for row in rows]
         next_cursor = None
