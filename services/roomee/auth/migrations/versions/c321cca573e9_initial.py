@@ -8,6 +8,8 @@ Create Date: 2026-11-27 17:32:31.487834
 from alembic import op
 import sqlalchemy as sa
 
+from roomee.kit.event_tables import create_event_tables, drop_event_tables
+
 
 revision = 'c321cca573e9'
 down_revision = None
@@ -16,15 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table('inbox',
-    sa.Column('queue', sa.String(length=255), nullable=False),
-    sa.Column('event_id', sa.String(length=255), nullable=False),
-    sa.Column('handled_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('queue', 'event_id', name=op.f('pk_inbox'))
-    )
-    with op.batch_alter_table('inbox', schema=None) as batch_op:
-        batch_op.create_index('ix_inbox_handled_at', ['handled_at'], unique=False)
-
+    create_event_tables(op)
     op.create_table('login_failure',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('email', sa.String(length=320), nullable=False),
@@ -34,19 +28,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('login_failure', schema=None) as batch_op:
         batch_op.create_index('ix_login_failure_email_at', ['email', 'at'], unique=False)
-
-    op.create_table('outbox',
-    sa.Column('id', sa.String(length=36), nullable=False),
-    sa.Column('routing_key', sa.String(length=255), nullable=False),
-    sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('headers', sa.Text(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox'))
-    )
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.create_index('ix_outbox_published_at', ['published_at'], unique=False)
-        batch_op.create_index('ix_outbox_unpublished', ['created_at'], unique=False, postgresql_where=sa.text('published_at IS NULL'), sqlite_where=sa.text('published_at IS NULL'))
 
     op.create_table('user_account',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -82,16 +63,8 @@ def downgrade() -> None:
 
     op.drop_table('refresh_token')
     op.drop_table('user_account')
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.drop_index('ix_outbox_unpublished', postgresql_where=sa.text('published_at IS NULL'), sqlite_where=sa.text('published_at IS NULL'))
-        batch_op.drop_index('ix_outbox_published_at')
-
-    op.drop_table('outbox')
     with op.batch_alter_table('login_failure', schema=None) as batch_op:
         batch_op.drop_index('ix_login_failure_email_at')
 
     op.drop_table('login_failure')
-    with op.batch_alter_table('inbox', schema=None) as batch_op:
-        batch_op.drop_index('ix_inbox_handled_at')
-
-    op.drop_table('inbox')
+    drop_event_tables(op)

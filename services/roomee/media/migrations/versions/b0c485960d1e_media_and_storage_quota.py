@@ -8,6 +8,8 @@ Create Date: 2026-11-30 07:55:59
 from alembic import op
 import sqlalchemy as sa
 
+from roomee.kit.event_tables import create_event_tables, drop_event_tables
+
 
 revision = 'b0c485960d1e'
 down_revision = None
@@ -16,15 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table('inbox',
-    sa.Column('queue', sa.String(length=255), nullable=False),
-    sa.Column('event_id', sa.String(length=255), nullable=False),
-    sa.Column('handled_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('queue', 'event_id', name=op.f('pk_inbox'))
-    )
-    with op.batch_alter_table('inbox', schema=None) as batch_op:
-        batch_op.create_index('ix_inbox_handled_at', ['handled_at'], unique=False)
-
+    create_event_tables(op)
     op.create_table('media',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('ecosystem_id', sa.String(length=64), nullable=False),
@@ -60,19 +54,6 @@ def upgrade() -> None:
         batch_op.create_index('ix_media_unpurged', ['status'], unique=False, postgresql_where=sa.text("purged_at IS NULL AND status IN ('deleted', 'expired', 'rejected')"), sqlite_where=sa.text("purged_at IS NULL AND status IN ('deleted', 'expired', 'rejected')"))
         batch_op.create_index('uq_media_ecosystem_idempotency_key', ['ecosystem_id', 'idempotency_key'], unique=True, postgresql_where=sa.text('idempotency_key IS NOT NULL'), sqlite_where=sa.text('idempotency_key IS NOT NULL'))
 
-    op.create_table('outbox',
-    sa.Column('id', sa.String(length=36), nullable=False),
-    sa.Column('routing_key', sa.String(length=255), nullable=False),
-    sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('headers', sa.Text(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox'))
-    )
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.create_index('ix_outbox_published_at', ['published_at'], unique=False)
-        batch_op.create_index('ix_outbox_unpublished', ['created_at'], unique=False, postgresql_where=sa.text('published_at IS NULL'), sqlite_where=sa.text('published_at IS NULL'))
-
     op.create_table('storage_quota',
     sa.Column('ecosystem_id', sa.String(length=64), nullable=False),
     sa.Column('quota_bytes', sa.BigInteger(), nullable=True),
@@ -89,11 +70,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('storage_quota')
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.drop_index('ix_outbox_unpublished', postgresql_where=sa.text('published_at IS NULL'), sqlite_where=sa.text('published_at IS NULL'))
-        batch_op.drop_index('ix_outbox_published_at')
-
-    op.drop_table('outbox')
     with op.batch_alter_table('media', schema=None) as batch_op:
         batch_op.drop_index('uq_media_ecosystem_idempotency_key', postgresql_where=sa.text('idempotency_key IS NOT NULL'), sqlite_where=sa.text('idempotency_key IS NOT NULL'))
         batch_op.drop_index('ix_media_unpurged', postgresql_where=sa.text("purged_at IS NULL AND status IN ('deleted', 'expired', 'rejected')"), sqlite_where=sa.text("purged_at IS NULL AND status IN ('deleted', 'expired', 'rejected')"))
@@ -101,7 +77,4 @@ def downgrade() -> None:
         batch_op.drop_index('ix_media_ecosystem_status_created')
 
     op.drop_table('media')
-    with op.batch_alter_table('inbox', schema=None) as batch_op:
-        batch_op.drop_index('ix_inbox_handled_at')
-
-    op.drop_table('inbox')
+    drop_event_tables(op)

@@ -8,6 +8,8 @@ Create Date: 2026-11-27 17:32:30.803047
 from alembic import op
 import sqlalchemy as sa
 
+from roomee.kit.event_tables import create_event_tables, drop_event_tables
+
 
 revision = 'f9ab92b1d987'
 down_revision = None
@@ -16,28 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table('inbox',
-    sa.Column('queue', sa.String(length=255), nullable=False),
-    sa.Column('event_id', sa.String(length=255), nullable=False),
-    sa.Column('handled_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('queue', 'event_id', name=op.f('pk_inbox'))
-    )
-    with op.batch_alter_table('inbox', schema=None) as batch_op:
-        batch_op.create_index('ix_inbox_handled_at', ['handled_at'], unique=False)
-
-    op.create_table('outbox',
-    sa.Column('id', sa.String(length=36), nullable=False),
-    sa.Column('routing_key', sa.String(length=255), nullable=False),
-    sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('headers', sa.Text(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox'))
-    )
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.create_index('ix_outbox_published_at', ['published_at'], unique=False)
-        batch_op.create_index('ix_outbox_unpublished', ['created_at'], unique=False, postgresql_where=sa.text('published_at IS NULL'), sqlite_where=sa.text('published_at IS NULL'))
-
+    create_event_tables(op)
     op.create_table('workspace',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('ecosystem_id', sa.String(length=64), nullable=False),
@@ -129,12 +110,4 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_workspace_ecosystem_id'))
 
     op.drop_table('workspace')
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.drop_index('ix_outbox_unpublished', postgresql_where=sa.text('published_at IS NULL'), sqlite_where=sa.text('published_at IS NULL'))
-        batch_op.drop_index('ix_outbox_published_at')
-
-    op.drop_table('outbox')
-    with op.batch_alter_table('inbox', schema=None) as batch_op:
-        batch_op.drop_index('ix_inbox_handled_at')
-
-    op.drop_table('inbox')
+    drop_event_tables(op)

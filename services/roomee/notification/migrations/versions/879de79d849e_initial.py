@@ -8,6 +8,8 @@ Create Date: 2026-11-27 17:59:01.655955
 from alembic import op
 import sqlalchemy as sa
 
+from roomee.kit.event_tables import create_event_tables, drop_event_tables
+
 
 revision = '879de79d849e'
 down_revision = None
@@ -16,6 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    create_event_tables(op)
     op.create_table('delivery_attempt',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('notification_id', sa.String(length=36), nullable=False),
@@ -35,15 +38,6 @@ def upgrade() -> None:
     with op.batch_alter_table('delivery_attempt', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_delivery_attempt_job_id'), ['job_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_delivery_attempt_notification_id'), ['notification_id'], unique=False)
-
-    op.create_table('inbox',
-    sa.Column('queue', sa.String(length=255), nullable=False),
-    sa.Column('event_id', sa.String(length=255), nullable=False),
-    sa.Column('handled_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('queue', 'event_id', name=op.f('pk_inbox'))
-    )
-    with op.batch_alter_table('inbox', schema=None) as batch_op:
-        batch_op.create_index('ix_inbox_handled_at', ['handled_at'], unique=False)
 
     op.create_table('member_directory',
     sa.Column('member_id', sa.String(length=36), nullable=False),
@@ -104,19 +98,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('notification_receiver', schema=None) as batch_op:
         batch_op.create_index('ix_notification_receiver_inbox', ['member_id', 'workspace_id', 'created_at', 'notification_id'], unique=False)
-
-    op.create_table('outbox',
-    sa.Column('id', sa.String(length=36), nullable=False),
-    sa.Column('routing_key', sa.String(length=255), nullable=False),
-    sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('headers', sa.Text(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox'))
-    )
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.create_index('ix_outbox_published_at', ['published_at'], unique=False)
-        batch_op.create_index('ix_outbox_unpublished', ['created_at'], unique=False, postgresql_where=sa.text('published_at IS NULL'), sqlite_where=sa.text('published_at IS NULL'))
 
     op.create_table('push_subscription',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -188,11 +169,6 @@ def downgrade() -> None:
         batch_op.drop_index('ix_push_subscription_member')
 
     op.drop_table('push_subscription')
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.drop_index('ix_outbox_unpublished', postgresql_where=sa.text('published_at IS NULL'), sqlite_where=sa.text('published_at IS NULL'))
-        batch_op.drop_index('ix_outbox_published_at')
-
-    op.drop_table('outbox')
     with op.batch_alter_table('notification_receiver', schema=None) as batch_op:
         batch_op.drop_index('ix_notification_receiver_inbox')
 
@@ -206,12 +182,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_member_directory_workspace_id'))
 
     op.drop_table('member_directory')
-    with op.batch_alter_table('inbox', schema=None) as batch_op:
-        batch_op.drop_index('ix_inbox_handled_at')
-
-    op.drop_table('inbox')
     with op.batch_alter_table('delivery_attempt', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_delivery_attempt_notification_id'))
         batch_op.drop_index(batch_op.f('ix_delivery_attempt_job_id'))
 
     op.drop_table('delivery_attempt')
+    drop_event_tables(op)
