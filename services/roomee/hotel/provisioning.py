@@ -128,10 +128,10 @@ class Provisioner:
     async def delete_qr(self, run: StepRun) -> None:
         media = self.ctx.client("media")
         if run.external_id:
-            _gone_is_fine(await media.delete(f"/media/{run.external_id}", endpoint="/media/{id}"))
+            _gone_is_fine(await media.delete("/media/{id}", path_params={"id": run.external_id}))
         else:
             # The upload's answer was lost, so its id is unknown: remove every object of the hotel.
-            _gone_is_fine(await media.delete(f"/media/storage/{run.key}", endpoint="/media/storage/{ecosystemId}"))
+            _gone_is_fine(await media.delete("/media/storage/{ecosystemId}", path_params={"ecosystemId": run.key}))
 
     async def create_storage(self, run: StepRun) -> StepResult:
         hotel_id = run.key
@@ -150,7 +150,7 @@ class Provisioner:
         # from flooding media with polls.
         pause = 0.02
         while True:
-            response = await media.get(f"/media/storage/{hotel_id}", endpoint="/media/storage/{ecosystemId}")
+            response = await media.get("/media/storage/{ecosystemId}", path_params={"ecosystemId": hotel_id})
             # A quota row may exist before the event (the QR counts as usage): wait for its size.
             if response.status_code == 200 and response.json().get("maxSize") == quota["max_size"]:
                 return StepResult(external_id=run.external_id, data={"storageQuota": quota})
@@ -167,15 +167,15 @@ class Provisioner:
                 # Not published yet (the broker is down): take it back, so no quota appears later.
                 await retract_unpublished_event(session, run.external_id)
         media = self.ctx.client("media")
-        _gone_is_fine(await media.delete(f"/media/storage/{run.key}", endpoint="/media/storage/{ecosystemId}"))
+        _gone_is_fine(await media.delete("/media/storage/{ecosystemId}", path_params={"ecosystemId": run.key}))
 
     async def assign_subscription(self, run: StepRun) -> StepResult:
         hotel_id = run.key
         billing = self.ctx.client("billing")
         subscription = None
         if run.resumed:
-            found = await billing.get(f"/sub/customers/{hotel_id}/subscription",
-                                      endpoint="/sub/customers/{customerId}/subscription")
+            found = await billing.get("/sub/customers/{customerId}/subscription",
+                                      path_params={"customerId": hotel_id})
             if found.status_code != 404:
                 subscription = raise_for_status(found).json()
                 if subscription.get("status") == "canceled":
@@ -191,8 +191,8 @@ class Provisioner:
         )
 
     async def cancel_subscription(self, run: StepRun) -> None:
-        response = await self.ctx.client("billing").post(f"/sub/customers/{run.key}/cancel",
-                                                         endpoint="/sub/customers/{customerId}/cancel")
+        response = await self.ctx.client("billing").post("/sub/customers/{customerId}/cancel",
+                                                         path_params={"customerId": run.key})
         _gone_is_fine(response)
 
     async def _hotel_members(self, hotel_id: str) -> list[dict]:
@@ -200,8 +200,8 @@ class Provisioner:
         members, cursor, found = self.ctx.client("members"), None, []
         while True:
             page = raise_for_status(await members.get(
-                f"/members/get/by/hotel_id/{hotel_id}", params={"cursor": cursor} if cursor else None,
-                endpoint="/members/get/by/hotel_id/{id}",
+                "/members/get/by/hotel_id/{id}", path_params={"id": hotel_id},
+                params={"cursor": cursor} if cursor else None,
             )).json()
             found += page["items"]
             cursor = page.get("nextCursor")
@@ -234,8 +234,8 @@ class Provisioner:
         )
 
     async def remove_members(self, run: StepRun) -> None:
-        response = await self.ctx.client("members").delete(f"/members/by/hotel_id/{run.key}",
-                                                           endpoint="/members/by/hotel_id/{hotel_id}")
+        response = await self.ctx.client("members").delete("/members/by/hotel_id/{hotel_id}",
+                                                           path_params={"hotel_id": run.key})
         _gone_is_fine(response)
 
     async def announce_created(self, run: StepRun) -> StepResult:
@@ -287,13 +287,13 @@ class Provisioner:
 
     async def delete_storage(self, run: StepRun) -> StepResult:
         media = self.ctx.client("media")
-        _gone_is_fine(await media.delete(f"/media/storage/{run.key}", endpoint="/media/storage/{ecosystemId}"))
+        _gone_is_fine(await media.delete("/media/storage/{ecosystemId}", path_params={"ecosystemId": run.key}))
         return StepResult()
 
     async def delete_qr_object(self, run: StepRun) -> StepResult:
         if run.data.get("qrMediaId"):
             media = self.ctx.client("media")
-            _gone_is_fine(await media.delete(f"/media/{run.data['qrMediaId']}", endpoint="/media/{id}"))
+            _gone_is_fine(await media.delete("/media/{id}", path_params={"id": run.data["qrMediaId"]}))
         return StepResult()
 
     async def announce_deleted(self, run: StepRun) -> StepResult:
