@@ -218,8 +218,8 @@ class HotelService:
                 raise Conflict(f"the plan can change once the hotel is ready (it is {found['status']})",
                                code="hotel_not_ready")
             billing = self.ctx.client("billing")
-            raise_for_status(await billing.post(f"/sub/customers/{hotel_id}/change-plan", json={"productId": new_plan},
-                                                endpoint="/sub/customers/{customerId}/change-plan"))
+            raise_for_status(await billing.post("/sub/customers/{customerId}/change-plan",
+                                                path_params={"customerId": hotel_id}, json={"productId": new_plan}))
             quota = await self.provisioner.storage_quota(new_plan)
         elif new_plan:
             changes.pop("plan")
