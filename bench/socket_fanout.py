@@ -19,9 +19,11 @@ package-lock.json; node_modules is not in git).
 A broadcast's time runs from the server's emit call to the arrival at the last client (one clock: the
 same machine). Printed: the median and the best of ``--broadcasts`` broadcasts, how long the emit call
 held the server's event loop, and the ratio ours / Node (target <= 1.0). Ours is measured twice, with
-python-socketio's own emit (a task per recipient) and as shipped (the packet put on each send queue). Memory: the server's RSS
-growth per connected client (MB per connection); ``--idle N`` also connects N idle clients to our server
-alone and reports its MB per connection.
+python-socketio's own emit (a task per recipient, each encoding the packet) and as shipped (the packet
+encoded and framed once, the frame written to each connection). Memory: the server's RSS growth per
+connected client (MB per connection); ``--idle N`` also connects N idle clients to our server alone and
+reports its MB per connection. ``--profile`` prints cProfile's top functions of our broadcasts (shipped)
+on stderr.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=3000)
     parser.add_argument("--broadcasts", type=int, default=7)
     parser.add_argument("--idle", type=int, default=0, help="idle connections held by our server (memory)")
+    parser.add_argument("--profile", action="store_true", help="cProfile our broadcasts (stderr)")
     parser.add_argument("--serve", metavar="SETTINGS_FILE", help=argparse.SUPPRESS)  # the child process
     return parser.parse_args()
 
@@ -94,17 +97,31 @@ async def serve(settings_file: str) -> None:
             from socketio.async_manager import AsyncManager
 
             server.manager.emit = partial(AsyncManager.emit, server.manager)
+        profiler = None
+        if os.environ.get("ROOMEE_BENCH_PROFILE"):
+            import cProfile
+
+            profiler = cProfile.Profile()
         print("ready", file=answers, flush=True)
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             command, *args = line.split()
             if command == "broadcast":
+                if profiler is not None:
+                    profiler.enable()  # until the next command: the emit and the writes after it
                 started = time.time()
                 await server.to_workspace(args[1], "notification:new", payload(int(args[0])))
                 held = time.time() - started
                 print(json.dumps({"started": started * 1000, "held": held * 1000}), file=answers, flush=True)
+                continue
+            if profiler is not None:
+                profiler.disable()
             elif command == "memory":
                 gc.collect()
                 print(json.dumps({"rss": rss_bytes(), "clients": server.connected}), file=answers, flush=True)
+        if profiler is not None:
+            import pstats
+
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
 
 
 def node(*args: str) -> subprocess.Popen:
@@ -183,6 +200,8 @@ async def measure_ours(*, stock: bool) -> tuple[dict, float | None]:
         settings_file = Path(tmp) / "platform.json"
         settings_file.write_text(settings.model_dump_json())
         env = os.environ | ({"ROOMEE_BENCH_STOCK_EMIT": "1"} if stock else {})
+        if ARGS.profile and not stock:
+            env["ROOMEE_BENCH_PROFILE"] = "1"
         ours = subprocess.Popen([sys.executable, __file__, "--serve", str(settings_file)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         try:
@@ -228,7 +247,7 @@ async def main() -> None:
     print(f"\n| server | {ARGS.clients} clients: median ms | best ms | emit call held the loop ms | MB per connection |")
     print("|---|---:|---:|---:|---:|")
     for name, row in (("Node.js socket.io 4.8.1 (reference)", node_row),
-                      ("ours, python-socketio's own emit (a task per recipient)", stock_row),
+                      ("ours with python-socketio's own emit (a task and an encoding per recipient)", stock_row),
                       ("ours: the notification target as shipped", our_row)):
         print(f"| {name} | {row['median']:.0f} | {row['best']:.0f} | {row['held']:.1f} | {row['mb']:.3f} |")
     print(f"\nours / Node (median): {our_row['median'] / node_row['median']:.2f}x (target <= 1.0); "

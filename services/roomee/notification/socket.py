@@ -33,16 +33,27 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import aio_pika
+import engineio
+import engineio.async_drivers.asgi
+import engineio.async_socket
+import engineio.exceptions
 import engineio.packet
 import socketio
 import socketio.packet
 from prometheus_client import Gauge
 from socketio.async_aiopika_manager import AsyncAioPikaManager
 from socketio.async_manager import AsyncManager
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State as WebSocketState
 
 from roomee.kit.auth import Principal
 from roomee.kit.errors import RoomeeError
 from roomee.notification.hooks import cancelled_from_outside
+
+try:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol as _SansIOProtocol
+except ImportError:  # another ASGI server (or uvicorn without websockets): no direct writes
+    _SansIOProtocol = None
 
 log = logging.getLogger("roomee.notification.socket")
 
@@ -82,6 +93,215 @@ def workspace_room(workspace_id: str) -> str:
     return f"{WORKSPACE_ROOM_PREFIX}{workspace_id}"
 
 
+def _frame(message: str | bytes) -> bytes:
+    """A server's (unmasked, uncompressed) websocket frame carrying one engine.io packet."""
+    if isinstance(message, str):
+        return Frame(Opcode.TEXT, message.encode()).serialize(mask=False)
+    return Frame(Opcode.BINARY, message).serialize(mask=False)
+
+
+class _WebSocket(engineio.async_drivers.asgi.WebSocket):
+    """engine.io's ASGI websocket, plus a write that skips the ASGI ``send`` round trip.
+
+    Under uvicorn's websockets (sans-I/O) protocol, :meth:`write` puts a frame framed once per
+    broadcast straight on the connection's transport, as Node's socket.io does. Only when the
+    connection is open, its transport takes writes without pushing back (below the high-water
+    mark) and no extension changes frames; otherwise the caller queues the packet and the ASGI
+    ``send`` takes it, as before. Under any other ASGI server, :meth:`write` always declines.
+
+    permessage-deflate, which browsers and the Node client offer, is declined at the handshake
+    (Node's socket.io declines it by default too): it would compress each message once per
+    client and hold two zlib contexts (tens of kB) per connection.
+    """
+
+    def __init__(self, handler, server) -> None:
+        super().__init__(handler, server)
+        self.connection: Any = None
+
+    async def __call__(self, environ):
+        self.asgi_receive = environ["asgi.receive"]
+        self.asgi_send = environ["asgi.send"]
+        connection = getattr(self.asgi_send, "__self__", None)
+        if _SansIOProtocol is not None and isinstance(connection, _SansIOProtocol) \
+                and not connection.handshake_complete:
+            if connection.conn.extensions:
+                connection.conn.extensions = []
+                del connection.response.headers["Sec-WebSocket-Extensions"]
+            self.connection = connection
+        await self.asgi_send({"type": "websocket.accept"})
+        await self.handler(self)
+        return ""
+
+    def write(self, frame: bytes) -> bool:
+        """Write ``frame`` to the connection now; False when it must go through :meth:`send`."""
+        connection = self.connection
+        if (connection is None or connection.close_sent or connection.disconnected
+                or not connection.writable.is_set() or connection.conn.extensions
+                or connection.conn.state is not WebSocketState.OPEN or connection.transport.is_closing()):
+            return False
+        connection.transport.write(frame)
+        return True
+
+
+class _Socket(engineio.async_socket.AsyncSocket):
+    """An engine.io socket without a task of its own while idle.
+
+    engine.io's socket keeps a writer task per websocket connection (waiting on its queue), a
+    task per received message and a sleeping task per ping interval. Here, on the websocket
+    transport, a packet is written to the connection at once (:meth:`deliver`) when nothing is
+    waiting before it; the queue and a flush task are used only while the connection pushes
+    back (or, with another ASGI server, for every packet). Pings are timer callbacks. Long
+    polling and the upgrade from it are engine.io's own, on the same queue.
+    """
+
+    ws: _WebSocket | None = None
+    flusher: asyncio.Task | None = None
+    ping_timer: asyncio.TimerHandle | None = None
+
+    def deliver(self, pkt: engineio.packet.Packet, frame: bytes | None = None) -> None:
+        """Send ``pkt`` after every packet sent or queued before it (``frame``: its encoding)."""
+        if self.closed:
+            return
+        ws = self.ws
+        if ws is not None and self.flusher is None and self.queue.empty() \
+                and ws.write(frame if frame is not None else _frame(pkt.encode())):
+            return
+        self.queue.put_nowait(pkt)
+        if ws is not None and self.flusher is None:
+            self.flusher = asyncio.ensure_future(self._flush(ws))
+
+    async def _flush(self, ws: _WebSocket) -> None:
+        """Send what the queue holds, in order, through the ASGI ``send`` (which waits while the
+        client is slow); ends when the queue is empty, so an idle socket has no task."""
+        try:
+            while not self.queue.empty():
+                pkt = self.queue.get_nowait()
+                try:
+                    if pkt is not None:
+                        await ws.send(pkt.encode())
+                except Exception:  # the connection is gone; so are the packets for it
+                    self._discard_queue()
+                    return
+                finally:
+                    self.queue.task_done()
+        finally:
+            self.flusher = None
+
+    def _discard_queue(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+            self.queue.task_done()
+
+    async def send(self, pkt):
+        if not await self.check_ping_timeout():
+            return
+        self.deliver(pkt)
+
+    def schedule_ping(self):
+        if self.last_ping:
+            self.last_ping = None
+            self.ping_timer = asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        self.ping_timer = None
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.deliver(engineio.packet.Packet(engineio.packet.PING))
+
+    async def close(self, wait=True, abort=False, reason=None):
+        if self.ping_timer is not None:
+            self.ping_timer.cancel()
+            self.ping_timer = None
+        await super().close(wait=wait, abort=abort, reason=reason)
+
+    async def _websocket_handler(self, ws):
+        max_size = self.server.max_http_buffer_size
+
+        async def receive():
+            data = await ws.wait()
+            if data and len(data) > max_size:
+                raise ValueError("packet is too large")
+            return data
+
+        if self.connected:  # an upgrade from long polling (engine.io's own steps)
+            self.upgrading = True  # the poll answers NOOP from now on
+            try:
+                probe = engineio.packet.Packet(encoded_packet=await receive())
+            except (OSError, ValueError):
+                self.upgrading = False
+                return
+            if probe.packet_type != engineio.packet.PING or probe.data != "probe":
+                self.upgrading = False
+                return
+            await ws.send(engineio.packet.Packet(engineio.packet.PONG, data="probe").encode())
+            self.queue.put_nowait(engineio.packet.Packet(engineio.packet.NOOP))  # ends the pending poll
+            try:
+                upgrade = engineio.packet.Packet(encoded_packet=await receive())
+            except (OSError, ValueError):
+                self.upgrading = False
+                return
+            if upgrade.packet_type != engineio.packet.UPGRADE:
+                self.upgrading = False
+                return
+            self.upgraded = True
+            self.upgrading = False
+        else:
+            self.connected = True
+            self.upgraded = True
+        # From here packets go over the websocket, after those still queued (the OPEN packet,
+        # or what came during the upgrade).
+        self.ws = ws
+        if not self.queue.empty() and self.flusher is None:
+            self.flusher = asyncio.ensure_future(self._flush(ws))
+        timeout = self.server.ping_interval + self.server.ping_timeout
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(timeout):
+                        data = await receive()
+                except (TimeoutError, OSError, ValueError):
+                    break
+                if data is None:
+                    break
+                try:
+                    await self.receive(engineio.packet.Packet(encoded_packet=data))
+                except engineio.exceptions.UnknownPacketError:
+                    pass
+                except engineio.exceptions.SocketIsClosedError:
+                    break
+                except Exception:
+                    self.server.logger.exception("Unknown receive error")
+        finally:
+            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+            flusher = self.flusher
+            if flusher is not None:
+                flusher.cancel()
+                await asyncio.gather(flusher, return_exceptions=True)
+            self._discard_queue()
+            await ws.close()
+
+
+class _EngineIOServer(engineio.AsyncServer):
+    """engine.io's server with :class:`_Socket` sockets and the :class:`_WebSocket` driver."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._async = dict(self._async, websocket=_WebSocket)
+
+    async def _trigger_event(self, event, *args, **kwargs):
+        if event == "connect":
+            # engine.io creates its own socket class; the socket is new, only its OPEN packet is queued.
+            socket = self.sockets.get(args[0])
+            if socket is not None and type(socket) is engineio.async_socket.AsyncSocket:
+                socket.__class__ = _Socket
+        return await super()._trigger_event(event, *args, **kwargs)
+
+
+class _AsyncServer(socketio.AsyncServer):
+    def _engineio_server_class(self):
+        return _EngineIOServer
+
+
 class _MemberRoomSkip(AsyncManager):
     """Expands ``member:{id}`` entries of ``skip_sid`` into this replica's sids in that room.
 
@@ -111,14 +331,20 @@ class _MemberRoomSkip(AsyncManager):
         encoded = self.server.packet_class(socketio.packet.EVENT, namespace=namespace, data=[event, *args]).encode()
         packets = [engineio.packet.Packet(engineio.packet.MESSAGE, part)
                    for part in (encoded if isinstance(encoded, list) else [encoded])]
+        # One websocket frame per packet for every recipient (a server's frames are not masked).
+        frames = [_frame(part.encode()) for part in packets]
         skip = set(skip_sid if isinstance(skip_sid, list) else [skip_sid])
         sockets = self.server.eio.sockets
         for sid, eio_sid in self.get_participants(namespace, room):
             socket = sockets.get(eio_sid)
             if sid in skip or socket is None or socket.closed:
                 continue
-            for part in packets:
-                socket.queue.put_nowait(part)
+            if isinstance(socket, _Socket):
+                for part, frame in zip(packets, frames):
+                    socket.deliver(part, frame)
+            else:
+                for part in packets:
+                    socket.queue.put_nowait(part)
 
     def _expand_skip(self, namespace: str, entries: list) -> list:
         rooms = self.rooms.get(namespace, {})
@@ -313,7 +539,7 @@ class SocketServer:
             self.manager = LocalManager()
         # Browsers of other origins connect only when listed (settings.allowed_origins; "*" for any);
         # clients that send no Origin (apps, servers) are not concerned.
-        self.sio = socketio.AsyncServer(
+        self.sio = _AsyncServer(
             async_mode="asgi",
             client_manager=self.manager,
             cors_allowed_origins="*" if "*" in allowed_origins else (list(allowed_origins) or None),
