@@ -152,19 +152,25 @@ PANELS: list[PanelSpec] = [
     ),
     PanelSpec(
         "Dead-lettered and retried events",
-        "Events per second sent to a dead-letter queue after their last retry, and retries, per target and routing key. "
+        "Messages waiting in each consumer queue's dead-letter queue (sampled every 15 s; max over replicas, which all "
+        "see the same queue), and retries per second per target and routing key. "
         "Inspect with `roomee events dead-letters --queue Q`, replay with `roomee events replay --queue Q`.",
-        "ops",
+        "short",
         [
-            Query(
-                f'sum by (service, routing_key) (rate(amqp_messages_total{{{NS}, {SVC}, direction="consume", status="dead"}}[{RATE}]))',
-                "dead {{service}} {{routing_key}}",
-            ),
+            Query(f"max by (service, queue) (dead_letters_waiting{{{NS}, {SVC}}})", "waiting {{service}} {{queue}}"),
             Query(
                 f'sum by (service, routing_key) (rate(amqp_messages_total{{{NS}, {SVC}, direction="consume", status="retry"}}[{RATE}]))',
-                "retry {{service}} {{routing_key}}",
+                "retries/s {{service}} {{routing_key}}",
             ),
         ],
+    ),
+    PanelSpec(
+        "Unroutable events in the outbox",
+        "Committed events kept in the outbox because no queue is bound to their routing key (a consumer not "
+        "deployed, a binding missing), per target and routing-key family; retried with backoff and published "
+        "once a bound queue appears. Max over replicas (each relay counts the same table).",
+        "short",
+        [Query(f"max by (service, family) (outbox_unroutable_events{{{NS}, {SVC}}})", "{{service}} {{family}}")],
     ),
     PanelSpec(
         "Saga step outcomes",
@@ -279,7 +285,7 @@ def overview() -> dict:
     board = (
         dashboard_builder.Dashboard("Roomee platform")
         .uid("roomee-overview")
-        .description("Inter-service latency, errors, AMQP, notifications, breakers, outbox, dead letters, sagas, Socket.IO.")
+        .description("Inter-service latency, errors, AMQP, notifications, breakers, outbox, unroutable events, dead letters, sagas, Socket.IO.")
         .tags(["roomee"])
         .refresh("30s")
         .time("now-1h", "now")

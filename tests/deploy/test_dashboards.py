@@ -15,7 +15,7 @@ from tests.deploy.tools import DASHBOARDS, ROOT, RULES
 
 SEED_PANELS = ("Inter-service latency", "Error rate by service", "AMQP throughput", "Notification delivery rate by channel")
 SRE_PANELS = ("Circuit breaker state", "Outbox backlog", "Dead-lettered and retried events", "Saga step outcomes",
-              "Socket.IO connections", "Event fan-out latency")
+              "Socket.IO connections", "Event fan-out latency", "Unroutable events in the outbox")
 PROMQL_WORDS = {"sum", "by", "rate", "increase", "histogram_quantile", "max", "min", "or", "and", "le", "deriv",
                 "label_replace", "count", "without", "on", "ignoring", "avg"}
 
@@ -87,3 +87,16 @@ def test_every_metric_of_the_panels_and_alerts_is_registered_by_the_platform():
     used = set().union(*(metric_names(e) for e in queries(overview())))
     used |= set().union(*(metric_names(line) for line in RULES.read_text().splitlines() if "(" in line or "{" in line))
     assert used and used <= known, f"unknown metrics: {used - known}"
+
+
+def test_dead_letters_and_unroutable_events_are_read_from_their_gauges():
+    """What waits (dead letters, unroutable outbox rows) is shown as a depth, max over replicas
+    (each samples the same queue or table), not as a rate of past events."""
+    panels = {panel["title"]: [t["expr"] for t in panel["targets"]] for panel in overview()["panels"]}
+    assert panels["Dead-lettered and retried events"][0].startswith("max by (service, queue) (dead_letters_waiting{")
+    assert panels["Unroutable events in the outbox"] == [
+        'max by (service, family) (outbox_unroutable_events{namespace=~"$namespace", service=~"$target"})'
+    ]
+    rules = RULES.read_text()
+    assert "max by (namespace, service, queue) (dead_letters_waiting)" in rules
+    assert "max by (namespace, service, family) (outbox_unroutable_events)" in rules

@@ -22,7 +22,9 @@ async def user_created(session: AsyncSession, *, user: dict[str, Any], member: d
         channels=(),
         actor={"id": user["id"], "name": f"{user['first_name']} {user['last_name']}".strip(), "type": "user"},
     )
-    await emit(session, f"roomee.auth.{USER_CREATED}", envelope)
+    # A broadcast in the contract (ARCHITECTURE §5) that nothing in the platform consumes by design:
+    # published without requiring a bound queue, else every sign-up would wait in the outbox forever.
+    await emit(session, f"roomee.auth.{USER_CREATED}", envelope, require_consumer=False)
 
 
 async def member_registered(

@@ -16,6 +16,7 @@ from roomee.kit.auth import AccessChanges, ServiceTokenProvider, TokenVerifier, 
 from roomee.kit.db import Database
 from roomee.kit.events import BrokerUnavailable, EventConsumer, OutboxRelay, broker_from_settings
 from roomee.kit.events.consumer import BatchHandler, EventHandler
+from roomee.kit.events.gauges import dead_letters_waiting
 from roomee.kit.http import ServiceClient
 from roomee.kit.metrics import broker_connected
 from roomee.kit.observability import configure_logging, configure_tracing
@@ -26,6 +27,8 @@ log = logging.getLogger("roomee.platform")
 
 BROKER_START_FIRST_DELAY = 1.0
 BROKER_START_MAX_DELAY = 30.0
+# How often the depth of this process's dead-letter queues is read (one passive declare each).
+DEAD_LETTER_SAMPLE_SECONDS = 15.0
 
 @dataclass(frozen=True)
 class ConsumerSpec:
@@ -143,6 +146,8 @@ class Platform:
             for worker in make_workers(ctx) if make_workers else ():
                 self._workers.append(asyncio.create_task(_supervised(spec.name, worker)))
         self._workers.append(asyncio.create_task(_supervised("platform", self._follow_access_changes)))
+        if self._consumers:
+            self._workers.append(asyncio.create_task(_supervised("platform", self._sample_dead_letters)))
         log.info("platform started", extra={"targets": [spec.name for spec in self.targets]})
 
     async def _follow_access_changes(self) -> None:
@@ -156,6 +161,22 @@ class Platform:
             await self.access_changes.follow(client, self.settings.access_changes_poll_seconds)
         finally:
             await client.aclose()
+
+    async def sample_dead_letters(self) -> dict[str, int]:
+        """Export how many dead letters wait in each queue this process consumes."""
+        services = {consumer.queue: consumer.service for consumer in self._consumers}
+        counts = await self.broker.dead_letter_counts(list(services))
+        for queue, count in counts.items():
+            dead_letters_waiting.labels(services[queue], queue).set(count)
+        return counts
+
+    async def _sample_dead_letters(self) -> None:
+        while True:
+            try:
+                await self.sample_dead_letters()
+            except Exception as exc:  # a broker outage: the gauge keeps its last value
+                log.debug("could not sample the dead-letter queues: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(DEAD_LETTER_SAMPLE_SECONDS)
 
     def event_topology(self) -> dict[str, list[str]]:
         """The queues (prefixed names) and bindings of every registered target, run here or not."""

@@ -57,11 +57,14 @@ class FlakyBroker(Broker):
     async def ping(self) -> None:
         await self.inner.ping()
 
-    async def publish_batch(self, messages: Sequence[Message]) -> None:
+    async def publish_batch(self, messages: Sequence[Message]) -> list[Message]:
         self.attempts += 1
         if self.attempts <= self.failures:
             raise ConnectionError("simulated broker outage")
-        await self.inner.publish_batch(messages)
+        return await self.inner.publish_batch(messages)
+
+    async def dead_letter_counts(self, queues):
+        return await self.inner.dead_letter_counts(queues)
 
     async def declare_queue(self, queue, bindings) -> None:
         await self.inner.declare_queue(queue, bindings)

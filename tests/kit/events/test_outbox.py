@@ -261,10 +261,11 @@ async def test_replicas_share_the_outbox(make_db, make_broker, queue_name):
         await consumer.stop()
 
 
-async def test_published_rows_are_deleted_after_retention(make_db, make_broker):
+async def test_published_rows_are_deleted_after_retention(make_db, make_broker, queue_name):
     service = unique_service("news")
     db = await make_db(service)
     broker = await make_broker()
+    await broker.declare_queue(queue_name(), ["roomee.notification.#"])
     relay = OutboxRelay(db, broker, service, retention_seconds=0.2)
     async with db.transaction() as session:
         await emit_many(session, [(ROUTING_KEY, sample_envelope(n)) for n in range(3)])

@@ -24,6 +24,7 @@ from typing import Any
 
 import aio_pika
 import aiormq
+from aiormq.abc import DeliveredMessage
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -150,24 +151,37 @@ class AmqpBroker(Broker):
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def publish_batch(self, messages: Sequence[Message]) -> None:
+    async def publish_batch(self, messages: Sequence[Message]) -> list[Message]:
         if not messages:
-            return
-        if self._exchange is None:
+            return []
+        channel = self._channel
+        if self._exchange is None or channel is None:
             raise BrokerUnavailable("AMQP broker not started")
-        exchange = self._exchange
+        try:
+            # Waits (bounded below) for a robust channel being restored after a reconnection.
+            underlay = await asyncio.wait_for(channel.get_underlay_channel(), self.publish_timeout)
+        except asyncio.TimeoutError as exc:
+            raise BrokerUnavailable(f"no AMQP channel within {self.publish_timeout} s") from exc
+        except _UNAVAILABLE as exc:
+            raise BrokerUnavailable(f"publish failed: {type(exc).__name__}: {exc}") from exc
+        unroutable: list[Message] = []
         for start in range(0, len(messages), self.confirm_window):
             window = messages[start : start + self.confirm_window]
             try:
-                # Confirms for a whole window are awaited together; the timeout also bounds waiting
-                # for a robust channel that is being restored.
+                # Pipelined: aiormq's publish with ``wait=False`` queues the frames without waiting
+                # for each to be written, and the confirms of a whole window are awaited together
+                # (aio-pika's ``Exchange.publish`` waits for every write). The timeout also bounds a
+                # connection lost mid-window.
                 results = await asyncio.wait_for(
                     asyncio.gather(
                         *(
-                            exchange.publish(
-                                _amqp_message(m.body, m.headers, m.message_id),
-                                m.routing_key,
-                                mandatory=False,  # no bound queue is a normal topic outcome
+                            underlay.basic_publish(
+                                m.body,
+                                exchange=self.exchange,
+                                routing_key=m.routing_key,
+                                properties=_properties(m.headers, m.message_id),
+                                mandatory=m.mandatory,
+                                wait=False,
                             )
                             for m in window
                         ),
@@ -177,11 +191,15 @@ class AmqpBroker(Broker):
                 )
             except asyncio.TimeoutError as exc:
                 raise BrokerUnavailable(f"no publisher confirm within {self.publish_timeout} s") from exc
-            for result in results:
+            for message, result in zip(window, results):
                 if isinstance(result, _UNAVAILABLE):
                     raise BrokerUnavailable(f"publish failed: {type(result).__name__}: {result}") from result
                 if isinstance(result, BaseException):
                     raise result
+                if isinstance(result, DeliveredMessage):
+                    # basic.return before the confirm: no queue is bound to the routing key.
+                    unroutable.append(message)
+        return unroutable
 
     # -- topology ----------------------------------------------------------------------------
 
@@ -212,6 +230,25 @@ class AmqpBroker(Broker):
         await channel.declare_queue(dead_letter_queue_name(queue), durable=True)
         self.declared_queues.add(queue)
         return main
+
+    async def dead_letter_counts(self, queues: Iterable[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        connection = self._require_connection()
+        channel = await connection.channel()
+        try:
+            for queue in queues:
+                try:
+                    # Passive: reads the depth without creating a queue that does not exist.
+                    declared = await channel.declare_queue(dead_letter_queue_name(queue), passive=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    # A 404 closes the channel (a robust one would reopen itself): take a new one.
+                    await _close_quietly(channel)
+                    channel = await connection.channel()
+                    continue
+                counts[queue] = declared.declaration_result.message_count or 0
+        finally:
+            await _close_quietly(channel)
+        return counts
 
     async def delete_queue(self, queue: str) -> None:
         channel = await self._require_connection().channel()
@@ -388,12 +425,30 @@ class _AmqpSubscription(Subscription):
         await _settle(message.ack(), self.name)
 
 
+async def _close_quietly(channel: AbstractChannel) -> None:
+    try:
+        if not channel.is_closed:
+            await channel.close()
+    except Exception:
+        log.debug("could not close a channel", exc_info=True)
+
+
 async def _settle(operation, queue: str) -> None:
     try:
         await operation
     except Exception:
         # The channel went away: the broker redelivers the message (the inbox makes that harmless).
         log.warning("could not settle message", extra={"queue": queue}, exc_info=True)
+
+
+def _properties(headers: dict[str, Any], message_id: str) -> aiormq.spec.Basic.Properties:
+    # What ``_amqp_message`` sets, without building an aio-pika Message first.
+    return aiormq.spec.Basic.Properties(
+        headers=headers,
+        message_id=message_id,
+        content_type="application/json",
+        delivery_mode=int(aio_pika.DeliveryMode.PERSISTENT),
+    )
 
 
 def _amqp_message(body: bytes, headers: dict[str, Any], message_id: str | None) -> aio_pika.Message:

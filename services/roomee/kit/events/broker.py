@@ -5,6 +5,9 @@ Semantics shared by both backends:
 
 - ``publish_batch`` returns once every message is durable (publisher confirms / a committed
   SQLite transaction) and raises if any of them is not; callers (the outbox relay) keep the rows.
+  A ``mandatory`` message that no queue is bound to is not dropped silently: it is returned
+  (RabbitMQ's ``basic.return``; the embedded bus finds no binding) in the list ``publish_batch``
+  answers, and the outbox keeps its row until a queue bound to it appears.
 - A queue is bound to the topic exchange ``settings.exchange`` with AMQP topic binding keys.
 - ``consume`` runs the handler for each delivery, at most ``prefetch`` at a time. Returning acks
   the message. Raising schedules a retry after 1 s, 2 s then 4 s (``settings.retry_delays_ms``); when
@@ -51,6 +54,9 @@ class Message:
     body: bytes
     headers: dict[str, Any] = field(default_factory=dict)
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # Published with AMQP ``mandatory``: a message no queue is bound to comes back as unroutable.
+    # False only for a broadcast that may have no consumer by design.
+    mandatory: bool = True
 
 
 @dataclass
@@ -119,8 +125,9 @@ class Broker(ABC):
         """Raise :class:`BrokerUnavailable` unless the broker is usable right now."""
 
     @abstractmethod
-    async def publish_batch(self, messages: Sequence[Message]) -> None:
-        """Publish every message durably; raise if any could not be confirmed."""
+    async def publish_batch(self, messages: Sequence[Message]) -> list[Message]:
+        """Publish every message durably; raise if any could not be confirmed. Answer the
+        ``mandatory`` messages that no queue is bound to (not stored anywhere by the broker)."""
 
     @abstractmethod
     async def declare_queue(self, queue: str, bindings: Iterable[str]) -> None:
@@ -143,6 +150,11 @@ class Broker(ABC):
     @abstractmethod
     async def replay_dead_letters(self, queue: str, ids: list[str] | None = None) -> int:
         """Move dead letters (all, or those whose id is listed) back to the queue; return how many."""
+
+    @abstractmethod
+    async def dead_letter_counts(self, queues: Iterable[str]) -> dict[str, int]:
+        """How many dead letters wait in each queue's dead-letter store (cheap: no message is read);
+        a queue that does not exist is left out."""
 
     @abstractmethod
     async def delete_queue(self, queue: str) -> None:

@@ -3,7 +3,8 @@
 - ``bus_bindings`` (exchange, queue, binding key) is persisted: a queue declared once keeps
   receiving messages while its consumer is down or the process restarts.
 - ``publish_batch`` inserts one ``bus_messages`` row per bound queue in one committed transaction;
-  when it returns the messages survive a crash.
+  when it returns the messages survive a crash. A ``mandatory`` message matching no binding is
+  answered as unroutable (as RabbitMQ returns it), so the outbox keeps its row.
 - A consumer loop claims due rows (``available_at <= now``, up to ``prefetch`` in flight) under a
   lease, runs the handler, and settles: success deletes the row; failure bumps ``attempt`` and sets
   ``available_at = now + delay`` (1 s, 2 s, 4 s); after the last retry the row moves to
@@ -184,11 +185,12 @@ class EmbeddedBroker(Broker):
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def publish_batch(self, messages: Sequence[Message]) -> None:
+    async def publish_batch(self, messages: Sequence[Message]) -> list[Message]:
         if not messages:
-            return
+            return []
         now = time.time()
         touched: set[str] = set()
+        unroutable: list[Message] = []
         async with self._transaction() as conn:
             cursor = await conn.execute(
                 "SELECT queue, binding_key FROM bus_bindings WHERE exchange = ?", (self.exchange,)
@@ -197,6 +199,8 @@ class EmbeddedBroker(Broker):
             rows = []
             for message in messages:
                 queues = {queue for queue, key in bindings if topic_matches(key, message.routing_key)}
+                if not queues and message.mandatory:
+                    unroutable.append(message)
                 headers = json.dumps(message.headers, default=str)
                 for queue in sorted(queues):
                     rows.append(
@@ -211,6 +215,7 @@ class EmbeddedBroker(Broker):
                     rows,
                 )
         _wake(self._key, touched)
+        return unroutable
 
     # -- topology ----------------------------------------------------------------------------
 
@@ -221,6 +226,19 @@ class EmbeddedBroker(Broker):
                 [(self.exchange, queue, key) for key in bindings],
             )
         self.declared_queues.add(queue)
+
+    async def dead_letter_counts(self, queues: Iterable[str]) -> dict[str, int]:
+        wanted = list(queues)
+        if self._conn is None:
+            raise BrokerUnavailable("embedded bus not started")
+        async with self._lock:
+            cursor = await self._conn.execute(
+                "SELECT b.queue, (SELECT COUNT(*) FROM bus_dead_letters d WHERE d.queue = b.queue)"
+                " FROM (SELECT DISTINCT queue FROM bus_bindings WHERE exchange = ?) b"
+                " WHERE b.queue IN (SELECT value FROM json_each(?))",
+                (self.exchange, json.dumps(wanted)),
+            )
+            return {queue: count for queue, count in await cursor.fetchall()}
 
     async def delete_queue(self, queue: str) -> None:
         async with self._transaction() as conn:

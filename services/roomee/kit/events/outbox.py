@@ -5,6 +5,12 @@ A committed event is published at least once, whatever the broker does in betwee
 backs off and retries, it never drops a row); consumers deduplicate by event id (the inbox).
 A commit that wrote outbox rows wakes its database's relay at once (an ``after_commit`` hook),
 so publication does not wait for the poll interval.
+
+Events are published ``mandatory``: one whose routing key no queue is bound to (a consumer not
+deployed yet, a binding missing) comes back from the broker and its row stays in the outbox, put
+aside with a backoff of its own (2 s doubling to 60 s) so the rows after it go on; it is counted
+in ``outbox_unroutable_events`` and published once a bound queue appears. An event that has no
+consumer by design is emitted with ``require_consumer=False``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from roomee.kit import metrics
 from roomee.kit.db import Database
 from roomee.kit.events.broker import Broker, BrokerUnavailable, Message
 from roomee.kit.events.envelope import format_timestamp
+from roomee.kit.events.gauges import outbox_unroutable_events, routing_key_family
 from roomee.kit.events.tables import outbox_table
 
 try:  # trace context travels in the message headers (W3C traceparent)
@@ -44,6 +51,17 @@ log = logging.getLogger("roomee.events")
 _PENDING_KEY = "roomee.outbox.pending_engines"
 # Marks an event whose outbox row goes as soon as it is published (see ``emit``).
 SENSITIVE_HEADER = "x-roomee-sensitive"
+# Marks an event published without ``mandatory`` (``emit(..., require_consumer=False)``).
+BROADCAST_HEADER = "x-roomee-broadcast"
+# How many times the broker found no queue for the event (kept on the row, never sent).
+UNROUTABLE_HEADER = "x-roomee-unroutable"
+_ROW_ONLY_HEADERS = (BROADCAST_HEADER, UNROUTABLE_HEADER)
+UNROUTABLE_FIRST_DELAY = 2.0
+UNROUTABLE_MAX_DELAY = 60.0
+# An unroutable row is put aside by moving its ``created_at`` past "now" by its backoff plus this
+# margin, and the relay takes rows created before now + margin: rows written by a host whose clock
+# runs ahead (less than the margin) are not held back, and no schema change was needed.
+NOT_BEFORE_MARGIN = timedelta(minutes=10)
 # sync Engine -> the wake-up events of the relays publishing that database.
 _relay_wakeups: dict[Any, set[asyncio.Event]] = {}
 
@@ -52,29 +70,43 @@ _relay_wakeups: dict[Any, set[asyncio.Event]] = {}
 
 
 async def emit(
-    session: AsyncSession, routing_key: str, envelope: Mapping[str, Any], *, sensitive: bool = False
+    session: AsyncSession,
+    routing_key: str,
+    envelope: Mapping[str, Any],
+    *,
+    sensitive: bool = False,
+    require_consumer: bool = True,
 ) -> None:
     """Write one event to the outbox in the session's current transaction.
 
     ``sensitive``: the event carries a secret (a sign-up link): its row is deleted as soon as it is
     published instead of being kept for inspection.
+    ``require_consumer``: the event must reach at least one queue, else it waits in the outbox (see
+    the module). False for a broadcast that may have no consumer: published once, routed or not.
     """
-    await session.execute(sa.insert(outbox_table).values(**_outbox_row(routing_key, envelope, sensitive)))
+    row = _outbox_row(routing_key, envelope, sensitive, require_consumer)
+    await session.execute(sa.insert(outbox_table).values(**row))
     _mark_pending(session)
 
 
 async def emit_many(
-    session: AsyncSession, items: Iterable[tuple[str, Mapping[str, Any]]], *, sensitive: bool = False
+    session: AsyncSession,
+    items: Iterable[tuple[str, Mapping[str, Any]]],
+    *,
+    sensitive: bool = False,
+    require_consumer: bool = True,
 ) -> None:
-    """Write several ``(routing_key, envelope)`` events with one bulk insert (``sensitive``: see ``emit``)."""
-    rows = [_outbox_row(routing_key, envelope, sensitive) for routing_key, envelope in items]
+    """Write several ``(routing_key, envelope)`` events with one bulk insert (keywords: see ``emit``)."""
+    rows = [_outbox_row(routing_key, envelope, sensitive, require_consumer) for routing_key, envelope in items]
     if not rows:
         return
     await session.execute(sa.insert(outbox_table), rows)
     _mark_pending(session)
 
 
-def _outbox_row(routing_key: str, envelope: Mapping[str, Any], sensitive: bool = False) -> dict[str, Any]:
+def _outbox_row(
+    routing_key: str, envelope: Mapping[str, Any], sensitive: bool = False, require_consumer: bool = True
+) -> dict[str, Any]:
     if not routing_key:
         raise ValueError("routing_key is required")
     body = dict(envelope)
@@ -85,6 +117,8 @@ def _outbox_row(routing_key: str, envelope: Mapping[str, Any], sensitive: bool =
         _propagate.inject(headers)
     if sensitive:
         headers[SENSITIVE_HEADER] = "1"
+    if not require_consumer:
+        headers[BROADCAST_HEADER] = "1"
     return {
         "id": str(uuid.uuid4()),
         "routing_key": routing_key,
@@ -187,6 +221,7 @@ class OutboxRelay:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._engine = db.engine.sync_engine
+        self._unroutable_families: set[str] = set()
 
     async def start(self) -> None:
         if self._task is not None:
@@ -250,6 +285,8 @@ class OutboxRelay:
                 last_cleanup = time.monotonic()
                 try:
                     await self.delete_published()
+                    # Also learns rows an earlier run (or another replica) put aside.
+                    await self.refresh_unroutable()
                 except Exception:
                     log.warning("outbox cleanup failed", extra={"service": self.service}, exc_info=True)
             if published >= self.batch_size:
@@ -264,13 +301,15 @@ class OutboxRelay:
             pass
 
     async def publish_pending(self) -> int:
-        """Publish one batch of unpublished rows; return how many were published."""
+        """Publish one batch of due rows; return how many were taken (published or put aside as
+        unroutable)."""
         table = outbox_table
+        now = datetime.now(timezone.utc)
         async with self.db.sessionmaker() as session:
             async with session.begin():
                 stmt = (
                     sa.select(table.c.id, table.c.routing_key, table.c.body, table.c.headers)
-                    .where(table.c.published_at.is_(None))
+                    .where(table.c.published_at.is_(None), table.c.created_at <= now + NOT_BEFORE_MARGIN)
                     .order_by(table.c.created_at, table.c.id)
                     .limit(self.batch_size)
                 )
@@ -278,32 +317,94 @@ class OutboxRelay:
                     stmt = stmt.with_for_update(skip_locked=True)
                 rows = (await session.execute(stmt)).all()
                 if not rows:
-                    metrics.outbox_backlog.labels(self.service).set(0)
+                    if self._unroutable_families:  # rows put aside are still unpublished
+                        await self._refresh_backlog()
+                    else:
+                        metrics.outbox_backlog.labels(self.service).set(0)
                     return 0
                 messages = [_message(row) for row in rows]
-                by_key = Counter(m.routing_key for m in messages)
                 try:
-                    await self.broker.publish_batch(messages)
+                    returned = await self.broker.publish_batch(messages) or ()
                 except Exception:
-                    for routing_key, count in by_key.items():
+                    for routing_key, count in Counter(m.routing_key for m in messages).items():
                         metrics.amqp_messages_total.labels(self.service, routing_key, "publish", "error").inc(count)
                     raise
-                await session.execute(
-                    sa.update(table)
-                    .where(table.c.id.in_([row.id for row in rows]))
-                    .values(published_at=datetime.now(timezone.utc))
-                )
-                secret_ids = [row.id for row, message in zip(rows, messages) if message.headers.get(SENSITIVE_HEADER)]
+                unroutable = {id(message) for message in returned}
+                published = [(row, m) for row, m in zip(rows, messages) if id(m) not in unroutable]
+                put_aside = [(row, m) for row, m in zip(rows, messages) if id(m) in unroutable]
+                if published:
+                    await session.execute(
+                        sa.update(table)
+                        .where(table.c.id.in_([row.id for row, _ in published]))
+                        .values(published_at=datetime.now(timezone.utc))
+                    )
+                secret_ids = [row.id for row, message in published if message.headers.get(SENSITIVE_HEADER)]
                 if secret_ids:
                     await session.execute(sa.delete(table).where(table.c.id.in_(secret_ids)))
+                if put_aside:
+                    await self._put_aside(session, [row for row, _ in put_aside], now)
+        by_key = Counter(m.routing_key for _, m in published)
         for routing_key, count in by_key.items():
             metrics.amqp_messages_total.labels(self.service, routing_key, "publish", "ok").inc(count)
-        if len(rows) >= self.batch_size:
+        for routing_key, count in Counter(m.routing_key for _, m in put_aside).items():
+            metrics.amqp_messages_total.labels(self.service, routing_key, "publish", "unroutable").inc(count)
+        if put_aside or any(_was_unroutable(row) for row, _ in published):
+            await self.refresh_unroutable()
+        if len(rows) >= self.batch_size or self._unroutable_families:
             await self._refresh_backlog()
         else:
             metrics.outbox_backlog.labels(self.service).set(0)
-        log.debug("outbox published", extra={"service": self.service, "count": len(rows)})
+        log.debug("outbox published", extra={"service": self.service, "count": len(published)})
         return len(rows)
+
+    async def _put_aside(self, session: AsyncSession, rows: list[Any], now: datetime) -> None:
+        """Keep unroutable rows, each due again after its own backoff, so later rows go on."""
+        table = outbox_table
+        params = []
+        first = []
+        for row in rows:
+            headers = _row_headers(row)
+            attempts = int(headers.get(UNROUTABLE_HEADER) or 0) + 1
+            headers[UNROUTABLE_HEADER] = attempts
+            delay = min(UNROUTABLE_FIRST_DELAY * 2 ** (attempts - 1), UNROUTABLE_MAX_DELAY)
+            params.append({
+                "row_id": row.id,
+                "new_headers": json.dumps(headers),
+                "due": now + timedelta(seconds=delay) + NOT_BEFORE_MARGIN,
+            })
+            if attempts == 1:
+                first.append(row.routing_key)
+        await session.execute(
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("row_id"))
+            .values(headers=sa.bindparam("new_headers"), created_at=sa.bindparam("due")),
+            params,
+        )
+        # Once per event, not once per retry: a missing consumer is an alert, not a log flood.
+        if first:
+            log.warning(
+                "events kept in the outbox: no queue is bound to their routing key; retrying with backoff",
+                extra={"service": self.service, "count": len(first), "routing_keys": sorted(set(first))},
+            )
+
+    async def refresh_unroutable(self) -> dict[str, int]:
+        """Count the rows put aside as unroutable by routing-key family, and export the gauge."""
+        table = outbox_table
+        async with self.db.sessionmaker() as session:
+            result = await session.execute(
+                sa.select(table.c.routing_key, sa.func.count())
+                .where(table.c.published_at.is_(None), table.c.headers.like(f'%"{UNROUTABLE_HEADER}"%'))
+                .group_by(table.c.routing_key)
+            )
+            counts: Counter[str] = Counter()
+            for routing_key, count in result.all():
+                counts[routing_key_family(routing_key)] += count
+        for family in self._unroutable_families - set(counts):
+            outbox_unroutable_events.labels(self.service, family).set(0)
+        for family, count in counts.items():
+            outbox_unroutable_events.labels(self.service, family).set(count)
+        self._unroutable_families = set(counts)
+        return dict(counts)
 
     async def backlog(self) -> int:
         """How many committed events are not published yet."""
@@ -331,12 +432,24 @@ class OutboxRelay:
             return result.rowcount or 0
 
 
-def _message(row: Any) -> Message:
-    body = row.body.encode("utf-8")
+def _row_headers(row: Any) -> dict[str, Any]:
     try:
         headers = json.loads(row.headers) if row.headers else {}
     except ValueError:
-        headers = {}
+        return {}
+    return headers if isinstance(headers, dict) else {}
+
+
+def _was_unroutable(row: Any) -> bool:
+    return f'"{UNROUTABLE_HEADER}"' in (row.headers or "")
+
+
+def _message(row: Any) -> Message:
+    body = row.body.encode("utf-8")
+    headers = _row_headers(row)
+    broadcast = bool(headers.get(BROADCAST_HEADER))
+    for name in _ROW_ONLY_HEADERS:
+        headers.pop(name, None)
     message_id = row.id
     try:
         event_id = json.loads(row.body).get("id")
@@ -344,4 +457,6 @@ def _message(row: Any) -> Message:
             message_id = str(event_id)
     except (ValueError, AttributeError):
         pass
-    return Message(routing_key=row.routing_key, body=body, headers=headers, message_id=message_id)
+    return Message(
+        routing_key=row.routing_key, body=body, headers=headers, message_id=message_id, mandatory=not broadcast
+    )
