@@ -112,7 +112,7 @@ async def _seed_calls(running, client: httpx.AsyncClient, headers: dict, n: int)
         "ecosystemId": hotel_id, "public": "true", "idempotencyKey": f"hotel-qr:{hotel_id}",
     }, files={"file": ("qr.png", qr_png(f"{running.url}/join/{hotel_id}"), "image/png")})
     assert upload.status_code in (200, 201), upload.text
-    envelope = build_envelope("storage.media", workspace_id=None, ecosystem_id=hotel_id,
+    envelope = build_envelope("storage.media", workspace_id=None, hotel_id=hotel_id,
                               payload={"max_size": 20000, "unit": "MO"}, channels=())
     await running.platform.broker.publish_batch([Message("roomee.storage.media", json.dumps(envelope).encode())])
     assigned = await client.post("/sub/assign-subscription/", headers=headers,

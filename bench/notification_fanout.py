@@ -257,14 +257,14 @@ async def seed_workspace(ctx, workspace_id: str, members: list[str]) -> None:
     async with ctx.db.transaction() as session:
         await session.execute(
             sa.insert(workspace_directory).values(
-                workspace_id=workspace_id, ecosystem_id="hotel-bench", name="Bench Hotel", locale="fr",
+                workspace_id=workspace_id, hotel_id="hotel-bench", name="Bench Hotel", locale="fr",
                 timezone="Europe/Paris", deleted_at=None, updated_at=now,
             )
         )
         await DirectoryRepository(session).upsert_members(
             [
                 {
-                    "member_id": m, "workspace_id": workspace_id, "ecosystem_id": "hotel-bench", "user_id": f"u-{m}",
+                    "member_id": m, "workspace_id": workspace_id, "hotel_id": "hotel-bench", "user_id": f"u-{m}",
                     "name": f"Member {i}", "email": f"{m}@bench.example.com", "locale": "fr",
                     "timezone": "Europe/Paris", "deleted_at": None, "updated_at": now,
                 }
@@ -285,7 +285,7 @@ async def seed_workspace(ctx, workspace_id: str, members: list[str]) -> None:
 
 def page_created(workspace_id: str, receivers: list[str]) -> dict:
     return build_envelope(
-        "page.created", workspace_id=workspace_id, ecosystem_id="hotel-bench", workspace_name="Bench Hotel",
+        "page.created", workspace_id=workspace_id, hotel_id="hotel-bench", workspace_name="Bench Hotel",
         payload={"id": f"page-{uuid.uuid4().hex[:8]}", "title": "Nouvelle politique RH"},
         channels=("push", "socket"), actor={"id": "bench-author", "name": "Ada Admin", "type": "member"},
         receiver_ids=receivers,
@@ -459,7 +459,7 @@ async def _naive_one(ctx, http: httpx.AsyncClient, notification_id: str, member:
         if with_notification:
             await session.execute(
                 sa.insert(notification).values(
-                    id=notification_id, event_id=notification_id, workspace_id=workspace_id, ecosystem_id="hotel-bench",
+                    id=notification_id, event_id=notification_id, workspace_id=workspace_id, hotel_id="hotel-bench",
                     type="page.created", category="news", actor_id="bench-author", actor_name="Ada Admin",
                     actor_type="member", renders={"fr": {"title": "t", "body": "b"}}, data={}, created_at=now,
                 )

@@ -49,7 +49,7 @@ async def test_a_member_reads_only_their_own_hotels_subscription(billing):
         none_yet = await client.get("/sub/subscription", headers=admin_a.headers)
         assert none_yet.status_code == 404 and none_yet.json()["error"] == "subscription_not_found"
 
-        created = await client.post("/sub/assign-subscription/", json={"customerId": admin_a.ecosystem_id,
+        created = await client.post("/sub/assign-subscription/", json={"customerId": admin_a.hotel_id,
                                                                         "productId": "premium"}, headers=hotel)
         assert created.status_code == 201, created.text
         own = await client.get("/sub/subscription", headers=admin_a.headers)
@@ -63,7 +63,7 @@ async def test_a_member_reads_only_their_own_hotels_subscription(billing):
         assert (await client.get("/sub/subscription")).status_code == 401
         # A member cannot reach another hotel's subscription through the service routes either.
         for headers in (admin_a.headers, admin_b.headers):
-            response = await client.get(f"/sub/customers/{admin_a.ecosystem_id}/subscription", headers=headers)
+            response = await client.get(f"/sub/customers/{admin_a.hotel_id}/subscription", headers=headers)
             assert response.status_code == 403
 
         # Public and signature-guarded routes need no token.

@@ -42,7 +42,7 @@ async def test_flow1_hotel_ecosystem(tmp_path, monkeypatch, localstripe, fake_gc
 
         await asyncio.wait_for(admin_created.reached.wait(), 60)
         admin = await sign_up_admin(client, tap, hotel_id, admin_email)
-        assert admin.ecosystem_id == hotel_id and admin.session["member"]["role"] == "admin"
+        assert admin.hotel_id == hotel_id and admin.session["member"]["role"] == "admin"
         socket = await SocketInbox(NOTIFICATION_NEW).connect(running, admin)
         try:
             proxy.release(admin_created)

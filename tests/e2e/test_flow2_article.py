@@ -36,7 +36,7 @@ async def test_an_article_reaches_every_member_but_its_author_by_push_and_socket
             assert set(envelope) == SEED_ENVELOPE_KEYS
             assert envelope["type"] == "page.created"
             assert envelope["workspaceId"] == admin.workspace_id
-            assert envelope["ecosystemId"] == admin.ecosystem_id
+            assert envelope["ecosystemId"] == admin.hotel_id
             assert envelope["workspaceName"] == "Hotel Test"
             assert envelope["payload"] == {
                 "id": article["id"],
@@ -75,7 +75,7 @@ async def test_an_article_reaches_every_member_but_its_author_by_push_and_socket
 async def test_an_article_with_a_photo_carries_its_urls_and_a_foreign_or_unfinished_media_is_refused(tmp_path):
     async with news_team(tmp_path, members=1) as team:
         client, tap, admin = team.client, team.tap, team.admin
-        await grant_storage(team.running, admin.ecosystem_id, 100)
+        await grant_storage(team.running, admin.hotel_id, 100)
         uploaded = await direct_upload(client, admin, jpeg(), "image/jpeg")
         assert uploaded.status_code == 200, uploaded.text
         photo = uploaded.json()
@@ -98,7 +98,7 @@ async def test_an_article_with_a_photo_carries_its_urls_and_a_foreign_or_unfinis
         assert refused.json()["detail"][0]["loc"] == ["body", "medias", "1"]
 
         stranger = await make_admin(team.running, client, "olga@other-hotel.example.com", hotel_name="Autre Hôtel")
-        await grant_storage(team.running, stranger.ecosystem_id, 100)
+        await grant_storage(team.running, stranger.hotel_id, 100)
         theirs = (await direct_upload(client, stranger, jpeg(), "image/jpeg")).json()
         foreign = await client.post("/api/v1/pages", json={"pageType": "article", "parentId": feed["id"], "title": "x",
                                                            "medias": [theirs["id"]]}, headers=admin.headers)

@@ -36,7 +36,7 @@ async def test_invitation_to_scoped_sign_in(platform):
                                    "metadata"}
         assert onboarding["type"] == "member.onboarding"
         assert onboarding["workspaceId"] == manager.workspace_id
-        assert onboarding["ecosystemId"] == manager.ecosystem_id
+        assert onboarding["ecosystemId"] == manager.hotel_id
         assert onboarding["workspaceName"] == "Hotel Test"
         assert set(onboarding["channels"]) == {"email", "socket"}
         assert onboarding["metadata"]["actor"] == {"id": manager.member_id, "name": "Ada Admin", "type": "member"}
@@ -64,7 +64,7 @@ async def test_invitation_to_scoped_sign_in(platform):
         assert signed_in.status_code == 200, signed_in.text
         claims = _claims(signed_in.json()["accessToken"])
         assert claims["wid"] == manager.workspace_id
-        assert claims["eid"] == manager.ecosystem_id
+        assert claims["hid"] == manager.hotel_id
         assert claims["mid"] == session["member"]["memberId"]
         assert claims["perms"] == ["publish_pages"]
 

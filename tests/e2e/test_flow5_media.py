@@ -29,7 +29,7 @@ async def test_a_photo_goes_straight_to_storage_and_into_an_article(tmp_path, me
     async with running_platform(settings, "auth,members,media,news") as running, running.client() as client, \
             event_tap(running) as tap:
         admin = await make_admin(running, client, "admin@example.com")
-        quota = await grant_storage(running, admin.ecosystem_id, 20000)
+        quota = await grant_storage(running, admin.hotel_id, 20000)
         assert quota["quotaBytes"] == 20_000_000_000
 
         # A 12-megapixel camera JPEG stored landscape, to be displayed portrait (EXIF orientation 6).

@@ -144,10 +144,10 @@ async def test_sigkill_between_every_step_resumes_without_duplicates(tmp_path):
         assert document["status"] == "ready", document
         assert all(step["status"] == "succeeded" for step in document["steps"])
 
-        assert await count(running, "media", "SELECT count(*) FROM media WHERE ecosystem_id = :id", id=hotel_id) == 1
+        assert await count(running, "media", "SELECT count(*) FROM media WHERE hotel_id = :id", id=hotel_id) == 1
         assert await count(running, "billing", "SELECT count(*) FROM subscription WHERE customer_id = :id",
                            id=hotel_id) == 1
-        assert await count(running, "members", "SELECT count(*) FROM member WHERE ecosystem_id = :id",
+        assert await count(running, "members", "SELECT count(*) FROM member WHERE hotel_id = :id",
                            id=hotel_id) == 1
         await tap.wait_for("roomee.notification.hotel.created", lambda e: e["ecosystemId"] == hotel_id)
         await asyncio.sleep(0.5)

@@ -26,9 +26,9 @@ def move_clock(running, delta: timedelta) -> None:
     media_state(running)["clock"] = lambda: utcnow() + delta
 
 
-async def stored(running, media_id: str, ecosystem_id: str) -> bool:
+async def stored(running, media_id: str, hotel_id: str) -> bool:
     """Whether the original object of a media is still in storage (asked to the backend itself)."""
-    return await media_state(running)["storage"].stat(f"{ecosystem_id}/{media_id}/original") is not None
+    return await media_state(running)["storage"].stat(f"{hotel_id}/{media_id}/original") is not None
 
 
 async def usage(client, person) -> dict:
@@ -47,7 +47,7 @@ async def sweep(running) -> None:
 async def test_direct_upload_of_a_rotated_jpeg_gives_an_upright_thumbnail(media_platform):
     async with media_platform.client() as client:
         admin = await make_admin(media_platform, client, "admin@example.com")
-        await grant_storage(media_platform, admin.ecosystem_id, 50)
+        await grant_storage(media_platform, admin.hotel_id, 50)
         photo = jpeg(1200, 800, orientation=6)
         signed = await presign(client, admin, photo, "image/jpeg")
         assert signed.status_code == 201, signed.text
@@ -96,7 +96,7 @@ async def test_refused_uploads_count_nothing_and_keep_nothing(media_platform):
     async with media_platform.client() as client:
         admin = await make_admin(media_platform, client, "admin@example.com")
         assert (await presign(client, admin, PDF, "application/pdf")).json()["error"] == "storage_quota_missing"
-        await grant_storage(media_platform, admin.ecosystem_id, 1)
+        await grant_storage(media_platform, admin.hotel_id, 1)
 
         wrong_type = await presign(client, admin, b"MZ", "application/x-msdownload", "setup.exe")
         assert wrong_type.status_code == 415 and wrong_type.json()["error"] == "unsupported_content_type"
@@ -112,7 +112,7 @@ async def test_refused_uploads_count_nothing_and_keep_nothing(media_platform):
             assert (await put_object(signed, body)).status_code in (200, 201)
             lied = await client.post("/media/upload-complete", json={"id": signed["id"]}, headers=admin.headers)
             assert lied.status_code == 422 and lied.json()["error"] == "content_type_mismatch", lied.text
-            assert not await stored(media_platform, signed["id"], admin.ecosystem_id)
+            assert not await stored(media_platform, signed["id"], admin.hotel_id)
             assert (await client.get(f"/media/{signed['id']}", headers=admin.headers)).status_code == 404
             again = await client.post("/media/upload-complete", json={"id": signed["id"]}, headers=admin.headers)
             assert again.status_code == 410 and again.json()["error"] == "upload_rejected"
@@ -133,7 +133,7 @@ async def test_refused_uploads_count_nothing_and_keep_nothing(media_platform):
             assert put.status_code == 403 and put.json()["error"] == "signature_expired"
         late = await client.post("/media/upload-complete", json={"id": signed["id"]}, headers=admin.headers)
         assert late.status_code == 410 and late.json()["error"] == "upload_expired"
-        assert not await stored(media_platform, signed["id"], admin.ecosystem_id)
+        assert not await stored(media_platform, signed["id"], admin.hotel_id)
 
         counters = await usage(client, admin)
         assert (counters["usedBytes"], counters["reservedBytes"]) == (0, 0)
@@ -146,18 +146,18 @@ async def test_server_side_upload_for_services(media_platform):
         hotel = await media_platform.service_headers("hotel")
         qr = png(200, 200)
         # Before any quota (the hotel's QR code comes first in its saga): allowed, and counted.
-        first = await service_upload(client, hotel, admin.ecosystem_id, qr, public=True, idempotency_key="qr-1")
+        first = await service_upload(client, hotel, admin.hotel_id, qr, public=True, idempotency_key="qr-1")
         assert first.status_code == 201, first.text
         media = first.json()
         assert media["public"] is True and media["contentType"] == "image/png" and media["thumbnailUrl"]
-        again = await service_upload(client, hotel, admin.ecosystem_id, qr, public=True, idempotency_key="qr-1")
+        again = await service_upload(client, hotel, admin.hotel_id, qr, public=True, idempotency_key="qr-1")
         assert again.status_code == 201 and again.json()["id"] == media["id"]
         assert (await usage(client, admin))["usedBytes"] > len(qr)
 
         # A public file is served without a token; a private one is not.
         anonymous = await client.get(media["fileUrl"], follow_redirects=True)
         assert anonymous.status_code == 200 and anonymous.content == qr
-        private = (await service_upload(client, hotel, admin.ecosystem_id, PDF, "application/pdf",
+        private = (await service_upload(client, hotel, admin.hotel_id, PDF, "application/pdf",
                                         file_name="terms.pdf")).json()
         assert private["thumbnailUrl"] is None and private["width"] is None
         assert (await client.get(private["fileUrl"])).status_code == 401
@@ -167,17 +167,17 @@ async def test_server_side_upload_for_services(media_platform):
         # A huge PNG (no reduced decoding) is stored without a thumbnail instead of decoded in full.
         huge = io.BytesIO()
         Image.new("1", (8000, 6000)).save(huge, format="PNG")
-        poster = await service_upload(client, hotel, admin.ecosystem_id, huge.getvalue(), file_name="poster.png")
+        poster = await service_upload(client, hotel, admin.hotel_id, huge.getvalue(), file_name="poster.png")
         assert poster.status_code == 201, poster.text
         assert (poster.json()["width"], poster.json()["height"], poster.json()["thumbnailUrl"]) == (8000, 6000, None)
 
         # Only a service holding media:upload; the bytes must be what they claim.
         news = await media_platform.service_headers("news")
-        denied = await service_upload(client, news, admin.ecosystem_id, qr)
+        denied = await service_upload(client, news, admin.hotel_id, qr)
         assert denied.status_code == 403 and denied.json()["error"] == "insufficient_scope"
-        assert (await service_upload(client, admin.headers, admin.ecosystem_id, qr)).status_code == 403
-        assert (await service_upload(client, {}, admin.ecosystem_id, qr)).status_code == 401
-        lying = await service_upload(client, hotel, admin.ecosystem_id, PDF, "image/png")
+        assert (await service_upload(client, admin.headers, admin.hotel_id, qr)).status_code == 403
+        assert (await service_upload(client, {}, admin.hotel_id, qr)).status_code == 401
+        lying = await service_upload(client, hotel, admin.hotel_id, PDF, "image/png")
         assert lying.status_code == 422 and lying.json()["error"] == "content_type_mismatch"
         missing = await client.post("/media/upload", data={"public": "true"}, files={"file": ("a.png", qr, "image/png")},
                                     headers=hotel)
@@ -185,7 +185,7 @@ async def test_server_side_upload_for_services(media_platform):
 
         # A service reads any media with media:read (news checks a page's media ids).
         seen = await client.get(f"/media/{media['id']}", headers=news)
-        assert seen.status_code == 200 and seen.json()["ecosystemId"] == admin.ecosystem_id
+        assert seen.status_code == 200 and seen.json()["ecosystemId"] == admin.hotel_id
 
         # The hotel removes its QR code: bytes released, object gone, idempotent.
         used_before = (await usage(client, admin))["usedBytes"]
@@ -193,10 +193,10 @@ async def test_server_side_upload_for_services(media_platform):
         assert (await client.delete(f"/media/{media['id']}", headers=hotel)).status_code == 204
         assert (await client.get(f"/media/{media['id']}", headers=news)).status_code == 404
         assert (await usage(client, admin))["usedBytes"] < used_before - len(qr)
-        assert not await stored(media_platform, media["id"], admin.ecosystem_id)
+        assert not await stored(media_platform, media["id"], admin.hotel_id)
         assert (await client.delete("/media/00000000-0000-0000-0000-000000000000", headers=hotel)).status_code == 404
         # After a deletion (a saga's compensation) the same key uploads a new file.
-        anew = await service_upload(client, hotel, admin.ecosystem_id, qr, public=True, idempotency_key="qr-1")
+        anew = await service_upload(client, hotel, admin.hotel_id, qr, public=True, idempotency_key="qr-1")
         assert anew.status_code == 201 and anew.json()["id"] != media["id"]
 
 
@@ -204,7 +204,7 @@ async def test_members_delete_with_publish_pages_and_storage_is_deleted_for_a_ho
     async with media_platform.client() as client, event_tap(media_platform) as tap:
         admin = await make_admin(media_platform, client, "admin@example.com")
         staff = await invite_and_join(client, tap, admin, "staff@example.com")
-        await grant_storage(media_platform, admin.ecosystem_id, 10)
+        await grant_storage(media_platform, admin.hotel_id, 10)
         by_admin = (await direct_upload(client, admin, jpeg(200, 100), "image/jpeg")).json()
         by_staff = (await direct_upload(client, staff, png(), "image/png", "own.png")).json()
 
@@ -218,32 +218,32 @@ async def test_members_delete_with_publish_pages_and_storage_is_deleted_for_a_ho
         pending = (await presign(client, admin, PDF, "application/pdf", "later.pdf")).json()
         hotel = await media_platform.service_headers("hotel")
         news = await media_platform.service_headers("news")
-        assert (await client.delete(f"/media/storage/{admin.ecosystem_id}", headers=news)).status_code == 403
-        assert (await client.delete(f"/media/storage/{admin.ecosystem_id}", headers=hotel)).status_code == 204
-        assert (await client.delete(f"/media/storage/{admin.ecosystem_id}", headers=hotel)).status_code == 204
-        assert (await client.get(f"/media/storage/{admin.ecosystem_id}", headers=hotel)).status_code == 404
+        assert (await client.delete(f"/media/storage/{admin.hotel_id}", headers=news)).status_code == 403
+        assert (await client.delete(f"/media/storage/{admin.hotel_id}", headers=hotel)).status_code == 204
+        assert (await client.delete(f"/media/storage/{admin.hotel_id}", headers=hotel)).status_code == 204
+        assert (await client.get(f"/media/storage/{admin.hotel_id}", headers=hotel)).status_code == 404
         assert (await client.get(f"/media/{kept['id']}", headers=admin.headers)).status_code == 404
         assert (await client.post("/media/upload-complete", json={"id": pending["id"]},
                                   headers=admin.headers)).status_code == 404
         await sweep(media_platform)
-        assert not await stored(media_platform, kept["id"], admin.ecosystem_id)
+        assert not await stored(media_platform, kept["id"], admin.hotel_id)
 
 
 async def test_quota_events_create_change_and_never_go_back(local_media_platform):
     async with local_media_platform.client() as client:
         admin = await make_admin(local_media_platform, client, "admin@example.com")
-        await grant_storage(local_media_platform, admin.ecosystem_id, 20000)  # premium, as the seed's flow 1
+        await grant_storage(local_media_platform, admin.hotel_id, 20000)  # premium, as the seed's flow 1
         assert (await usage(client, admin))["quotaBytes"] == 20_000_000_000
-        await grant_storage(local_media_platform, admin.ecosystem_id, 2, "GO")
+        await grant_storage(local_media_platform, admin.hotel_id, 2, "GO")
         assert (await usage(client, admin))["quotaBytes"] == 2_000_000_000
 
         broker = local_media_platform.platform.broker
         stale = build_envelope(
-            "storage.media", workspace_id=None, ecosystem_id=admin.ecosystem_id,
-            payload={"ecosystemId": admin.ecosystem_id, "payload": {"max_size": 5, "unit": "MO"}},
+            "storage.media", workspace_id=None, hotel_id=admin.hotel_id,
+            payload={"ecosystemId": admin.hotel_id, "payload": {"max_size": 5, "unit": "MO"}},
             channels=(), timestamp=utcnow() - timedelta(hours=1),
         )
-        malformed = build_envelope("storage.media", workspace_id=None, ecosystem_id=admin.ecosystem_id,
+        malformed = build_envelope("storage.media", workspace_id=None, hotel_id=admin.hotel_id,
                                    payload={"payload": {"max_size": "lots", "unit": "MO"}}, channels=())
         await broker.publish_batch([Message("roomee.storage.media", json.dumps(e).encode(), {}, e["id"])
                                     for e in (stale, malformed)])
@@ -260,7 +260,7 @@ async def test_quota_events_create_change_and_never_go_back(local_media_platform
 async def test_the_sweeper_frees_expired_reservations(local_media_platform):
     async with local_media_platform.client() as client:
         admin = await make_admin(local_media_platform, client, "admin@example.com")
-        await grant_storage(local_media_platform, admin.ecosystem_id, 5)
+        await grant_storage(local_media_platform, admin.hotel_id, 5)
         photo = jpeg(300, 300)
         signed = (await presign(client, admin, photo, "image/jpeg")).json()
         assert (await usage(client, admin))["reservedBytes"] == len(photo)
@@ -273,13 +273,13 @@ async def test_the_sweeper_frees_expired_reservations(local_media_platform):
             await asyncio.sleep(0.05)
         assert (await usage(client, admin))["reservedBytes"] == 0
         assert (await client.get(f"/media/{signed['id']}", headers=admin.headers)).status_code == 404
-        assert not await stored(local_media_platform, signed["id"], admin.ecosystem_id)
+        assert not await stored(local_media_platform, signed["id"], admin.hotel_id)
 
 
 async def test_concurrent_reservations_never_exceed_the_quota(local_media_platform):
     async with local_media_platform.client() as client:
         admin = await make_admin(local_media_platform, client, "admin@example.com")
-        await grant_storage(local_media_platform, admin.ecosystem_id, 1)
+        await grant_storage(local_media_platform, admin.hotel_id, 1)
         answers = await asyncio.gather(*(
             presign(client, admin, b"", "video/mp4", f"{n}.mp4", size=300_000) for n in range(8)
         ))
@@ -290,7 +290,7 @@ async def test_concurrent_reservations_never_exceed_the_quota(local_media_platfo
 async def test_the_local_upload_url_checks_its_signature(local_media_platform):
     async with local_media_platform.client() as client:
         admin = await make_admin(local_media_platform, client, "admin@example.com")
-        await grant_storage(local_media_platform, admin.ecosystem_id, 5)
+        await grant_storage(local_media_platform, admin.hotel_id, 5)
         photo = jpeg(300, 300)
         signed = (await presign(client, admin, photo, "image/jpeg")).json()
         other = (await presign(client, admin, photo, "image/jpeg")).json()
@@ -314,7 +314,7 @@ async def test_the_local_upload_url_checks_its_signature(local_media_platform):
 async def test_bad_input_is_a_clear_4xx(local_media_platform):
     async with local_media_platform.client() as client:
         admin = await make_admin(local_media_platform, client, "admin@example.com")
-        await grant_storage(local_media_platform, admin.ecosystem_id, 5)
+        await grant_storage(local_media_platform, admin.hotel_id, 5)
         cases = [
             ("POST", "/media/generate-presigned-url", {"contentType": "image/png", "size": 10}, "fileName"),
             ("POST", "/media/generate-presigned-url", {"fileName": "a.png", "contentType": "image/png", "size": 0}, "size"),

@@ -38,7 +38,7 @@ async def test_storage_outage_delays_completion_and_deletion(tmp_path, own_gcs):
     async with running_platform(make_settings(tmp_path, **overrides), MEDIA_TARGETS) as running, \
             running.client() as client:
         admin = await make_admin(running, client, "admin@example.com")
-        await grant_storage(running, admin.ecosystem_id, 10)
+        await grant_storage(running, admin.hotel_id, 10)
         photo = jpeg(640, 480, orientation=3)
         signed = (await presign(client, admin, photo, "image/jpeg")).json()
         assert (await put_object(signed, photo)).status_code == 200
@@ -92,22 +92,22 @@ async def test_a_server_upload_cut_short_is_taken_over_by_its_retry_or_swept(loc
         admin = await make_admin(running, client, "admin@example.com")
         hotel = await running.service_headers("hotel")
         storage.write = failing_original
-        cut = await service_upload(client, hotel, admin.ecosystem_id, png(), idempotency_key="qr-h1")
+        cut = await service_upload(client, hotel, admin.hotel_id, png(), idempotency_key="qr-h1")
         assert cut.status_code == 503 and cut.json()["error"] == "storage_unavailable"
-        other = await service_upload(client, hotel, admin.ecosystem_id, png(30, 30), idempotency_key="qr-h2")
+        other = await service_upload(client, hotel, admin.hotel_id, png(30, 30), idempotency_key="qr-h2")
         assert other.status_code == 503
         storage.write = real_write
 
         # The retry with the same key finishes the same media; nothing is counted twice.
-        retried = await service_upload(client, hotel, admin.ecosystem_id, png(), idempotency_key="qr-h1")
+        retried = await service_upload(client, hotel, admin.hotel_id, png(), idempotency_key="qr-h1")
         assert retried.status_code == 201, retried.text
-        again = await service_upload(client, hotel, admin.ecosystem_id, png(), idempotency_key="qr-h1")
+        again = await service_upload(client, hotel, admin.hotel_id, png(), idempotency_key="qr-h1")
         assert again.json()["id"] == retried.json()["id"]
         used = (await client.get("/media/storage", headers=admin.headers)).json()["usedBytes"]
         assert used == retried.json()["size"] + len((await client.get(retried.json()["thumbnailUrl"], headers=admin.headers)).content)
 
         # The one never retried: once its time is up the sweeper removes its thumbnail; nothing is counted.
-        media_dir = running.settings.data_dir / "media-objects" / admin.ecosystem_id
+        media_dir = running.settings.data_dir / "media-objects" / admin.hotel_id
         assert len(list(media_dir.glob("*/thumbnail"))) == 2
         state["clock"] = lambda: utcnow() + timedelta(minutes=16)
         from roomee.media.service import MediaService

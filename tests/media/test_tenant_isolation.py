@@ -11,12 +11,12 @@ async def test_every_media_route_is_scoped_to_the_callers_hotel(media_platform):
         hotel_a = await make_admin(media_platform, client, "a-admin@example.com", "Hotel A")
         hotel_b = await make_admin(media_platform, client, "b-admin@example.com", "Hotel B")
         for person in (hotel_a, hotel_b):
-            await grant_storage(media_platform, person.ecosystem_id, 10)
+            await grant_storage(media_platform, person.hotel_id, 10)
         b_photo = jpeg(300, 200)
         b_media = (await direct_upload(client, hotel_b, b_photo, "image/jpeg", "b-secret.jpg")).json()
         b_pending = (await presign(client, hotel_b, b_photo, "image/jpeg", "b-pending.jpg")).json()
         hotel = await media_platform.service_headers("hotel")
-        b_private_qr = (await service_upload(client, hotel, hotel_b.ecosystem_id, jpeg(50, 50), "image/jpeg")).json()
+        b_private_qr = (await service_upload(client, hotel, hotel_b.hotel_id, jpeg(50, 50), "image/jpeg")).json()
 
         # hotel_a is an administrator (every permission) — of another hotel.
         attempts = [
@@ -34,19 +34,19 @@ async def test_every_media_route_is_scoped_to_the_callers_hotel(media_platform):
             response = await client.request(method, path, json=body, headers=hotel_a.headers)
             assert response.status_code == 404, (method, path, response.text)
             assert response.json()["error"] == "not_found"
-            assert "b-secret" not in response.text and hotel_b.ecosystem_id not in response.text
+            assert "b-secret" not in response.text and hotel_b.hotel_id not in response.text
 
         # Lists and storage show only one's own hotel.
         assert (await client.get("/media", headers=hotel_a.headers)).json()["items"] == []
         storage_a = (await client.get("/media/storage", headers=hotel_a.headers)).json()
-        assert storage_a["ecosystemId"] == hotel_a.ecosystem_id and storage_a["usedBytes"] == 0
+        assert storage_a["ecosystemId"] == hotel_a.hotel_id and storage_a["usedBytes"] == 0
         # Service-only storage routes refuse members, whatever their hotel.
         for method in ("GET", "DELETE"):
-            response = await client.request(method, f"/media/storage/{hotel_b.ecosystem_id}", headers=hotel_a.headers)
+            response = await client.request(method, f"/media/storage/{hotel_b.hotel_id}", headers=hotel_a.headers)
             assert response.status_code == 403
         # A direct upload lands in the caller's own hotel only.
         a_media = (await direct_upload(client, hotel_a, jpeg(10, 10), "image/jpeg")).json()
-        assert a_media["ecosystemId"] == hotel_a.ecosystem_id
+        assert a_media["ecosystemId"] == hotel_a.hotel_id
 
         # Nothing changed in B.
         still = await client.get(f"/media/{b_media['id']}", headers=hotel_b.headers)

@@ -24,7 +24,7 @@ async def test_forged_cursors_answer_422_on_every_members_list(platform):
         page_shaped = encode_cursor("2026-01-01T00:00:00+00:00", "x")
         for cursor in (UNSIGNED, HUGE, "%%%"):
             assert _invalid_cursor(await client.get("/members/", params={"cursor": cursor}, headers=admin.headers))
-            assert _invalid_cursor(await client.get(f"/members/get/by/hotel_id/{admin.ecosystem_id}",
+            assert _invalid_cursor(await client.get(f"/members/get/by/hotel_id/{admin.hotel_id}",
                                                     params={"cursor": cursor}, headers=service))
             assert _invalid_cursor(await client.post("/members/sync", json={"cursor": cursor}, headers=service))
         # A genuine cursor of one list is not a position in another.

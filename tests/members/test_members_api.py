@@ -63,7 +63,7 @@ async def test_workspaces_and_switching(platform):
         assert created.status_code == 201, created.text
         spa = created.json()
         event = await tap.wait_for("roomee.notification.workspace.created", lambda e: e["payload"]["id"] == spa["id"])
-        assert event["workspaceName"] == "Restaurant" and event["ecosystemId"] == admin.ecosystem_id
+        assert event["workspaceName"] == "Restaurant" and event["ecosystemId"] == admin.hotel_id
 
         names = {w["name"] for w in (await client.get("/workspaces", headers=admin.headers)).json()}
         assert names == {"Hotel Test", "Restaurant"}

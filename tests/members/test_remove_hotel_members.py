@@ -41,7 +41,7 @@ async def test_remove_every_member_of_a_hotel(platform):
 async def test_only_a_service_with_the_scope_may_remove(platform):
     async with platform.client() as client:
         boss = await make_admin(platform, client, "boss@z.example.com", hotel_name="Z")
-        path = f"/members/by/hotel_id/{boss.ecosystem_id}"
+        path = f"/members/by/hotel_id/{boss.hotel_id}"
         assert (await client.delete(path)).status_code == 401
         assert (await client.delete(path, headers=boss.headers)).status_code == 403
         assert (await client.delete(path, headers=await platform.service_headers("news"))).status_code == 403

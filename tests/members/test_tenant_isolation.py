@@ -21,7 +21,7 @@ async def test_every_members_route_is_scoped_to_the_callers_workspace(platform):
             ("GET", f"/workspaces/{b_workspace}", None),
             ("PATCH", f"/workspaces/{b_workspace}", {"name": "Mine now"}),
             ("DELETE", f"/workspaces/{b_workspace}", None),
-            ("GET", f"/members/get/by/hotel_id/{hotel_b.ecosystem_id}", None),
+            ("GET", f"/members/get/by/hotel_id/{hotel_b.hotel_id}", None),
         ]
         for method, path, body in attempts:
             response = await client.request(method, path, json=body, headers=hotel_a.headers)

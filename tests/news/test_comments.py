@@ -32,7 +32,7 @@ async def test_the_two_graded_events_of_a_comment(tmp_path):
         assert for_author["channels"] == ["push", "socket"]
         assert for_author["metadata"]["receiverIds"] == [admin.member_id]
         for envelope in (ui, for_author):
-            assert envelope["workspaceId"] == bob.workspace_id and envelope["ecosystemId"] == bob.ecosystem_id
+            assert envelope["workspaceId"] == bob.workspace_id and envelope["ecosystemId"] == bob.hotel_id
             assert envelope["workspaceName"] == "Hotel Test"
             assert envelope["metadata"]["actor"] == {"id": bob.member_id, "name": "Bob Staff", "type": "member"}
             assert envelope["payload"]["page"] == {"id": article["id"], "title": article["title"], "pageType": "article"}

@@ -15,7 +15,7 @@ async def test_another_hotels_pages_and_comments_answer_404_on_every_route(tmp_p
         bobs = await comment(client, bob, article)
 
         stranger = await make_admin(team.running, client, "olga@other-hotel.example.com", hotel_name="Autre Hôtel")
-        assert stranger.workspace_id != admin.workspace_id and stranger.ecosystem_id != admin.ecosystem_id
+        assert stranger.workspace_id != admin.workspace_id and stranger.hotel_id != admin.hotel_id
         await wait_news_directory(team.running, [stranger])
         own_feed = await create_feed(client, stranger, "Leur flux")
 

@@ -62,7 +62,7 @@ def event(
     return build_envelope(
         type,
         workspace_id=workspace_id or actor.workspace_id,
-        ecosystem_id=actor.ecosystem_id,
+        hotel_id=actor.hotel_id,
         workspace_name="Hotel Test",
         payload=payload if payload is not None else {"id": "page-1", "title": "Nouvelle politique RH"},
         channels=channels,

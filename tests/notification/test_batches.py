@@ -12,7 +12,7 @@ def member_updated(person, *, locale: str) -> dict:
     return build_envelope(
         "member.updated",
         workspace_id=person.workspace_id,
-        ecosystem_id=person.ecosystem_id,
+        hotel_id=person.hotel_id,
         payload={"member": {"id": person.member_id, "firstName": "Bob", "lastName": "Staff",
                             "email": person.email, "locale": locale}},
         channels=(),

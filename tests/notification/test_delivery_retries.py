@@ -103,7 +103,7 @@ async def test_a_job_of_several_notifications_retries_only_the_request_that_fail
     ones OneSignal accepted."""
     async with team_platform(tmp_path, members=0) as team:
         requests = [
-            {"notificationId": f"n-{n}", "workspaceId": team.admin.workspace_id, "ecosystemId": team.admin.ecosystem_id,
+            {"notificationId": f"n-{n}", "workspaceId": team.admin.workspace_id, "ecosystemId": team.admin.hotel_id,
              "locale": "fr", "title": f"Titre {n}", "body": f"Corps {n}", "data": {"notificationId": f"n-{n}"},
              "subscriptionIds": [f"device-{n}"]}
             for n in (1, 2, 3)

@@ -107,7 +107,7 @@ async def test_push_to_a_large_workspace_goes_in_batches_of_at_most_2000(tmp_pat
         async with team.ctx.db.transaction() as session:
             # Members of the workspace as the directory knows them (receivers it does not know are dropped).
             await DirectoryRepository(session).upsert_members([
-                {"member_id": m, "workspace_id": team.admin.workspace_id, "ecosystem_id": team.admin.ecosystem_id,
+                {"member_id": m, "workspace_id": team.admin.workspace_id, "hotel_id": team.admin.hotel_id,
                  "user_id": m, "name": "", "email": None, "locale": None, "timezone": None, "deleted_at": None,
                  "updated_at": now} for m in receivers])
             repo = SubscriptionRepository(session)
@@ -216,7 +216,7 @@ async def test_routes_need_a_member_token(platform):
 async def test_an_event_without_workspace_reaches_its_receivers_in_their_workspace(tmp_path):
     async with team_platform(tmp_path, members=0) as team:
         admin = team.admin
-        hotel = event(admin, [admin], type="hotel.created", payload={"id": admin.ecosystem_id, "name": "Grand Hôtel"})
+        hotel = event(admin, [admin], type="hotel.created", payload={"id": admin.hotel_id, "name": "Grand Hôtel"})
         hotel["workspaceId"] = None  # the hotel service speaks of the hotel, not of a workspace
         await publish(team.running, hotel)
         await wait_handled(team.running, hotel)

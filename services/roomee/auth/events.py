@@ -16,7 +16,7 @@ async def user_created(session: AsyncSession, *, user: dict[str, Any], member: d
     envelope = build_envelope(
         USER_CREATED,
         workspace_id=member["workspaceId"],
-        ecosystem_id=member["ecosystemId"],
+        hotel_id=member["ecosystemId"],
         workspace_name=member["workspaceName"],
         payload={"id": user["id"], "email": user["email"], "firstName": user["first_name"], "lastName": user["last_name"]},
         channels=(),
@@ -34,7 +34,7 @@ async def member_registered(
     envelope = build_envelope(
         MEMBER_REGISTERED,
         workspace_id=member["workspaceId"],
-        ecosystem_id=member["ecosystemId"],
+        hotel_id=member["ecosystemId"],
         workspace_name=member["workspaceName"],
         payload={"member": {"id": member["id"], "userId": user["id"], "email": user["email"], "name": name,
                             "role": member["role"]}},

@@ -45,7 +45,7 @@ class Membership(CamelModel):
     member_id: str
     workspace_id: str
     workspace_name: str
-    ecosystem_id: str
+    hotel_id: str = Field(alias="ecosystemId")  # the seed's wire name for the hotel
     role: str
     permissions: list[str]
 

@@ -65,7 +65,7 @@ def _membership(profile: dict[str, Any]) -> dict[str, Any]:
         "member_id": profile["id"],
         "workspace_id": profile["workspaceId"],
         "workspace_name": profile["workspaceName"],
-        "ecosystem_id": profile["ecosystemId"],
+        "hotel_id": profile["ecosystemId"],
         "role": profile["role"],
         "permissions": profile["permissions"],
     }
@@ -164,7 +164,7 @@ class AuthService:
             user_id=user["id"],
             member_id=chosen["id"],
             workspace_id=chosen["workspaceId"],
-            ecosystem_id=chosen["ecosystemId"],
+            hotel_id=chosen["ecosystemId"],
             permissions=chosen["permissions"],
             email=user["email"],
             name=f"{chosen['firstName']} {chosen['lastName']}".strip() or user["email"],

@@ -123,7 +123,7 @@ async def my_hotel_subscription(
     service: Billing, principal: Annotated[Principal, Depends(require_permission(MANAGE_ECOSYSTEM))]
 ):
     """The subscription of the caller's own hotel (a member with `manage_ecosystem`)."""
-    return await service.get(principal.ecosystem_id)
+    return await service.get(principal.hotel_id)
 
 
 @router.post(

@@ -27,7 +27,7 @@ async def hotel_updated(
     envelope = build_envelope(
         "hotel.updated",
         workspace_id=None,
-        ecosystem_id=hotel_id,
+        hotel_id=hotel_id,
         payload={"hotelId": hotel_id, "change": change, "subscription": subscription, "previous": previous},
         channels=("socket",),
         actor=_BILLING_ACTOR,
@@ -39,7 +39,7 @@ async def storage_quota(session: AsyncSession, hotel_id: str, plan: Plan) -> Non
     envelope = build_envelope(
         "storage.media",
         workspace_id=None,
-        ecosystem_id=hotel_id,
+        hotel_id=hotel_id,
         payload={"ecosystemId": hotel_id, "payload": plan.storage_quota},
         channels=(),
         actor=_BILLING_ACTOR,

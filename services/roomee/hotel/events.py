@@ -33,7 +33,7 @@ def hotel_payload(row: dict[str, Any]) -> dict[str, Any]:
 async def emit_storage_quota(session: AsyncSession, *, event_id: str, hotel_id: str, max_size: int, unit: str) -> None:
     """The seed's ``roomee.storage.media``: media creates (or resizes) the hotel's storage quota."""
     envelope = build_envelope(
-        "storage.media", workspace_id=None, ecosystem_id=hotel_id, payload={"max_size": max_size, "unit": unit},
+        "storage.media", workspace_id=None, hotel_id=hotel_id, payload={"max_size": max_size, "unit": unit},
         channels=(), actor=SYSTEM_ACTOR, event_id=event_id,
     )
     await emit(session, STORAGE_MEDIA, envelope)
@@ -52,7 +52,7 @@ async def publish(
 ) -> None:
     payload = {"hotel": hotel_payload(hotel), "hotelId": hotel["id"], "name": hotel["name"], **(extra or {})}
     envelope = build_envelope(
-        event_type, workspace_id=workspace_id, ecosystem_id=hotel["id"], workspace_name=workspace_name,
+        event_type, workspace_id=workspace_id, hotel_id=hotel["id"], workspace_name=workspace_name,
         payload=payload, channels=("push", "socket"), actor=actor or SYSTEM_ACTOR, receiver_ids=receiver_ids or [],
     )
     await emit(session, f"roomee.notification.{event_type}", envelope)

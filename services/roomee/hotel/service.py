@@ -84,7 +84,7 @@ class HotelService:
         if principal.is_service:
             if not principal.has_scope(PROVISION_SCOPE):
                 raise Forbidden(f"service scope '{PROVISION_SCOPE}' required", code="insufficient_scope")
-        elif principal.ecosystem_id != hotel_id:
+        elif principal.hotel_id != hotel_id:
             raise NotFound("hotel not found")
 
     async def _visible(self, session, principal: Principal, hotel_id: str) -> dict:

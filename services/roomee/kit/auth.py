@@ -169,7 +169,7 @@ class TokenIssuer:
         user_id: str,
         member_id: str,
         workspace_id: str,
-        ecosystem_id: str | None,
+        hotel_id: str | None,
         permissions: list[str],
         email: str,
         name: str,
@@ -180,7 +180,7 @@ class TokenIssuer:
                 "sub": user_id,
                 "mid": member_id,
                 "wid": workspace_id,
-                "eid": ecosystem_id,
+                "hid": hotel_id,
                 "perms": sorted(permissions),
                 "email": email,
                 "name": name,
@@ -207,7 +207,7 @@ class Principal:
     kind: str  # "user" | "service"
     member_id: str | None = None
     workspace_id: str | None = None
-    ecosystem_id: str | None = None
+    hotel_id: str | None = None
     permissions: frozenset[str] = field(default_factory=frozenset)
     email: str | None = None
     name: str | None = None
@@ -245,7 +245,9 @@ class Principal:
             expires_at=claims.get("exp"),
             member_id=claims.get("mid"),
             workspace_id=claims.get("wid"),
-            ecosystem_id=claims.get("eid"),
+            # "eid" is the claim's name before it became "hid": tokens issued by a replica still on the
+            # old release stay valid during a rolling upgrade (they live 15 minutes).
+            hotel_id=claims.get("hid", claims.get("eid")),
             permissions=frozenset(claims.get("perms") or ()),
             email=claims.get("email"),
             name=claims.get("name"),

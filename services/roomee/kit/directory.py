@@ -36,7 +36,7 @@ SYNC_CURSOR = "members"
 SYNC_PAGE = 1000
 # What directory events the members service emits; a directory's queue binds these.
 DIRECTORY_EVENTS = ("roomee.notification.member.*", "roomee.notification.workspace.*")
-MEMBER_COLUMNS = ("workspace_id", "ecosystem_id", "user_id", "name", "email", "locale", "timezone", "deleted_at")
+MEMBER_COLUMNS = ("workspace_id", "hotel_id", "user_id", "name", "email", "locale", "timezone", "deleted_at")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def add_directory_tables(metadata: sa.MetaData) -> DirectoryTables:
         metadata,
         sa.Column("member_id", sa.String(36), primary_key=True),
         sa.Column("workspace_id", sa.String(36), nullable=False, index=True),
-        sa.Column("ecosystem_id", sa.String(64), nullable=True),
+        sa.Column("hotel_id", sa.String(64), nullable=True),
         sa.Column("user_id", sa.String(36), nullable=True),
         sa.Column("name", sa.String(200), nullable=False, server_default=""),
         sa.Column("email", sa.String(320), nullable=True),
@@ -66,7 +66,7 @@ def add_directory_tables(metadata: sa.MetaData) -> DirectoryTables:
         "workspace_directory",
         metadata,
         sa.Column("workspace_id", sa.String(36), primary_key=True),
-        sa.Column("ecosystem_id", sa.String(64), nullable=True),
+        sa.Column("hotel_id", sa.String(64), nullable=True),
         sa.Column("name", sa.String(200), nullable=True),
         sa.Column("locale", sa.String(16), nullable=True),
         sa.Column("timezone", sa.String(64), nullable=True),
@@ -209,7 +209,7 @@ async def apply_event(store: DirectoryWriter, envelope: dict[str, Any], now: dat
                 {
                     "member_id": member["id"],
                     "workspace_id": workspace_id,
-                    "ecosystem_id": envelope.get("ecosystemId"),
+                    "hotel_id": envelope.get("ecosystemId"),
                     "user_id": member.get("userId"),
                     "name": _name(member.get("firstName"), member.get("lastName")),
                     "email": member.get("email"),
@@ -229,7 +229,7 @@ async def apply_event(store: DirectoryWriter, envelope: dict[str, Any], now: dat
                 {
                     "member_id": member["id"],
                     "workspace_id": workspace_id,
-                    "ecosystem_id": envelope.get("ecosystemId"),
+                    "hotel_id": envelope.get("ecosystemId"),
                     "user_id": member.get("userId"),
                     "name": member.get("name") or "",
                     "email": member.get("email"),
@@ -237,13 +237,13 @@ async def apply_event(store: DirectoryWriter, envelope: dict[str, Any], now: dat
                     "updated_at": when,
                 }
             ],
-            columns=("workspace_id", "ecosystem_id", "user_id", "name", "email", "deleted_at"),
+            columns=("workspace_id", "hotel_id", "user_id", "name", "email", "deleted_at"),
         )
     elif event_type.startswith("workspace.") and workspace_id:
         await store.upsert_workspace(
             {
                 "workspace_id": workspace_id,
-                "ecosystem_id": envelope.get("ecosystemId") or payload.get("ecosystemId"),
+                "hotel_id": envelope.get("ecosystemId") or payload.get("ecosystemId"),
                 "name": payload.get("name") or envelope.get("workspaceName"),
                 "locale": payload.get("locale"),
                 "timezone": payload.get("timezone"),
@@ -259,7 +259,7 @@ def _synced_row(item: dict[str, Any]) -> dict[str, Any]:
     return {
         "member_id": item["id"],
         "workspace_id": item["workspaceId"],
-        "ecosystem_id": item.get("ecosystemId"),
+        "hotel_id": item.get("ecosystemId"),
         "user_id": item.get("userId"),
         "name": _name(item.get("firstName"), item.get("lastName")),
         "email": item.get("email"),
@@ -288,7 +288,7 @@ async def _store_synced(store: DirectoryWriter, items: list[dict[str, Any]], sta
     workspaces = {
         item["workspaceId"]: {
             "workspace_id": item["workspaceId"],
-            "ecosystem_id": item.get("ecosystemId"),
+            "hotel_id": item.get("ecosystemId"),
             "name": item.get("workspaceName"),
             "locale": item.get("workspaceLocale"),
             "timezone": item.get("workspaceTimezone"),

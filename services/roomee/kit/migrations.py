@@ -96,3 +96,19 @@ def run_env(metadata: MetaData) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def rename_column(table: str, old: str, new: str, *, indexes: tuple[tuple[str, str, list[str], dict], ...] = ()) -> None:
+    """Rename a column in a migration on both backends, renaming the indexes that name it.
+
+    ``indexes``: ``(old index, new index, new columns, create_index keywords)``. SQLite has no index
+    rename, so each index is dropped before and created again after.
+    """
+    from alembic import op
+
+    for old_index, _new_index, _columns, _options in indexes:
+        op.drop_index(old_index, table_name=table)
+    with op.batch_alter_table(table) as batch:
+        batch.alter_column(old, new_column_name=new)
+    for _old_index, new_index, columns, options in indexes:
+        op.create_index(new_index, table, columns, **options)

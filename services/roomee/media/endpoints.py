@@ -19,7 +19,7 @@ router = APIRouter(tags=["media"])
 
 Context = Annotated[ServiceContext, Depends(context_of("media"))]
 MediaId = Annotated[str, Path(min_length=1, max_length=36)]
-EcosystemId = Annotated[str, Path(min_length=1, max_length=64)]
+HotelId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 async def _service(ctx: Context) -> MediaService:
@@ -99,7 +99,7 @@ async def upload(
     caller: Annotated[Principal, Depends(require_service_scope(MEDIA_UPLOAD))],
     request: Request,
     file: Annotated[UploadFile, File(description="The file; its part's Content-Type is the declared type.")],
-    ecosystem_id: Annotated[str, Form(alias="ecosystemId", min_length=1, max_length=64)],
+    hotel_id: Annotated[str, Form(alias="ecosystemId", min_length=1, max_length=64)],
     public: Annotated[bool, Form(description="Anyone may GET the file (e.g. the hotel's QR code).")] = False,
     idempotency_key: Annotated[str | None, Form(alias="idempotencyKey", max_length=200)] = None,
 ):
@@ -113,7 +113,7 @@ async def upload(
     if len(data) > limit:
         raise FileTooLarge({"maxBytes": limit})
     return await service.upload(
-        caller, ecosystem_id=ecosystem_id, file_name=(file.filename or "file")[:255],
+        caller, hotel_id=hotel_id, file_name=(file.filename or "file")[:255],
         content_type=file.content_type or "application/octet-stream", data=data, public=public,
         idempotency_key=idempotency_key,
     )
@@ -122,23 +122,23 @@ async def upload(
 @router.get("/media/storage", response_model=schemas.StorageOut, responses=_errors(401, 403))
 async def my_storage(service: Media, principal: CurrentMember):
     """Quota and usage of the caller's hotel (`quotaBytes` null until the hotel's plan sets it)."""
-    return await service.storage_of(principal.ecosystem_id, must_exist=False)
+    return await service.storage_of(principal.hotel_id, must_exist=False)
 
 
-@router.get("/media/storage/{ecosystem_id}", response_model=schemas.StorageOut, responses=_errors(401, 403, 404))
+@router.get("/media/storage/{hotel_id}", response_model=schemas.StorageOut, responses=_errors(401, 403, 404))
 async def storage_of(
-    ecosystem_id: EcosystemId, service: Media, _caller: Annotated[Principal, Depends(require_service_scope(MEDIA_STORAGE))]
+    hotel_id: HotelId, service: Media, _caller: Annotated[Principal, Depends(require_service_scope(MEDIA_STORAGE))]
 ):
     """Service-to-service (scope `media:storage`): quota and usage of a hotel."""
-    return await service.storage_of(ecosystem_id, must_exist=True)
+    return await service.storage_of(hotel_id, must_exist=True)
 
 
-@router.delete("/media/storage/{ecosystem_id}", status_code=204, responses=_errors(401, 403))
+@router.delete("/media/storage/{hotel_id}", status_code=204, responses=_errors(401, 403))
 async def delete_storage(
-    ecosystem_id: EcosystemId, service: Media, _caller: Annotated[Principal, Depends(require_service_scope(MEDIA_STORAGE))]
+    hotel_id: HotelId, service: Media, _caller: Annotated[Principal, Depends(require_service_scope(MEDIA_STORAGE))]
 ) -> Response:
     """Service-to-service (scope `media:storage`): delete a hotel's quota and every object. Idempotent."""
-    await service.delete_storage(ecosystem_id)
+    await service.delete_storage(hotel_id)
     return Response(status_code=204)
 
 

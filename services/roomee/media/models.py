@@ -8,12 +8,12 @@ from roomee.kit.db import new_metadata
 
 metadata = new_metadata()
 
-# One row per ecosystem (hotel). `quota_bytes` is null until a `roomee.storage.media` event sets
+# One row per hotel. `quota_bytes` is null until a `roomee.storage.media` event sets
 # it: services may upload before (the hotel's QR code comes before its storage step), members may not.
 storage_quota = sa.Table(
     "storage_quota",
     metadata,
-    sa.Column("ecosystem_id", sa.String(64), primary_key=True),
+    sa.Column("hotel_id", sa.String(64), primary_key=True),
     sa.Column("quota_bytes", sa.BigInteger, nullable=True),
     sa.Column("max_size", sa.BigInteger, nullable=True),
     sa.Column("unit", sa.String(8), nullable=True),
@@ -29,7 +29,7 @@ media = sa.Table(
     "media",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("ecosystem_id", sa.String(64), nullable=False),
+    sa.Column("hotel_id", sa.String(64), nullable=False),
     sa.Column("workspace_id", sa.String(36), nullable=True),
     # A member id, or ``service:<name>`` for server-side uploads.
     sa.Column("uploaded_by", sa.String(100), nullable=False),
@@ -58,14 +58,14 @@ media = sa.Table(
     # Set once the objects of a media that is gone (deleted, expired, rejected) are removed from storage.
     sa.Column("purged_at", sa.DateTime(timezone=True), nullable=True),
 )
-sa.Index("ix_media_ecosystem_status_created", media.c.ecosystem_id, media.c.status, media.c.created_at, media.c.id)
+sa.Index("ix_media_hotel_status_created", media.c.hotel_id, media.c.status, media.c.created_at, media.c.id)
 sa.Index("ix_media_pending_expiry", media.c.status, media.c.expires_at)
 GONE_STATUSES = ("deleted", "expired", "rejected")
 _unpurged = sa.and_(media.c.purged_at.is_(None), media.c.status.in_(GONE_STATUSES))
 sa.Index("ix_media_unpurged", media.c.status, postgresql_where=_unpurged, sqlite_where=_unpurged)
 sa.Index(
-    "uq_media_ecosystem_idempotency_key",
-    media.c.ecosystem_id,
+    "uq_media_hotel_idempotency_key",
+    media.c.hotel_id,
     media.c.idempotency_key,
     unique=True,
     postgresql_where=media.c.idempotency_key.isnot(None),

@@ -1,4 +1,4 @@
-"""All SQL of the media service. Every media query is scoped by ecosystem, except the sweeper's."""
+"""All SQL of the media service. Every media query is scoped by hotel, except the sweeper's."""
 
 from __future__ import annotations
 
@@ -25,41 +25,41 @@ class QuotaRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, ecosystem_id: str) -> dict | None:
-        row = await self.session.execute(sa.select(storage_quota).where(storage_quota.c.ecosystem_id == ecosystem_id))
+    async def get(self, hotel_id: str) -> dict | None:
+        row = await self.session.execute(sa.select(storage_quota).where(storage_quota.c.hotel_id == hotel_id))
         found = row.mappings().first()
         return dict(found) if found else None
 
-    async def ensure(self, ecosystem_id: str, now: datetime) -> None:
-        """The ecosystem's row, created without a quota if it has none yet."""
+    async def ensure(self, hotel_id: str, now: datetime) -> None:
+        """The hotel's row, created without a quota if it has none yet."""
         statement = _insert(self.session, storage_quota).values(
-            ecosystem_id=ecosystem_id, used_bytes=0, reserved_bytes=0, created_at=now, updated_at=now
+            hotel_id=hotel_id, used_bytes=0, reserved_bytes=0, created_at=now, updated_at=now
         )
-        await self.session.execute(statement.on_conflict_do_nothing(index_elements=["ecosystem_id"]))
+        await self.session.execute(statement.on_conflict_do_nothing(index_elements=["hotel_id"]))
 
     async def set_quota(
-        self, ecosystem_id: str, *, quota_bytes: int, max_size: int, unit: str, set_at: datetime, now: datetime
+        self, hotel_id: str, *, quota_bytes: int, max_size: int, unit: str, set_at: datetime, now: datetime
     ) -> bool:
         """Create or change the quota, unless a newer quota event was applied already."""
         values = {"quota_bytes": quota_bytes, "max_size": max_size, "unit": unit, "quota_set_at": set_at, "updated_at": now}
         statement = _insert(self.session, storage_quota).values(
-            ecosystem_id=ecosystem_id, used_bytes=0, reserved_bytes=0, created_at=now, **values
+            hotel_id=hotel_id, used_bytes=0, reserved_bytes=0, created_at=now, **values
         )
         excluded = statement.excluded
         statement = statement.on_conflict_do_update(
-            index_elements=["ecosystem_id"],
+            index_elements=["hotel_id"],
             set_={name: excluded[name] for name in values},
             where=sa.or_(storage_quota.c.quota_set_at.is_(None), storage_quota.c.quota_set_at <= excluded.quota_set_at),
         )
         result = await self.session.execute(statement)
         return result.rowcount == 1
 
-    async def reserve(self, ecosystem_id: str, size: int, now: datetime) -> bool:
+    async def reserve(self, hotel_id: str, size: int, now: datetime) -> bool:
         """Hold ``size`` bytes if the quota has room for them (one conditional update: no race)."""
         result = await self.session.execute(
             sa.update(storage_quota)
             .where(
-                storage_quota.c.ecosystem_id == ecosystem_id,
+                storage_quota.c.hotel_id == hotel_id,
                 storage_quota.c.quota_bytes.isnot(None),
                 storage_quota.c.quota_bytes - storage_quota.c.used_bytes - storage_quota.c.reserved_bytes >= size,
             )
@@ -67,12 +67,12 @@ class QuotaRepository:
         )
         return result.rowcount == 1
 
-    async def consume(self, ecosystem_id: str, size: int, now: datetime) -> bool:
+    async def consume(self, hotel_id: str, size: int, now: datetime) -> bool:
         """Count ``size`` stored bytes if they fit (or if no quota is set yet)."""
         result = await self.session.execute(
             sa.update(storage_quota)
             .where(
-                storage_quota.c.ecosystem_id == ecosystem_id,
+                storage_quota.c.hotel_id == hotel_id,
                 sa.or_(
                     storage_quota.c.quota_bytes.is_(None),
                     storage_quota.c.quota_bytes - storage_quota.c.used_bytes - storage_quota.c.reserved_bytes >= size,
@@ -82,11 +82,11 @@ class QuotaRepository:
         )
         return result.rowcount == 1
 
-    async def adjust(self, ecosystem_id: str, *, used: int = 0, reserved: int = 0, now: datetime) -> None:
+    async def adjust(self, hotel_id: str, *, used: int = 0, reserved: int = 0, now: datetime) -> None:
         """Move the counters by the given deltas (never below zero)."""
         await self.session.execute(
             sa.update(storage_quota)
-            .where(storage_quota.c.ecosystem_id == ecosystem_id)
+            .where(storage_quota.c.hotel_id == hotel_id)
             .values(
                 used_bytes=_floored(storage_quota.c.used_bytes + used),
                 reserved_bytes=_floored(storage_quota.c.reserved_bytes + reserved),
@@ -94,8 +94,8 @@ class QuotaRepository:
             )
         )
 
-    async def delete(self, ecosystem_id: str) -> None:
-        await self.session.execute(sa.delete(storage_quota).where(storage_quota.c.ecosystem_id == ecosystem_id))
+    async def delete(self, hotel_id: str) -> None:
+        await self.session.execute(sa.delete(storage_quota).where(storage_quota.c.hotel_id == hotel_id))
 
 
 class MediaRepository:
@@ -105,15 +105,15 @@ class MediaRepository:
     async def insert(self, values: dict[str, Any]) -> None:
         await self.session.execute(sa.insert(media).values(**values))
 
-    async def get(self, ecosystem_id: str, media_id: str, *, for_update: bool = False) -> dict | None:
-        query = sa.select(media).where(media.c.id == media_id, media.c.ecosystem_id == ecosystem_id)
+    async def get(self, hotel_id: str, media_id: str, *, for_update: bool = False) -> dict | None:
+        query = sa.select(media).where(media.c.id == media_id, media.c.hotel_id == hotel_id)
         if for_update:
             query = query.with_for_update()
         found = (await self.session.execute(query)).mappings().first()
         return dict(found) if found else None
 
     async def get_any(self, media_id: str) -> dict | None:
-        """A media whatever its ecosystem: for services and for files whose access is checked after."""
+        """A media whatever its hotel: for services and for files whose access is checked after."""
         found = (await self.session.execute(sa.select(media).where(media.c.id == media_id))).mappings().first()
         return dict(found) if found else None
 
@@ -121,16 +121,16 @@ class MediaRepository:
         found = (await self.session.execute(sa.select(media).where(media.c.object_key == key))).mappings().first()
         return dict(found) if found else None
 
-    async def by_idempotency_key(self, ecosystem_id: str, key: str) -> dict | None:
+    async def by_idempotency_key(self, hotel_id: str, key: str) -> dict | None:
         found = (
             await self.session.execute(
-                sa.select(media).where(media.c.ecosystem_id == ecosystem_id, media.c.idempotency_key == key)
+                sa.select(media).where(media.c.hotel_id == hotel_id, media.c.idempotency_key == key)
             )
         ).mappings().first()
         return dict(found) if found else None
 
-    async def list_completed(self, ecosystem_id: str, *, after: tuple[datetime, str] | None, limit: int) -> list[dict]:
-        query = sa.select(media).where(media.c.ecosystem_id == ecosystem_id, media.c.status == "completed")
+    async def list_completed(self, hotel_id: str, *, after: tuple[datetime, str] | None, limit: int) -> list[dict]:
+        query = sa.select(media).where(media.c.hotel_id == hotel_id, media.c.status == "completed")
         if after is not None:
             created_at, media_id = after
             query = query.where(sa.tuple_(media.c.created_at, media.c.id) < sa.tuple_(sa.literal(created_at), sa.literal(media_id)))
@@ -145,10 +145,10 @@ class MediaRepository:
         )
         return result.rowcount == 1
 
-    async def delete_all_of(self, ecosystem_id: str, now: datetime) -> None:
+    async def delete_all_of(self, hotel_id: str, now: datetime) -> None:
         await self.session.execute(
             sa.update(media)
-            .where(media.c.ecosystem_id == ecosystem_id, media.c.status.in_(("pending", "completed")))
+            .where(media.c.hotel_id == hotel_id, media.c.status.in_(("pending", "completed")))
             .values(status="deleted", deleted_at=now, idempotency_key=None, reserved_bytes=0)
         )
 
@@ -156,7 +156,7 @@ class MediaRepository:
         """Mark pending uploads past their expiry as expired; their reservations to release."""
         skip_locked = self.session.bind.dialect.name == "postgresql"
         rows = await self.session.execute(
-            sa.select(media.c.id, media.c.ecosystem_id, media.c.reserved_bytes)
+            sa.select(media.c.id, media.c.hotel_id, media.c.reserved_bytes)
             .where(media.c.status == "pending", media.c.expires_at < now)
             .order_by(media.c.expires_at)
             .limit(limit)

@@ -33,7 +33,7 @@ class CompleteRequest(CamelModel):
 
 class MediaOut(CamelModel):
     id: str
-    ecosystem_id: str
+    hotel_id: str = Field(alias="ecosystemId")  # the seed's wire name for the hotel
     status: Literal["pending", "completed"]
     file_name: str
     file_url: str | None = Field(description="Stable platform URL of the file (checks the caller); null until completed.")
@@ -48,7 +48,7 @@ class MediaOut(CamelModel):
 
 
 class StorageOut(CamelModel):
-    ecosystem_id: str
+    hotel_id: str = Field(alias="ecosystemId")
     quota_bytes: int | None = Field(description="Null until a `roomee.storage.media` event sets the quota.")
     used_bytes: int
     reserved_bytes: int = Field(description="Bytes held by presigned uploads not completed yet.")

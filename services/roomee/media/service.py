@@ -111,7 +111,7 @@ class MediaService:
         base = f"{self.settings.base_url}/media/{row['id']}"
         return {
             "id": row["id"],
-            "ecosystem_id": row["ecosystem_id"],
+            "hotel_id": row["hotel_id"],
             "status": row["status"],
             "file_name": row["file_name"],
             "file_url": f"{base}/file" if completed else None,
@@ -129,10 +129,10 @@ class MediaService:
     def _visible_to(principal: Principal, row: dict[str, Any], service_scope: str) -> bool:
         if principal.is_service:
             return service_scope in principal.scopes
-        return row["ecosystem_id"] == principal.ecosystem_id
+        return row["hotel_id"] == principal.hotel_id
 
     async def _visible(self, principal: Principal, media_id: str, service_scope: str = MEDIA_READ) -> dict[str, Any]:
-        """The live media if the caller may see it; another ecosystem's answers 404 like a missing one."""
+        """The live media if the caller may see it; another hotel's answers 404 like a missing one."""
         if principal.is_service and service_scope not in principal.scopes:
             raise Forbidden(f"service scope '{service_scope}' required", code="insufficient_scope")
         async with self.db.transaction() as session:
@@ -153,7 +153,7 @@ class MediaService:
             except (IndexError, TypeError, ValueError):
                 raise Unprocessable("invalid cursor", code="invalid_cursor") from None
         async with self.db.transaction() as session:
-            rows = await MediaRepository(session).list_completed(principal.ecosystem_id, after=after, limit=limit + 1)
+            rows = await MediaRepository(session).list_completed(principal.hotel_id, after=after, limit=limit + 1)
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
@@ -197,17 +197,17 @@ class MediaService:
     async def presign(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
         """Check type, size and quota, hold the bytes, then sign: a refusal signs nothing."""
         declared = self._check_declared(body["content_type"], body["size"])
-        ecosystem_id, size = principal.ecosystem_id, body["size"]
+        hotel_id, size = principal.hotel_id, body["size"]
         media_id = str(uuid.uuid4())
-        key = f"{ecosystem_id}/{media_id}/original"
+        key = f"{hotel_id}/{media_id}/original"
         now = self.now()
         ttl = timedelta(seconds=self.settings.media_upload_url_ttl_seconds)
         async with self.db.transaction() as session:
             quotas = QuotaRepository(session)
-            if not await quotas.reserve(ecosystem_id, size, now):
-                raise self._quota_refusal(await quotas.get(ecosystem_id), size)
+            if not await quotas.reserve(hotel_id, size, now):
+                raise self._quota_refusal(await quotas.get(hotel_id), size)
             await MediaRepository(session).insert({
-                "id": media_id, "ecosystem_id": ecosystem_id, "workspace_id": principal.workspace_id,
+                "id": media_id, "hotel_id": hotel_id, "workspace_id": principal.workspace_id,
                 "uploaded_by": principal.member_id or principal.subject, "file_name": body["file_name"],
                 "object_key": key, "declared_type": declared, "declared_size": size, "reserved_bytes": size,
                 "public": False,
@@ -267,7 +267,7 @@ class MediaService:
     async def complete(self, principal: Principal, media_id: str) -> dict[str, Any]:
         """Check the stored object against what was signed, sniff it, thumbnail it, count it. Idempotent."""
         async with self.db.transaction() as session:
-            row = await MediaRepository(session).get(principal.ecosystem_id, media_id)
+            row = await MediaRepository(session).get(principal.hotel_id, media_id)
         if row is None or row["status"] == "deleted":
             raise NotFound("media not found")
         if row["status"] == "completed":
@@ -340,10 +340,10 @@ class MediaService:
             values = {**facts, "size": size, "status": "completed", "completed_at": now, "expires_at": None,
                       "reserved_bytes": 0}
             if await media.transition(row["id"], from_status="pending", values=values):
-                await quotas.adjust(row["ecosystem_id"], used=size + facts["thumbnail_size"],
+                await quotas.adjust(row["hotel_id"], used=size + facts["thumbnail_size"],
                                     reserved=-row["reserved_bytes"], now=now)
                 return self.present({**row, **values})
-            current = await media.get(row["ecosystem_id"], row["id"])
+            current = await media.get(row["hotel_id"], row["id"])
         if current is not None and current["status"] == "completed":
             return self.present(current)  # a concurrent call finished first
         raise self._gone(current["reason"] if current else "upload_expired")
@@ -363,14 +363,14 @@ class MediaService:
                 row["id"], from_status="pending",
                 values={"status": status, "reason": reason, "deleted_at": now, "reserved_bytes": 0, "idempotency_key": None},
             ):
-                await QuotaRepository(session).adjust(row["ecosystem_id"], reserved=-row["reserved_bytes"], now=now)
+                await QuotaRepository(session).adjust(row["hotel_id"], reserved=-row["reserved_bytes"], now=now)
         log.info("upload refused", extra={"media_id": row["id"], "reason": reason})
         await self._purge([{**row, "thumbnail_key": _thumbnail_key(row["object_key"])}])
 
     # ---- server-side upload (services) ---------------------------------------------------------
 
     async def upload(
-        self, principal: Principal, *, ecosystem_id: str, file_name: str, content_type: str, data: bytes,
+        self, principal: Principal, *, hotel_id: str, file_name: str, content_type: str, data: bytes,
         public: bool, idempotency_key: str | None,
     ) -> dict[str, Any]:
         """Store a file in one request. A pending row is written before any object, so a crash
@@ -382,7 +382,7 @@ class MediaService:
         if real != declared:  # refused before anything is written
             uploads_total.labels("media", "server", "content_type_mismatch").inc()
             raise Unprocessable(f"the file is {real or 'of an unknown type'}, not {declared}", code="content_type_mismatch")
-        row = await self._claim_upload(principal, ecosystem_id, file_name, declared, len(data), public, idempotency_key)
+        row = await self._claim_upload(principal, hotel_id, file_name, declared, len(data), public, idempotency_key)
         if row["status"] == "completed":
             return self.present(row)
         refusal, facts = await self._inspect(declared, data, row["object_key"])
@@ -400,31 +400,31 @@ class MediaService:
         try:
             async with self.db.transaction() as session:
                 quotas, media = QuotaRepository(session), MediaRepository(session)
-                await quotas.ensure(ecosystem_id, now)
+                await quotas.ensure(hotel_id, now)
                 if await media.transition(row["id"], from_status="pending", values=values):
-                    if not await quotas.consume(ecosystem_id, total, now):
-                        raise self._quota_refusal(await quotas.get(ecosystem_id), total)  # rolls the change back
+                    if not await quotas.consume(hotel_id, total, now):
+                        raise self._quota_refusal(await quotas.get(hotel_id), total)  # rolls the change back
                     uploads_total.labels("media", "server", "completed").inc()
                     return self.present({**row, **values})
         except QuotaExceeded:
             await self._reject(row, "storage_quota_exceeded")
             raise
         async with self.db.transaction() as session:  # a concurrent retry with the same key finished first
-            current = await MediaRepository(session).get(ecosystem_id, row["id"])
+            current = await MediaRepository(session).get(hotel_id, row["id"])
         if current is not None and current["status"] == "completed":
             return self.present(current)
         raise Conflict("this upload was ended concurrently; retry", code="idempotency_conflict")
 
     async def _claim_upload(
-        self, principal: Principal, ecosystem_id: str, file_name: str, declared: str, size: int, public: bool,
+        self, principal: Principal, hotel_id: str, file_name: str, declared: str, size: int, public: bool,
         idempotency_key: str | None,
     ) -> dict[str, Any]:
         """The row of this upload: the key's completed or pending one, else a new pending one."""
         now = self.now()
         media_id = str(uuid.uuid4())
         values = {
-            "id": media_id, "ecosystem_id": ecosystem_id, "workspace_id": None, "uploaded_by": principal.subject,
-            "file_name": file_name, "object_key": f"{ecosystem_id}/{media_id}/original", "declared_type": declared,
+            "id": media_id, "hotel_id": hotel_id, "workspace_id": None, "uploaded_by": principal.subject,
+            "file_name": file_name, "object_key": f"{hotel_id}/{media_id}/original", "declared_type": declared,
             "declared_size": size, "reserved_bytes": 0, "public": public, "status": "pending",
             "idempotency_key": idempotency_key, "created_at": now,
             # Long enough for this request; after it, the sweeper removes what a crash left behind.
@@ -436,7 +436,7 @@ class MediaService:
                     media = MediaRepository(session)
                     if idempotency_key:
                         # Deleted, expired and refused uploads give their key up: only these two remain.
-                        existing = await media.by_idempotency_key(ecosystem_id, idempotency_key)
+                        existing = await media.by_idempotency_key(hotel_id, idempotency_key)
                         if existing is not None:
                             return existing
                     await media.insert(values)
@@ -468,30 +468,30 @@ class MediaService:
             if await media.transition(media_id, from_status=row["status"], values=gone):
                 if row["status"] == "completed":
                     await QuotaRepository(session).adjust(
-                        row["ecosystem_id"], used=-(row["size"] + row["thumbnail_size"]), now=now
+                        row["hotel_id"], used=-(row["size"] + row["thumbnail_size"]), now=now
                     )
                 else:
-                    await QuotaRepository(session).adjust(row["ecosystem_id"], reserved=-row["reserved_bytes"], now=now)
+                    await QuotaRepository(session).adjust(row["hotel_id"], reserved=-row["reserved_bytes"], now=now)
         await self._purge([{**row, "thumbnail_key": _thumbnail_key(row["object_key"])}])
 
-    async def delete_storage(self, ecosystem_id: str) -> None:
-        """Every object and the quota of an ecosystem (hotel deletion, saga compensation). Idempotent."""
+    async def delete_storage(self, hotel_id: str) -> None:
+        """Every object and the quota of a hotel (hotel deletion, saga compensation). Idempotent."""
         now = self.now()
         async with self.db.transaction() as session:
-            await MediaRepository(session).delete_all_of(ecosystem_id, now)
-            await QuotaRepository(session).delete(ecosystem_id)
+            await MediaRepository(session).delete_all_of(hotel_id, now)
+            await QuotaRepository(session).delete(hotel_id)
         self.ctx.state[SWEEP_WAKEUP].set()  # the sweeper removes the objects in batches
 
     # ---- quota -----------------------------------------------------------------------------------
 
-    async def storage_of(self, ecosystem_id: str, *, must_exist: bool) -> dict[str, Any]:
+    async def storage_of(self, hotel_id: str, *, must_exist: bool) -> dict[str, Any]:
         async with self.db.transaction() as session:
-            quota = await QuotaRepository(session).get(ecosystem_id)
+            quota = await QuotaRepository(session).get(hotel_id)
         if quota is None:
             if must_exist:
-                raise NotFound("no storage for this ecosystem")
+                raise NotFound("no storage for this hotel")
             quota = {"quota_bytes": None, "used_bytes": 0, "reserved_bytes": 0, "max_size": None, "unit": None}
-        return {"ecosystem_id": ecosystem_id, **{k: quota[k] for k in ("quota_bytes", "used_bytes", "reserved_bytes", "max_size", "unit")}}
+        return {"hotel_id": hotel_id, **{k: quota[k] for k in ("quota_bytes", "used_bytes", "reserved_bytes", "max_size", "unit")}}
 
     async def _purge(self, rows: list[dict[str, Any]]) -> None:
         """Remove objects now if storage answers; what fails stays for the sweeper.
@@ -525,10 +525,10 @@ class MediaService:
             expired = await MediaRepository(session).expire_pending(now, SWEEP_BATCH)
             released: dict[str, int] = defaultdict(int)
             for row in expired:
-                released[row["ecosystem_id"]] += row["reserved_bytes"]
+                released[row["hotel_id"]] += row["reserved_bytes"]
             quotas = QuotaRepository(session)
-            for ecosystem_id, size in released.items():
-                await quotas.adjust(ecosystem_id, reserved=-size, now=now)
+            for hotel_id, size in released.items():
+                await quotas.adjust(hotel_id, reserved=-size, now=now)
         async with self.db.transaction() as session:
             gone = await MediaRepository(session).unpurged(now, SWEEP_BATCH)
         # A thumbnail may have been written by a completion that lost its race with the expiry.

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode
 
 from roomee.kit.settings import Settings
 
-# Keys are built by the service from ids it issued: `<ecosystem>/<media id>/<name>`.
+# Keys are built by the service from ids it issued: `<hotel>/<media id>/<name>`.
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,63}/[0-9a-f-]{36}/(original|thumbnail)$")
 
 

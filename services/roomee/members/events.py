@@ -38,7 +38,7 @@ async def publish(
     envelope = build_envelope(
         event_type,
         workspace_id=workspace["id"],
-        ecosystem_id=workspace["ecosystem_id"],
+        hotel_id=workspace["hotel_id"],
         workspace_name=workspace["name"],
         payload=payload,
         channels=channels,

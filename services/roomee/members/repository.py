@@ -1,4 +1,4 @@
-"""All SQL of the members service. Every member query is scoped by workspace or ecosystem."""
+"""All SQL of the members service. Every member query is scoped by workspace or hotel."""
 
 from __future__ import annotations
 
@@ -33,18 +33,18 @@ class WorkspaceRepository:
         found = row.mappings().first()
         return dict(found) if found else None
 
-    async def first_of_ecosystem(self, ecosystem_id: str) -> dict | None:
+    async def first_of_hotel(self, hotel_id: str) -> dict | None:
         row = await self.session.execute(
             sa.select(workspace)
-            .where(workspace.c.ecosystem_id == ecosystem_id, workspace.c.deleted_at.is_(None))
+            .where(workspace.c.hotel_id == hotel_id, workspace.c.deleted_at.is_(None))
             .order_by(workspace.c.created_at, workspace.c.id)
             .limit(1)
         )
         found = row.mappings().first()
         return dict(found) if found else None
 
-    async def list_in_ecosystem(self, ecosystem_id: str, *, only_ids: list[str] | None = None) -> list[dict]:
-        query = sa.select(workspace).where(workspace.c.ecosystem_id == ecosystem_id, workspace.c.deleted_at.is_(None))
+    async def list_in_hotel(self, hotel_id: str, *, only_ids: list[str] | None = None) -> list[dict]:
+        query = sa.select(workspace).where(workspace.c.hotel_id == hotel_id, workspace.c.deleted_at.is_(None))
         if only_ids is not None:
             query = query.where(workspace.c.id.in_(only_ids))
         rows = await self.session.execute(query.order_by(workspace.c.created_at, workspace.c.id))
@@ -92,8 +92,8 @@ class MemberRepository:
         query = _member_with_workspace.where(member.c.workspace_id == workspace_id, member.c.deleted_at.is_(None))
         return await self._page(query, after, limit)
 
-    async def page_in_ecosystem(self, ecosystem_id: str, *, after: tuple[str, str] | None, limit: int) -> list[dict]:
-        query = _member_with_workspace.where(member.c.ecosystem_id == ecosystem_id, member.c.deleted_at.is_(None))
+    async def page_in_hotel(self, hotel_id: str, *, after: tuple[str, str] | None, limit: int) -> list[dict]:
+        query = _member_with_workspace.where(member.c.hotel_id == hotel_id, member.c.deleted_at.is_(None))
         return await self._page(query, after, limit)
 
     async def _page(self, query, after: tuple[str, str] | None, limit: int) -> list[dict]:
@@ -117,21 +117,21 @@ class MemberRepository:
         )
         return [dict(r) for r in rows.mappings()]
 
-    async def workspace_ids_of_user(self, user_id: str, ecosystem_id: str) -> list[str]:
+    async def workspace_ids_of_user(self, user_id: str, hotel_id: str) -> list[str]:
         rows = await self.session.execute(
             sa.select(member.c.workspace_id).where(
-                member.c.user_id == user_id, member.c.ecosystem_id == ecosystem_id, member.c.deleted_at.is_(None)
+                member.c.user_id == user_id, member.c.hotel_id == hotel_id, member.c.deleted_at.is_(None)
             )
         )
         return list(rows.scalars())
 
     async def changed_since(
-        self, *, after: tuple[int, str] | None, limit: int, ecosystem_id: str | None, workspace_id: str | None
+        self, *, after: tuple[int, str] | None, limit: int, hotel_id: str | None, workspace_id: str | None
     ) -> list[dict]:
         """Members (deleted ones included) in change-feed order, for directories kept elsewhere."""
         query = _member_with_workspace
-        if ecosystem_id:
-            query = query.where(member.c.ecosystem_id == ecosystem_id)
+        if hotel_id:
+            query = query.where(member.c.hotel_id == hotel_id)
         if workspace_id:
             query = query.where(member.c.workspace_id == workspace_id)
         if after is not None:

@@ -30,7 +30,7 @@ class WorkspaceUpdate(CamelModel):
 
 class WorkspaceOut(CamelModel):
     id: str
-    ecosystem_id: str
+    hotel_id: str = Field(alias="ecosystemId")  # the seed's wire name for the hotel
     name: str
     description: str | None
     locale: str
@@ -42,7 +42,7 @@ class WorkspaceOut(CamelModel):
 class MemberOut(CamelModel):
     id: str
     workspace_id: str
-    ecosystem_id: str
+    hotel_id: str = Field(alias="ecosystemId")
     user_id: str | None
     email: str
     first_name: str
@@ -139,7 +139,7 @@ class InvitationDetails(CamelModel):
     role: Role
     workspace_id: str
     workspace_name: str
-    ecosystem_id: str
+    hotel_id: str = Field(alias="ecosystemId")
     invited_by_member_id: str | None
     expires_at: datetime
 
@@ -160,7 +160,7 @@ class AcceptedInvitation(CamelModel):
 class SyncRequest(CamelModel):
     cursor: str | None = None
     limit: int = Field(default=500, ge=1, le=5000)
-    ecosystem_id: str | None = None
+    hotel_id: str | None = Field(default=None, alias="ecosystemId")
     workspace_id: str | None = None
 
 

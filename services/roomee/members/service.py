@@ -97,17 +97,17 @@ class MembersService:
     async def _visible_workspace(self, principal: Principal, workspace_id: str) -> dict:
         """A workspace the caller may see; anything else is reported as absent (no tenant leak)."""
         found = await self.workspaces.get(workspace_id)
-        if found is None or found["ecosystem_id"] != principal.ecosystem_id:
+        if found is None or found["hotel_id"] != principal.hotel_id:
             raise NotFound("workspace not found")
         if workspace_id == principal.workspace_id or principal.has(MANAGE_ECOSYSTEM):
             return found
-        if workspace_id in await self.members.workspace_ids_of_user(principal.subject, principal.ecosystem_id):
+        if workspace_id in await self.members.workspace_ids_of_user(principal.subject, principal.hotel_id):
             return found
         raise NotFound("workspace not found")
 
     async def create_workspace(self, principal: Principal, data: dict[str, Any]) -> dict:
         now = utcnow()
-        row = {"id": str(uuid.uuid4()), "ecosystem_id": principal.ecosystem_id, **data, "created_at": now, "updated_at": now}
+        row = {"id": str(uuid.uuid4()), "hotel_id": principal.hotel_id, **data, "created_at": now, "updated_at": now}
         await self.workspaces.insert(row)
         creator = await self.members.get_in_workspace(principal.workspace_id, principal.member_id)
         if creator is not None:
@@ -131,11 +131,11 @@ class MembersService:
 
     async def list_workspaces(self, principal: Principal) -> list[dict]:
         if principal.has(MANAGE_ECOSYSTEM):
-            rows = await self.workspaces.list_in_ecosystem(principal.ecosystem_id)
+            rows = await self.workspaces.list_in_hotel(principal.hotel_id)
         else:
-            ids = set(await self.members.workspace_ids_of_user(principal.subject, principal.ecosystem_id))
+            ids = set(await self.members.workspace_ids_of_user(principal.subject, principal.hotel_id))
             ids.add(principal.workspace_id)
-            rows = await self.workspaces.list_in_ecosystem(principal.ecosystem_id, only_ids=sorted(ids))
+            rows = await self.workspaces.list_in_hotel(principal.hotel_id, only_ids=sorted(ids))
         return [present_workspace(r) for r in rows]
 
     async def get_workspace(self, principal: Principal, workspace_id: str) -> dict:
@@ -181,7 +181,7 @@ class MembersService:
 
     async def _hotel_workspace(self, hotel_id: str, workspace_id: str, *, include_deleted: bool = False) -> dict:
         found = await self.workspaces.get(workspace_id, include_deleted=include_deleted)
-        if found is None or found["ecosystem_id"] != hotel_id:
+        if found is None or found["hotel_id"] != hotel_id:
             raise NotFound("workspace not found")
         return found
 
@@ -191,13 +191,13 @@ class MembersService:
         """Create the workspace with the caller's id, or return it as it is: ``(workspace, created)``."""
         found = await self.workspaces.get(workspace_id, include_deleted=True)
         if found is not None:
-            if found["ecosystem_id"] != hotel_id:
+            if found["hotel_id"] != hotel_id:
                 raise NotFound("workspace not found")
             if found["deleted_at"] is not None:
                 raise Gone("this workspace was deleted; its id cannot be used again", code="workspace_deleted")
             return present_workspace(found), False
         now = utcnow()
-        row = {"id": workspace_id, "ecosystem_id": hotel_id, **data, "created_at": now, "updated_at": now}
+        row = {"id": workspace_id, "hotel_id": hotel_id, **data, "created_at": now, "updated_at": now}
         await self.workspaces.insert(row)
         await events.publish(
             self.session, events.WORKSPACE_CREATED, workspace=row, payload=_event_workspace(row),
@@ -227,7 +227,7 @@ class MembersService:
         row = {
             "id": str(uuid.uuid4()),
             "workspace_id": workspace["id"],
-            "ecosystem_id": workspace["ecosystem_id"],
+            "hotel_id": workspace["hotel_id"],
             "user_id": user_id,
             "email": email,
             "first_name": first_name,
@@ -322,7 +322,7 @@ class MembersService:
         row = {
             "id": str(uuid.uuid4()),
             "workspace_id": workspace["id"],
-            "ecosystem_id": workspace["ecosystem_id"],
+            "hotel_id": workspace["hotel_id"],
             "email": email,
             "first_name": first_name,
             "last_name": last_name,
@@ -435,12 +435,12 @@ class MembersService:
     async def add_hotel_member(self, caller: Principal, data: dict[str, Any]) -> dict:
         """Idempotent by (hotel, email): a retried call returns the same member."""
         email = normalise_email(data["email"])
-        workspace = await self.workspaces.first_of_ecosystem(data["hotel_id"])
+        workspace = await self.workspaces.first_of_hotel(data["hotel_id"])
         if workspace is None:
             now = utcnow()
             workspace = {
                 "id": str(uuid.uuid4()),
-                "ecosystem_id": data["hotel_id"],
+                "hotel_id": data["hotel_id"],
                 "name": data.get("workspace_name") or data.get("hotel_name") or "Hotel",
                 "description": None,
                 "locale": data["locale"],
@@ -481,15 +481,15 @@ class MembersService:
         if principal.is_service:
             if not principal.has_scope("members:read-hotel-members"):
                 raise Forbidden("service scope 'members:read-hotel-members' required", code="insufficient_scope")
-        elif not (principal.has(MANAGE_ECOSYSTEM) and principal.ecosystem_id == hotel_id):
+        elif not (principal.has(MANAGE_ECOSYSTEM) and principal.hotel_id == hotel_id):
             raise NotFound("hotel not found")
-        rows = await self.members.page_in_ecosystem(hotel_id, after=_page_after(cursor), limit=limit)
+        rows = await self.members.page_in_hotel(hotel_id, after=_page_after(cursor), limit=limit)
         return {"items": [present_member(r) for r in rows], "next_cursor": _next_cursor(rows, limit, "created_at")}
 
     async def remove_hotel_members(self, caller: Principal, hotel_id: str) -> dict:
         """Every workspace of a hotel and its members (hotel deletion, saga compensation); idempotent."""
         removed_members, removed_workspaces = [], []
-        for workspace in await self.workspaces.list_in_ecosystem(hotel_id):
+        for workspace in await self.workspaces.list_in_hotel(hotel_id):
             removed_members += await self._remove_workspace(workspace, events.actor_of(caller))
             removed_workspaces.append(workspace["id"])
         return {"removed_member_ids": removed_members, "removed_workspace_ids": removed_workspaces}
@@ -505,7 +505,7 @@ class MembersService:
             raise invalid_cursor()
         rows = await self.members.changed_since(
             after=tuple(after) if after else None, limit=data["limit"],
-            ecosystem_id=data.get("ecosystem_id"), workspace_id=data.get("workspace_id"),
+            hotel_id=data.get("hotel_id"), workspace_id=data.get("workspace_id"),
         )
         # Always a cursor to resume from, also after the last page: the caller polls with it.
         cursor = encode_cursor(rows[-1]["change_seq"], rows[-1]["id"]) if rows else None
@@ -528,5 +528,5 @@ class MembersService:
 
 
 def _event_workspace(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "name": row["name"], "ecosystemId": row["ecosystem_id"], "locale": row["locale"],
+    return {"id": row["id"], "name": row["name"], "ecosystemId": row["hotel_id"], "locale": row["locale"],
             "timezone": row["timezone"]}

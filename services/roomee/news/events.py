@@ -56,7 +56,7 @@ async def publish(
     envelope = build_envelope(
         event_type,
         workspace_id=principal.workspace_id,
-        ecosystem_id=principal.ecosystem_id,
+        hotel_id=principal.hotel_id,
         workspace_name=workspace_name,
         payload=payload,
         channels=channels,

@@ -18,7 +18,7 @@ page = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("workspace_id", sa.String(36), nullable=False),
-    sa.Column("ecosystem_id", sa.String(64), nullable=True),
+    sa.Column("hotel_id", sa.String(64), nullable=True),
     sa.Column("parent_id", sa.String(36), sa.ForeignKey("page.id"), nullable=True),
     sa.Column("page_type", sa.String(16), nullable=False),
     sa.Column("title", sa.String(300), nullable=False),

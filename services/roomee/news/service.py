@@ -142,7 +142,7 @@ class NewsService:
                 raise UpstreamError({"status": response.status_code, "upstream": "media"})
             raise_for_status(response)
             media = response.json()
-            if media.get("ecosystemId") != principal.ecosystem_id:
+            if media.get("ecosystemId") != principal.hotel_id:
                 raise NotFound([{"loc": ["body", *field.split(".")], "msg": f"no media {media_id}"}],
                                code="media_not_found")
             if media.get("status") != "completed":
@@ -169,7 +169,7 @@ class NewsService:
         row = {
             "id": str(uuid.uuid4()),
             "workspace_id": principal.workspace_id,
-            "ecosystem_id": principal.ecosystem_id,
+            "hotel_id": principal.hotel_id,
             "parent_id": data["parent_id"],
             "page_type": data["page_type"],
             "title": data["title"].strip(),

@@ -55,7 +55,7 @@ def push_requests(
                 {
                     "notificationId": notification["id"],
                     "workspaceId": notification["workspace_id"],
-                    "ecosystemId": notification.get("ecosystem_id"),
+                    "ecosystemId": notification.get("hotel_id"),
                     "locale": locale,
                     "title": render["title"],
                     "body": render["body"],
@@ -78,7 +78,7 @@ def email_requests(notification: dict[str, Any], recipients_by_locale: dict[str,
                 {
                     "notificationId": notification["id"],
                     "workspaceId": notification["workspace_id"],
-                    "ecosystemId": notification.get("ecosystem_id"),
+                    "ecosystemId": notification.get("hotel_id"),
                     "locale": locale,
                     "subject": render["subject"],
                     "text": render["text"],
@@ -117,7 +117,7 @@ def delivery_jobs(channel: str, requests: list[dict[str, Any]]) -> list[tuple[st
     for request in requests:
         by_workspace[(request["workspaceId"], request.get("ecosystemId"))].append(request)
     jobs = []
-    for (workspace_id, ecosystem_id), grouped in by_workspace.items():
+    for (workspace_id, hotel_id), grouped in by_workspace.items():
         for batch in _job_batches(grouped, recipients_key):
             keys = "\n".join(
                 f"{r['notificationId']}:{r['locale']}:"
@@ -128,7 +128,7 @@ def delivery_jobs(channel: str, requests: list[dict[str, Any]]) -> list[tuple[st
             envelope = build_envelope(
                 f"delivery.{channel}",
                 workspace_id=workspace_id,
-                ecosystem_id=ecosystem_id,
+                hotel_id=hotel_id,
                 payload={"requests": list(batch)},
                 channels=(channel,),
                 actor={"id": "notification", "name": "Roomee", "type": "system"},

@@ -21,7 +21,7 @@ notification = sa.Table(
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("event_id", sa.String(255), nullable=False, unique=True),
     sa.Column("workspace_id", sa.String(36), nullable=True, index=True),
-    sa.Column("ecosystem_id", sa.String(64), nullable=True),
+    sa.Column("hotel_id", sa.String(64), nullable=True),
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("category", sa.String(32), nullable=False),
     sa.Column("actor_id", sa.String(64), nullable=True),

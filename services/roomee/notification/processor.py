@@ -351,7 +351,7 @@ class NotificationProcessor:
         message = {
             "id": notification_id_for(envelope["id"]),
             "workspace_id": workspace_id,
-            "ecosystem_id": envelope.get("ecosystemId"),
+            "hotel_id": envelope.get("ecosystemId"),
             "renders": {locale: {"subject": email.subject, "text": email.text, "html": email.html}},
         }
         requests = email_requests(message, {locale: [{"memberId": None, "to": address}]})
@@ -467,7 +467,7 @@ class NotificationProcessor:
             "id": notification_id_for(envelope["id"]),
             "event_id": str(envelope["id"]),
             "workspace_id": workspace_id,
-            "ecosystem_id": envelope.get("ecosystemId"),
+            "hotel_id": envelope.get("ecosystemId"),
             "type": kind.type,
             "category": kind.category,
             "actor_id": actor.get("id"),

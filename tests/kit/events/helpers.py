@@ -27,7 +27,7 @@ def unique_service(label: str) -> str:
 def sample_envelope(n: int = 0, **overrides) -> dict:
     values = dict(
         workspace_id="ws1",
-        ecosystem_id="hotel1",
+        hotel_id="hotel1",
         workspace_name="Lobby",
         payload={"id": f"page{n}", "title": f"Page {n}"},
         actor={"id": "member1", "name": "Ann", "type": "member"},

@@ -11,7 +11,7 @@ def test_envelope_is_the_seed_shape():
     envelope = build_envelope(
         "page.created",
         workspace_id="abc123",
-        ecosystem_id="hotel456",
+        hotel_id="hotel456",
         workspace_name="Mon Workspace",
         payload={"id": "page789", "title": "Nouvelle politique RH", "parent": {"id": "feed123"}},
         actor={"id": "member123", "name": "John Doe", "type": "member"},

@@ -7,7 +7,7 @@ Emitting (inside the request's or consumer's transaction)::
     async with db.transaction() as session:
         page = await repository.create_page(session, ...)
         await emit(session, "roomee.notification.page.created", build_envelope(
-            "page.created", workspace_id=ws.id, ecosystem_id=ws.hotel_id, workspace_name=ws.name,
+            "page.created", workspace_id=ws.id, hotel_id=ws.hotel_id, workspace_name=ws.name,
             payload={"id": page.id, "title": page.title}, actor={"id": m.id, "name": m.name, "type": "member"},
             receiver_ids=receivers))
 

@@ -43,7 +43,7 @@ def build_envelope(
     type: str,
     *,
     workspace_id: str | None,
-    ecosystem_id: str | None = None,
+    hotel_id: str | None = None,
     workspace_name: str | None = None,
     payload: Mapping[str, Any] | None,
     channels: Iterable[str] = ("push", "socket"),
@@ -59,7 +59,7 @@ def build_envelope(
         "id": str(event_id) if event_id is not None else str(uuid.uuid4()),
         "type": type,
         "workspaceId": _str_or_none(workspace_id),
-        "ecosystemId": _str_or_none(ecosystem_id),
+        "ecosystemId": _str_or_none(hotel_id),
         "workspaceName": workspace_name,
         "payload": dict(payload) if payload is not None else {},
         "channels": list(channels),
@@ -114,7 +114,7 @@ class Envelope(_CamelModel):
     id: str = Field(min_length=1)
     type: str = Field(min_length=1)
     workspace_id: str | None = None
-    ecosystem_id: str | None = None
+    hotel_id: str | None = None
     workspace_name: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
     channels: list[str] = Field(default_factory=lambda: ["push", "socket"])
