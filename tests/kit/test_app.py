@@ -37,16 +37,84 @@ async def test_health_ready_and_error_model(platform):
 
 
 async def test_text_postgresql_cannot_store_is_a_client_error(platform):
-    """A NUL character (schemathesis found it in path parameters and bodies) reaches PostgreSQL as text
-    it refuses: the answer is a 422, not a 500; SQLite stores such text, so there it is simply not found."""
+    """A NUL character (schemathesis found it in path parameters and bodies on PostgreSQL, which refuses it
+    while SQLite stores it) is refused before any route runs, on both backends alike."""
+    refused = {"error": "invalid_text", "detail": "text must not contain NUL (U+0000) characters"}
     async with platform.client() as client:
         admin = await make_admin(platform, client, "nul@example.com")
-        found = await client.get("/members/a%00b", headers=admin.headers)
-        if BACKEND == "real":
-            assert found.status_code == 422, found.text
-            assert found.json() == {"error": "invalid_text", "detail": "text must not contain NUL (U+0000) characters"}
-        else:
-            assert found.status_code == 404, found.text
+        answers = [
+            await client.get("/members/a%00b", headers=admin.headers),
+            await client.get("/members/", params={"cursor": "a\x00b"}, headers=admin.headers),
+            await client.post("/api/v1/pages", content=b'{"pageType": "feed", "title": "a\\u0000b"}',
+                              headers=admin.headers | {"Content-Type": "application/json"}),
+            await client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": "a\x00b",
+                                                    "client_secret": "x"}),
+        ]
+        for answer in answers:
+            assert answer.status_code == 422, answer.text
+            assert answer.json() == refused
+        # An escaped backslash followed by "u0000" is text without NUL, stored as such.
+        escaped = await client.post("/api/v1/pages", content=b'{"pageType": "feed", "title": "a\\\\u0000b"}',
+                                    headers=admin.headers | {"Content-Type": "application/json"})
+        assert escaped.status_code == 201, escaped.text
+        assert escaped.json()["title"] == "a\\u0000b"
+        assert (await client.get(f"/members/{admin.member_id}", headers=admin.headers)).status_code == 200
+
+
+async def test_a_database_that_cannot_be_reached_answers_503(platform, monkeypatch):
+    """A connection refused or lost while a request runs is the database's outage, not a bug: 503 with
+    Retry-After, and the service answers again once it is back."""
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    from tests.fixtures.platform import free_port
+
+    db = platform.platform.services["members"].db
+    # A PostgreSQL address where nothing listens, on both backends: the driver's connect is refused.
+    stopped = create_async_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/test")
+    async with platform.client() as client:
+        admin = await make_admin(platform, client, "outage@example.com")
+        with monkeypatch.context() as patched:
+            patched.setattr(db, "read_sessionmaker", async_sessionmaker(stopped))
+            patched.setattr(db, "sessionmaker", async_sessionmaker(stopped))
+            read = await client.get(f"/members/{admin.member_id}", headers=admin.headers)
+            write = await client.patch(f"/members/{admin.member_id}", json={"firstName": "Ada"}, headers=admin.headers)
+        for answer in (read, write):
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"] == "database_unavailable"
+            assert int(answer.headers["retry-after"]) > 0
+        assert (await client.get(f"/members/{admin.member_id}", headers=admin.headers)).status_code == 200
+    await stopped.dispose()
+
+
+async def test_a_connection_lost_during_a_request_answers_503(platform, monkeypatch):
+    """A pooled PostgreSQL connection terminated by the server (a restart, a failover) fails its request with
+    503 rather than 500; the pool replaces it for the next one."""
+    import pytest
+    import sqlalchemy as sa
+
+    if BACKEND != "real":
+        pytest.skip("SQLite has no server connection to lose")
+    db = platform.platform.services["members"].db
+    async with platform.client() as client:
+        admin = await make_admin(platform, client, "lost@example.com")
+        original = db.read_sessionmaker
+
+        def terminated_first():
+            session = original()
+
+            @sa.event.listens_for(session.sync_session, "after_begin", once=True)
+            def terminate(_session, _transaction, connection):
+                pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+                with db.engine.sync_engine.connect() as other:
+                    other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+
+            return session
+
+        with monkeypatch.context() as patched:
+            patched.setattr(db, "read_sessionmaker", terminated_first)
+            lost = await client.get(f"/members/{admin.member_id}", headers=admin.headers)
+        assert lost.status_code == 503, lost.text
+        assert lost.json()["error"] == "database_unavailable" and int(lost.headers["retry-after"]) > 0
         assert (await client.get(f"/members/{admin.member_id}", headers=admin.headers)).status_code == 200
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 
@@ -28,10 +29,19 @@ tracer = trace.get_tracer("roomee")
 
 UNMATCHED = "<unmatched>"
 # Label values of the method: anything else a client sends is counted as OTHER (bounded labels).
+# The request id and the W3C trace context (traceparent, tracestate, baggage): what the middleware reads.
+_CONTEXT_HEADERS = frozenset({b"x-request-id", b"traceparent", b"tracestate", b"baggage"})
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # SQLSTATEs of text PostgreSQL cannot store (a NUL character, or one outside the encoding), which SQLite
 # accepts: the client's input, so a 422 on every route rather than a validator on every string field.
 UNSTORABLE_TEXT_SQLSTATES = frozenset({"22021", "22P05"})
+UNSTORABLE_TEXT = "text must not contain NUL (U+0000) characters"
+# A lost or refused database connection: the request may succeed once the pool reconnects.
+DATABASE_RETRY_AFTER_SECONDS = "5"
+_DATABASE_MODULES = ("sqlalchemy.", "asyncpg.", "aiosqlite.")
+# A JSON string escape of NUL: an odd number of backslashes before "u0000".
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_TEXT_BODIES = (b"application/json", b"application/x-www-form-urlencoded")
 
 
 class ObservabilityMiddleware:
@@ -44,7 +54,8 @@ class ObservabilityMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        # Only the headers read here are decoded (ASGI servers give names in lower case).
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _CONTEXT_HEADERS}
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
         token = request_id_var.set(request_id)
         status = {"code": 500, "started": False}
@@ -83,6 +94,61 @@ class ObservabilityMiddleware:
                 request_id_var.reset(token)
 
 
+class TextGuard:
+    """Refuses NUL characters in the path, the query and JSON or form bodies with 422 ``invalid_text``
+    before any route runs: PostgreSQL cannot store them and SQLite can, so both backends answer alike
+    (and no string field needs a validator of its own)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"] or b"\x00" in scope["query_string"]:
+            return await _error(422, "invalid_text", UNSTORABLE_TEXT)(scope, receive, send)
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        content_type = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
+        if not content_type.startswith(_TEXT_BODIES):
+            return await self.app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if _JSON_NUL.search(body) if content_type.startswith(b"application/json") else b"%00" in body:
+            return await _error(422, "invalid_text", UNSTORABLE_TEXT)(scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _database_unavailable(exc: BaseException) -> bool:
+    """A connection to a service's database lost or refused (not an error of the statement)."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc.orig, OSError)
+    if not isinstance(exc, (ConnectionError, TimeoutError)):
+        return False
+    # Raised by the driver while connecting: make sure it is the database's, not another peer's.
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_globals.get("__name__", "").startswith(_DATABASE_MODULES):
+            return True
+        frame = frame.tb_next
+    return False
+
+
 def _error(status: int, code: str, detail, headers=None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
@@ -96,6 +162,9 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
         version=__version__,
         description="Roomee Platform API (" + ", ".join(f"{s.name} = {s.seed_name}" for s in targets) + ").",
         lifespan=platform.lifespan,
+        # ObservabilityMiddleware already makes the server span (with the request id) and the latency
+        # histogram; FastAPI's own would record each request a second time.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.platform = platform
     app.state.service_label = service_label
@@ -111,11 +180,24 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
         ]
         return _error(422, "validation_error", detail)
 
+    def database_unavailable(exc: BaseException) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return _error(503, "database_unavailable", "the database cannot be reached; retry later",
+                      {"Retry-After": DATABASE_RETRY_AFTER_SECONDS})
+
     @app.exception_handler(DBAPIError)
     async def database_error(_request: Request, exc: DBAPIError):
         if getattr(exc.orig, "sqlstate", None) in UNSTORABLE_TEXT_SQLSTATES:
-            return _error(422, "invalid_text", "text must not contain NUL (U+0000) characters")
+            return _error(422, "invalid_text", UNSTORABLE_TEXT)
+        if _database_unavailable(exc):
+            return database_unavailable(exc)
         raise exc  # any other database error is unexpected: the one error path below logs and answers it
+
+    @app.exception_handler(OSError)
+    async def connection_error(_request: Request, exc: OSError):
+        if _database_unavailable(exc):
+            return database_unavailable(exc)
+        raise exc
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):
@@ -171,7 +253,7 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After", "Location"],
             max_age=600,
         )
-    asgi = ObservabilityMiddleware(app, service_label)
+    asgi = ObservabilityMiddleware(TextGuard(app), service_label)
     for spec in targets:
         mount = spec.load(spec.mount)
         if mount is not None:
