@@ -31,6 +31,11 @@ async def test_forged_cursors_answer_422_on_every_members_list(platform):
         assert _invalid_cursor(await client.post("/members/sync", json={"cursor": page_shaped}, headers=service))
         feed_shaped = encode_cursor(10**400, "x")
         assert _invalid_cursor(await client.get("/members/", params={"cursor": feed_shaped}, headers=admin.headers))
+        # Signed, two strings, but no time where a page's position holds one (the kit's time-cursor decoder).
+        no_time = encode_cursor("not a time", "x")
+        assert _invalid_cursor(await client.get("/members/", params={"cursor": no_time}, headers=admin.headers))
+        assert _invalid_cursor(await client.get(f"/members/get/by/hotel_id/{admin.hotel_id}",
+                                                params={"cursor": no_time}, headers=service))
 
 
 def _validation_error(response) -> bool:

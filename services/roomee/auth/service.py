@@ -6,7 +6,9 @@ import asyncio
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -40,6 +42,37 @@ async def setup(ctx: ServiceContext) -> None:
         return keystore.jwks()
 
     ctx.platform.jwks_loader = local_jwks
+    recent = RecentProfiles()
+    ctx.state["recent_profiles"] = recent
+    ctx.platform.access_changes.listeners.append(recent.forget)
+
+
+# /users/me's memberships are remembered briefly per email: an app asks for them on every screen, and each
+# answer would otherwise cost a call to members. A removed member or changed permissions (an access change)
+# forgets them at once; other changes (a new membership, a renamed workspace) show within these seconds.
+RECENT_PROFILES_SECONDS = 2.0
+RECENT_PROFILES_KEPT = 10_000
+
+
+class RecentProfiles:
+    """The member profiles of recently seen emails, for :meth:`AuthService.me` only (sign-in and refresh
+    always ask members, since they put the memberships into a token)."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, tuple[float, list[dict[str, Any]]]] = OrderedDict()
+
+    def get(self, email: str) -> list[dict[str, Any]] | None:
+        entry = self._entries.get(email)
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+
+    def put(self, email: str, profiles: list[dict[str, Any]]) -> None:
+        self._entries[email] = (time.monotonic() + RECENT_PROFILES_SECONDS, profiles)
+        self._entries.move_to_end(email)
+        if len(self._entries) > RECENT_PROFILES_KEPT:
+            self._entries.popitem(last=False)
+
+    async def forget(self, _changed_members: set[str]) -> None:
+        self._entries.clear()
 
 
 def _hash_refresh(token: str) -> str:
@@ -249,9 +282,11 @@ class AuthService:
         if user is None or not valid:
             await self._record_failure("sign_in", ip, email)
             raise Unauthorized("invalid email or password", code="invalid_credentials")
+        # Members is asked before the first write: concurrent sign-ins of one account then hold the user's
+        # row lock for the two last statements only, not across the call.
+        profiles = await self._profiles(email)
         await self.failures.clear(email, ip)
         await self.users.update(user["id"], {"last_login_at": utcnow()})
-        profiles = await self._profiles(email)
         return await self._open_session(user, profiles, data.get("workspace_id"))
 
     async def refresh(self, refresh_token: str, ip: str) -> dict:
@@ -281,8 +316,13 @@ class AuthService:
 
     async def me(self, principal: Principal) -> dict:
         user = await self._user_of(principal)
-        profiles = await self._profiles(user["email"])
+        recent: RecentProfiles = self.ctx.state["recent_profiles"]
+        profiles = recent.get(user["email"]) or []
         current = next((p for p in profiles if p["id"] == principal.member_id), None)
+        if current is None:  # not remembered, or remembered before this membership began
+            profiles = await self._profiles(user["email"])
+            recent.put(user["email"], profiles)
+            current = next((p for p in profiles if p["id"] == principal.member_id), None)
         if current is None:
             raise Forbidden("your membership of this workspace ended", code="no_membership")
         return {"user": _user_out(user), "member": _membership(current), "memberships": [_membership(p) for p in profiles]}

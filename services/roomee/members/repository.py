@@ -88,18 +88,17 @@ class MemberRepository:
         found = row.mappings().first()
         return dict(found) if found else None
 
-    async def page_in_workspace(self, workspace_id: str, *, after: tuple[str, str] | None, limit: int) -> list[dict]:
+    async def page_in_workspace(self, workspace_id: str, *, after: tuple[datetime, str] | None, limit: int) -> list[dict]:
         query = _member_with_workspace.where(member.c.workspace_id == workspace_id, member.c.deleted_at.is_(None))
         return await self._page(query, after, limit)
 
-    async def page_in_hotel(self, hotel_id: str, *, after: tuple[str, str] | None, limit: int) -> list[dict]:
+    async def page_in_hotel(self, hotel_id: str, *, after: tuple[datetime, str] | None, limit: int) -> list[dict]:
         query = _member_with_workspace.where(member.c.hotel_id == hotel_id, member.c.deleted_at.is_(None))
         return await self._page(query, after, limit)
 
-    async def _page(self, query, after: tuple[str, str] | None, limit: int) -> list[dict]:
+    async def _page(self, query, after: tuple[datetime, str] | None, limit: int) -> list[dict]:
         if after is not None:
-            created, member_id = after
-            created_at = datetime.fromisoformat(created)
+            created_at, member_id = after
             query = query.where(
                 sa.or_(
                     member.c.created_at > created_at,

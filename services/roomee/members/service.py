@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from roomee.kit.auth import MANAGE_ECOSYSTEM, MANAGE_MEMBERS, MANAGE_WORKSPACE, PUBLISH_PAGES, Principal
 from roomee.kit.clock import as_utc, utcnow
 from roomee.kit.errors import Conflict, Forbidden, Gone, NotFound
-from roomee.kit.schemas import decode_cursor, encode_cursor, invalid_cursor
+from roomee.kit.schemas import decode_cursor, decode_time_cursor, encode_cursor, invalid_cursor
 from roomee.kit.settings import Settings
 from roomee.members import events
 from roomee.members.repository import MemberRepository, OnboardingRepository, WorkspaceRepository
@@ -66,15 +66,6 @@ def _event_member(row: dict[str, Any]) -> dict[str, Any]:
         "locale": row.get("locale"),
         "timezone": row.get("timezone"),
     }
-
-
-def _page_after(cursor: str | None) -> tuple[str, str] | None:
-    values = decode_cursor(cursor)
-    if values is None:
-        return None
-    if len(values) != 2 or not all(isinstance(v, str) for v in values):
-        raise invalid_cursor()
-    return values[0], values[1]
 
 
 def _next_cursor(rows: list[dict], limit: int, column: str) -> str | None:
@@ -253,7 +244,7 @@ class MembersService:
         return row
 
     async def list_members(self, principal: Principal, *, cursor: str | None, limit: int) -> dict:
-        rows = await self.members.page_in_workspace(principal.workspace_id, after=_page_after(cursor), limit=limit)
+        rows = await self.members.page_in_workspace(principal.workspace_id, after=decode_time_cursor(cursor), limit=limit)
         return {"items": [present_member(r) for r in rows], "next_cursor": _next_cursor(rows, limit, "created_at")}
 
     async def get_member(self, principal: Principal, member_id: str) -> dict:
@@ -483,7 +474,7 @@ class MembersService:
                 raise Forbidden("service scope 'members:read-hotel-members' required", code="insufficient_scope")
         elif not (principal.has(MANAGE_ECOSYSTEM) and principal.hotel_id == hotel_id):
             raise NotFound("hotel not found")
-        rows = await self.members.page_in_hotel(hotel_id, after=_page_after(cursor), limit=limit)
+        rows = await self.members.page_in_hotel(hotel_id, after=decode_time_cursor(cursor), limit=limit)
         return {"items": [present_member(r) for r in rows], "next_cursor": _next_cursor(rows, limit, "created_at")}
 
     async def remove_hotel_members(self, caller: Principal, hotel_id: str) -> dict:
