@@ -8,6 +8,7 @@ Create Date: 2026-11-27 17:59:01.655955
 from alembic import op
 import sqlalchemy as sa
 
+from roomee.kit.directory_tables import create_directory_tables, drop_directory_tables
 from roomee.kit.event_tables import create_event_tables, drop_event_tables
 
 
@@ -19,6 +20,7 @@ depends_on = None
 
 def upgrade() -> None:
     create_event_tables(op)
+    create_directory_tables(op)
     op.create_table('delivery_attempt',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('notification_id', sa.String(length=36), nullable=False),
@@ -38,22 +40,6 @@ def upgrade() -> None:
     with op.batch_alter_table('delivery_attempt', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_delivery_attempt_job_id'), ['job_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_delivery_attempt_notification_id'), ['notification_id'], unique=False)
-
-    op.create_table('member_directory',
-    sa.Column('member_id', sa.String(length=36), nullable=False),
-    sa.Column('workspace_id', sa.String(length=36), nullable=False),
-    sa.Column('ecosystem_id', sa.String(length=64), nullable=True),
-    sa.Column('user_id', sa.String(length=36), nullable=True),
-    sa.Column('name', sa.String(length=200), server_default='', nullable=False),
-    sa.Column('email', sa.String(length=320), nullable=True),
-    sa.Column('locale', sa.String(length=16), nullable=True),
-    sa.Column('timezone', sa.String(length=64), nullable=True),
-    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('member_id', name=op.f('pk_member_directory'))
-    )
-    with op.batch_alter_table('member_directory', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_member_directory_workspace_id'), ['workspace_id'], unique=False)
 
     op.create_table('notification',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -115,28 +101,12 @@ def upgrade() -> None:
     with op.batch_alter_table('push_subscription', schema=None) as batch_op:
         batch_op.create_index('ix_push_subscription_member', ['workspace_id', 'member_id'], unique=False)
 
-    op.create_table('sync_cursor',
-    sa.Column('name', sa.String(length=64), nullable=False),
-    sa.Column('cursor', sa.Text(), nullable=True),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('name', name=op.f('pk_sync_cursor'))
-    )
     op.create_table('unread_counter',
     sa.Column('member_id', sa.String(length=36), nullable=False),
     sa.Column('workspace_id', sa.String(length=36), nullable=False),
     sa.Column('count', sa.Integer(), server_default='0', nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('member_id', 'workspace_id', name=op.f('pk_unread_counter'))
-    )
-    op.create_table('workspace_directory',
-    sa.Column('workspace_id', sa.String(length=36), nullable=False),
-    sa.Column('ecosystem_id', sa.String(length=64), nullable=True),
-    sa.Column('name', sa.String(length=200), nullable=True),
-    sa.Column('locale', sa.String(length=16), nullable=True),
-    sa.Column('timezone', sa.String(length=64), nullable=True),
-    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('workspace_id', name=op.f('pk_workspace_directory'))
     )
     op.create_table('deferred_delivery',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -162,9 +132,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_deferred_delivery_due')
 
     op.drop_table('deferred_delivery')
-    op.drop_table('workspace_directory')
     op.drop_table('unread_counter')
-    op.drop_table('sync_cursor')
     with op.batch_alter_table('push_subscription', schema=None) as batch_op:
         batch_op.drop_index('ix_push_subscription_member')
 
@@ -178,13 +146,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_notification_workspace_id'))
 
     op.drop_table('notification')
-    with op.batch_alter_table('member_directory', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_member_directory_workspace_id'))
-
-    op.drop_table('member_directory')
     with op.batch_alter_table('delivery_attempt', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_delivery_attempt_notification_id'))
         batch_op.drop_index(batch_op.f('ix_delivery_attempt_job_id'))
 
     op.drop_table('delivery_attempt')
+    drop_directory_tables(op)
     drop_event_tables(op)
