@@ -71,3 +71,23 @@ async def every_item(client, person, path: str, limit: int, **params) -> list[di
         cursor = body["nextCursor"]
         if not cursor:
             return items
+
+
+def every_route(feed: dict, page: dict, made: dict) -> list[tuple[str, str, dict | None]]:
+    """(method, path, body) of every news route, about ``page`` (an article of ``feed``) and its comment ``made``."""
+    return [
+        ("GET", "/api/v1/pages", None),
+        ("POST", "/api/v1/pages", {"pageType": "article", "parentId": feed["id"], "title": "x"}),
+        ("GET", f"/api/v1/pages/{page['id']}", None),
+        ("PATCH", f"/api/v1/pages/{page['id']}", {"title": "x"}),
+        ("DELETE", f"/api/v1/pages/{page['id']}", None),
+        ("GET", f"/api/v1/pages/{page['id']}/comments", None),
+        ("POST", "/api/v1/comments", {"pageId": page["id"], "content": "x"}),
+        ("PATCH", f"/api/v1/comments/{made['id']}", {"content": "x"}),
+        ("DELETE", f"/api/v1/comments/{made['id']}", None),
+        ("PUT", f"/api/v1/pages/{page['id']}/like", None),
+        ("DELETE", f"/api/v1/pages/{page['id']}/like", None),
+        ("PUT", f"/api/v1/pages/{page['id']}/acknowledgement", None),
+        ("GET", f"/api/v1/pages/{page['id']}/acknowledgements", None),
+        ("GET", f"/api/v1/pages/{page['id']}/acknowledgements/summary", None),
+    ]

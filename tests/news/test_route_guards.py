@@ -5,26 +5,7 @@ slash, NUL, non-ASCII, too long) is a clear 4xx with the kit's error body, never
 
 from __future__ import annotations
 
-from tests.news.support import comment, create_article, create_feed, news_team
-
-
-def every_route(feed: dict, page: dict, made: dict) -> list[tuple[str, str, dict | None]]:
-    return [
-        ("GET", "/api/v1/pages", None),
-        ("POST", "/api/v1/pages", {"pageType": "article", "parentId": feed["id"], "title": "x"}),
-        ("GET", f"/api/v1/pages/{page['id']}", None),
-        ("PATCH", f"/api/v1/pages/{page['id']}", {"title": "x"}),
-        ("DELETE", f"/api/v1/pages/{page['id']}", None),
-        ("GET", f"/api/v1/pages/{page['id']}/comments", None),
-        ("POST", "/api/v1/comments", {"pageId": page["id"], "content": "x"}),
-        ("PATCH", f"/api/v1/comments/{made['id']}", {"content": "x"}),
-        ("DELETE", f"/api/v1/comments/{made['id']}", None),
-        ("PUT", f"/api/v1/pages/{page['id']}/like", None),
-        ("DELETE", f"/api/v1/pages/{page['id']}/like", None),
-        ("PUT", f"/api/v1/pages/{page['id']}/acknowledgement", None),
-        ("GET", f"/api/v1/pages/{page['id']}/acknowledgements", None),
-        ("GET", f"/api/v1/pages/{page['id']}/acknowledgements/summary", None),
-    ]
+from tests.news.support import comment, create_article, create_feed, every_route, news_team
 
 
 # (raw path segment, answers): an encoded slash matches no route; the others reach the route. A NUL is
