@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from tests.fixtures.people import make_admin
 
-# An encoded slash matches no route; a NUL is 422 where the database cannot store it (PostgreSQL).
-ODD_IDS = [("a%2Fb", {404}), ("nul%00", {404, 422}), ("%C3%A9t%C3%A9", {404}), ("%27%3B--", {404}),
-           ("x" * 2000, {404})]
+# An encoded slash matches no route; a NUL is refused (422 invalid_text) before any route.
+ODD_IDS = [("a%2Fb", {404}), ("nul%00", {422}), ("%C3%A9t%C3%A9", {404}), ("%27%3B--", {404}), ("x" * 2000, {404})]
 
 
 async def test_odd_hotel_ids_are_a_clear_4xx(platform):
@@ -23,8 +22,8 @@ async def test_odd_hotel_ids_are_a_clear_4xx(platform):
                 response = await client.request(method, path, json=body, headers=operator)
                 assert response.status_code in expected, (method, path, response.text)
                 assert response.json()["error"], response.text
-                if "%2F" in odd:
-                    continue  # no route: nothing to authorise
+                if "%2F" in odd or "%00" in odd:
+                    continue  # refused before any route: nothing to authorise
                 refused = await client.request(method, path, json=body, headers=news)
                 assert refused.status_code == 403, (method, path, refused.text)
                 as_member = await client.request(method, path, json=body, headers=member.headers)
