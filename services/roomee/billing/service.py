@@ -189,10 +189,19 @@ class BillingService:
         """
         plan = plan_of(data["product_id"])
         hotel_id = data["customer_id"]
-        async with self.hotel_locks.hold(hotel_id):
+        async with self._hotel_exclusively(hotel_id):
             if self.subscriptions.lock_rows:
                 return await self._record_then_subscribe(hotel_id, plan, data)
             return await self._subscribe_then_record(hotel_id, plan, data)
+
+    @asynccontextmanager
+    async def _hotel_exclusively(self, hotel_id: str) -> AsyncIterator[None]:
+        """Hold the hotel's lock until this request's writes are committed: released before the commit,
+        it would let the next request of that hotel read the row as it was and change it a second time
+        (two quota events for one plan change)."""
+        async with self.hotel_locks.hold(hotel_id):
+            yield
+            await self.session.commit()
 
     def _new_row(self, hotel_id: str, plan: Plan, data: dict[str, Any]) -> dict[str, Any]:
         now = utcnow()
@@ -275,7 +284,7 @@ class BillingService:
 
     async def cancel(self, hotel_id: str) -> dict[str, Any]:
         """Cancel the live subscription now; a hotel whose subscription already ended gets it back as is."""
-        async with self.hotel_locks.hold(hotel_id):
+        async with self._hotel_exclusively(hotel_id):
             return await self._cancel(hotel_id)
 
     async def _cancel(self, hotel_id: str) -> dict[str, Any]:
@@ -296,7 +305,7 @@ class BillingService:
     async def change_plan(self, hotel_id: str, plan_id: str) -> dict[str, Any]:
         """Move the live subscription to another plan; the hotel's storage quota follows."""
         plan = plan_of(plan_id)
-        async with self.hotel_locks.hold(hotel_id):
+        async with self._hotel_exclusively(hotel_id):
             return await self._change_plan(hotel_id, plan)
 
     async def _change_plan(self, hotel_id: str, plan: Plan) -> dict[str, Any]:
