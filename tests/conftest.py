@@ -15,6 +15,7 @@ BACKEND_INDEPENDENT = (
     "tests/k8s_operator/",
     "tests/e2e/test_openapi_conformance.py",
     "tests/e2e/test_broker_outage.py",
+    "tests/e2e/test_news_media_broker_outage.py",
     "tests/kit/events/test_broker_start.py",
 )
 SCOPE = os.environ.get("ROOMEE_TEST_SCOPE", "all")

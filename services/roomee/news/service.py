@@ -7,7 +7,6 @@ import asyncio
 import logging
 import uuid
 from typing import Any
-from urllib.parse import quote
 
 import nh3
 from sqlalchemy.exc import IntegrityError
@@ -130,7 +129,7 @@ class NewsService:
         if not unique:
             return []
         client = self.ctx.client("media")
-        responses = await asyncio.gather(*(client.get(f"/media/{quote(media_id, safe='')}") for media_id in unique))
+        responses = await asyncio.gather(*(client.get("/media/{id}", path_params={"id": media_id}) for media_id in unique))
         resolved = []
         for media_id, response in zip(unique, responses):
             field = f"medias.{media_ids.index(media_id)}"
