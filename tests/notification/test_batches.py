@@ -3,9 +3,26 @@ together, set-based lookups and writes): the outcome must be that of handling th
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
 from roomee.kit.events import build_envelope
 from roomee.notification.dispatcher import PUSH_BATCH, RECIPIENTS_PER_JOB, delivery_jobs
-from tests.notification.support import event, eventually, handled, inbox, publish, team_platform, unread, wait_handled
+from roomee.notification.models import notification_receiver, unread_counter
+from roomee.notification.processor import notification_id_for
+from roomee.notification.repository import COPY_AT, DirectoryRepository, PreferenceRepository
+from tests.notification.support import (
+    event,
+    eventually,
+    handled,
+    inbox,
+    publish,
+    set_clock,
+    team_platform,
+    unread,
+    wait_handled,
+)
 
 
 def member_updated(person, *, locale: str) -> dict:
@@ -102,3 +119,49 @@ def test_delivery_jobs_group_requests_per_workspace_within_their_limits():
     # Planned again (a redelivered event), the same requests make the same jobs.
     assert [job["id"] for _, job in delivery_jobs("push", singles)] == [job["id"] for _, job in jobs]
     assert len({job["id"] for _, job in jobs}) == len(jobs)
+
+
+async def test_a_large_fan_out_writes_exact_rows_and_counters_and_keeps_each_members_preferences(tmp_path):
+    """From ``COPY_AT`` receivers the rows go by COPY on PostgreSQL; members with preferences (read
+    with the directory in one query) still get what those allow, and counters add up exactly."""
+    async with team_platform(tmp_path, members=0) as team:
+        workspace = team.admin.workspace_id
+        receivers = [f"big-{n:05d}" for n in range(COPY_AT + 10)]
+        silent, quiet, busy = receivers[:3]
+        now = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+        set_clock(team.running, now)
+        async with team.ctx.db.transaction() as session:
+            await DirectoryRepository(session).upsert_members(
+                [{"member_id": m, "workspace_id": workspace, "user_id": m, "name": "", "email": None, "locale": None,
+                  "timezone": None, "deleted_at": None, "updated_at": now} for m in receivers],
+                columns=("workspace_id", "user_id", "name", "email", "locale", "timezone", "deleted_at"),
+            )
+            preferences = PreferenceRepository(session)
+            await preferences.upsert({"member_id": silent, "workspace_id": workspace, "is_global_silent": True,
+                                      "category_prefs": {}, "quiet_mode": "skip", "updated_at": now})
+            await preferences.upsert({"member_id": quiet, "workspace_id": workspace, "is_global_silent": False,
+                                      "category_prefs": {}, "quiet_start": "11:00", "quiet_end": "13:00",
+                                      "quiet_timezone": "UTC", "quiet_mode": "defer", "updated_at": now})
+            # A counter from earlier notifications: the fan-out adds to it.
+            await session.execute(sa.insert(unread_counter).values(
+                member_id=busy, workspace_id=workspace, count=3, updated_at=now))
+        fan_out = event(team.admin, receivers, payload={"id": "page-big", "title": "Big"})
+        also_busy = event(team.admin, [busy], payload={"id": "page-small", "title": "Small"})
+        await publish(team.running, fan_out, also_busy)
+        await wait_handled(team.running, fan_out, also_busy, timeout=30)
+
+        r, c = notification_receiver.c, unread_counter.c
+        async with team.ctx.db.transaction() as session:
+            rows = (await session.execute(
+                sa.select(r.member_id, r.notification_id, r.channels).where(r.workspace_id == workspace)
+            )).all()
+            counters = dict((await session.execute(
+                sa.select(c.member_id, c.count).where(c.workspace_id == workspace)
+            )).all())
+        big = notification_id_for(fan_out["id"])
+        channels = {m: ch for m, n, ch in rows if n == big}
+        assert sorted(channels) == receivers[1:]  # the silent member gets nothing
+        assert channels[quiet] == "socket,push:deferred"
+        assert {ch for m, ch in channels.items() if m != quiet} == {"socket,push"}
+        assert [m for m, n, _ in rows if n == notification_id_for(also_busy["id"])] == [busy]
+        assert {m: n for m, n in counters.items() if m in receivers} == {**{m: 1 for m in receivers[1:]}, busy: 3 + 2}

@@ -9,26 +9,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.kit.directory import DirectoryStore
+from roomee.kit.repository import Repository
 from roomee.news.models import DIRECTORY_TABLES, acknowledgement, comment, page, page_like
 
 Cursor = tuple[datetime, str]
-
-
-class _Repository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-        self.is_postgres = session.get_bind().dialect.name == "postgresql"
-
-    def _insert(self, table: sa.Table):
-        return (postgresql.insert if self.is_postgres else sqlite.insert)(table)
-
-    async def _one(self, query) -> dict | None:
-        found = (await self.session.execute(query)).mappings().first()
-        return dict(found) if found else None
 
 
 def _live_page(workspace_id: str, page_id: str):
@@ -80,7 +67,7 @@ def _feed_statement(under_parent: bool, of_type: bool, after_cursor: bool) -> sa
     return query.order_by(page.c.created_at.desc(), page.c.id.desc()).limit(sa.bindparam("limit"))
 
 
-class PageRepository(_Repository):
+class PageRepository(Repository):
 
     async def insert(self, values: dict[str, Any]) -> None:
         await self.session.execute(sa.insert(page).values(**values))
@@ -161,7 +148,7 @@ class PageRepository(_Repository):
         return int(value) if value is not None else None
 
 
-class CommentRepository(_Repository):
+class CommentRepository(Repository):
     async def insert(self, values: dict[str, Any]) -> None:
         await self.session.execute(sa.insert(comment).values(**values))
 
@@ -205,7 +192,7 @@ class CommentRepository(_Repository):
         return result.rowcount > 0
 
 
-class ReactionRepository(_Repository):
+class ReactionRepository(Repository):
     """Likes and acknowledgements: one row per (page, member)."""
 
     async def add(self, table: sa.Table, values: dict[str, Any]) -> bool:
@@ -227,7 +214,7 @@ class ReactionRepository(_Repository):
         )
 
 
-class AcknowledgementRepository(_Repository):
+class AcknowledgementRepository(Repository):
     """Who has and has not acknowledged a page: its acknowledgements against the directory's live
     members of the workspace (the author excluded)."""
 

@@ -1,24 +1,23 @@
 """All SQL of the notification service.
 
-Fan-out is bulk: receivers are written with one statement per chunk, counters with one upsert
-per chunk, and lookups for a set of members are one query whatever its size (the ids travel as
+Fan-out is bulk: receivers are written with one statement (``COPY`` when many, on PostgreSQL),
+counters with one upsert, and lookups for a set of members are one query whatever its size (the ids travel as
 one array parameter on PostgreSQL, one JSON parameter on SQLite). Every member query filters on
 the member and the workspace (tenant isolation).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.kit.directory import DirectoryStore
+from roomee.kit.repository import Repository
 from roomee.notification.models import (
     DIRECTORY_TABLES,
     deferred_delivery,
@@ -31,21 +30,11 @@ from roomee.notification.models import (
     unread_counter,
 )
 
-# Rows per bulk statement (receivers travel as array parameters, deferred rows as executemany).
-RECEIVER_CHUNK = 20000
-
-
-class _TextArray(postgresql.ARRAY):
-    """``text[]`` handed to asyncpg as is: SQLAlchemy's per-item bind processing (several Python
-    ``isinstance`` calls per element) would dominate a large fan-out."""
-
-    cache_ok = True
-
-    def __init__(self) -> None:
-        super().__init__(sa.String)
-
-    def bind_processor(self, dialect):
-        return None
+RECEIVER_COLUMNS = ("notification_id", "member_id", "workspace_id", "locale", "channels", "created_at")
+# Receiver rows from which PostgreSQL gets them by COPY (a fan-out); fewer (a batch of small events)
+# go in one INSERT with array parameters, which takes one round trip where COPY takes several.
+COPY_AT = 1000
+_WHEN = sa.DateTime(timezone=True)
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -62,105 +51,61 @@ class CounterDrift:
     drifted: int
 
 
-class _Repository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-        self.is_postgres = session.get_bind().dialect.name == "postgresql"
-
-    def _insert(self, table: sa.Table):
-        return (postgresql.insert if self.is_postgres else sqlite.insert)(table)
-
-    def _one_of(self, column: sa.ColumnElement, ids: Iterable[str]) -> sa.ColumnElement[bool]:
-        """``column IN ids`` with a single bind parameter, whatever the number of ids."""
-        values = list(ids)
-        if self.is_postgres:
-            return column == sa.any_(sa.bindparam(None, values, type_=_TextArray()))
-        each = sa.func.json_each(sa.bindparam(None, json.dumps(values), type_=sa.Text)).table_valued("value")
-        return column.in_(sa.select(each.c.value))
-
-
-class NotificationRepository(_Repository):
+class NotificationRepository(Repository):
     async def insert_many(self, rows: Sequence[dict[str, Any]]) -> set[str]:
         """Insert several notifications in one statement; the ids of those that were new."""
         if not rows:
             return set()
-        # Rows as executemany parameters: the statement compiles once and stays cached (a VALUES
-        # list compiles anew for every batch size: 16 ms for 125 notifications); SQLAlchemy
-        # still sends them as multi-row INSERTs ("insertmanyvalues").
-        result = await self.session.execute(
-            self._insert(notification).on_conflict_do_nothing().returning(notification.c.id), list(rows)
-        )
+        if self.is_postgres:
+            columns, select = self._unnest(notification, rows)
+            stmt = self._insert(notification).from_select(columns, select)
+            result = await self.session.execute(stmt.on_conflict_do_nothing().returning(notification.c.id))
+        else:
+            # Rows as executemany parameters: the statement compiles once and stays cached (a
+            # VALUES list compiles anew for every batch size: 16 ms for 125 notifications).
+            result = await self.session.execute(
+                self._insert(notification).on_conflict_do_nothing().returning(notification.c.id), list(rows)
+            )
         return set(result.scalars())
 
-    async def insert_receivers_of_many(
+    async def add_receivers(
         self, created_at: datetime, receivers: Sequence[tuple[str, str, str, str, str]]
-    ) -> None:
-        """Receiver rows ``(notification_id, member_id, workspace_id, locale, channels)`` of several
-        notifications: one ``INSERT ... SELECT`` per chunk, the columns travelling as arrays."""
-        columns = ["notification_id", "member_id", "workspace_id", "locale", "channels", "created_at"]
-        names = columns[:5]
-        when = sa.bindparam(None, created_at, type_=sa.DateTime(timezone=True))
-        for chunk in chunks(receivers, RECEIVER_CHUNK):
-            if self.is_postgres:
-                rows = sa.func.unnest(
-                    *(sa.bindparam(None, [r[i] for r in chunk], type_=_TextArray()) for i in range(5))
-                ).table_valued(*names).render_derived()
-                values = [rows.c[name] for name in names]
-            else:
-                rows = sa.func.json_each(sa.bindparam(None, json.dumps(list(chunk)), type_=sa.Text)).table_valued("value")
-                values = [sa.func.json_extract(rows.c.value, f"$[{i}]") for i in range(5)]
-            select = sa.select(*values, when).select_from(rows)
-            await self.session.execute(sa.insert(notification_receiver).from_select(columns, select))
+    ) -> dict[tuple[str, str], int]:
+        """Write the receiver rows ``(notification_id, member_id, workspace_id, locale, channels)``
+        of one or several notifications and add them to their members' unread counters; the new
+        count of each ``(member_id, workspace_id)``.
 
-    async def bump_counters_of_many(self, notification_ids: Sequence[str], when: datetime) -> dict[tuple[str, str], int]:
-        """Add the receiver rows of these notifications to their members' unread counters, in one
-        statement; the new count of each ``(member_id, workspace_id)``.
-
-        Rows come in (member, workspace) order, so concurrent writers lock counters in one order."""
-        if not notification_ids:
+        Two statements whatever the number of receivers. On PostgreSQL a large set is loaded with
+        ``COPY`` (no SQL to parse, no parameter per value); a small one travels as arrays. The
+        counters are bumped from the same ids (not by reading the rows back), grouped so a member
+        receiving several notifications of the batch gets one increment of that many, in
+        (member, workspace) order, so concurrent writers lock counter rows in one order.
+        """
+        if not receivers:
             return {}
-        r = notification_receiver.c
-        added = (
-            sa.select(
-                r.member_id,
-                r.workspace_id,
-                sa.func.count().label("count"),
-                sa.bindparam("when", when, type_=sa.DateTime(timezone=True)).label("updated_at"),
+        if self.is_postgres and len(receivers) >= COPY_AT:
+            await self._copy(notification_receiver, RECEIVER_COLUMNS,
+                             [(*receiver, created_at) for receiver in receivers])
+        else:
+            await self.session.execute(
+                sa.insert(notification_receiver).from_select(
+                    RECEIVER_COLUMNS,
+                    sa.select(*self._text_columns(receivers, 5), sa.bindparam("when", created_at, type_=_WHEN)),
+                )
             )
-            .where(self._one_of(r.notification_id, notification_ids))
-            .group_by(r.member_id, r.workspace_id)
-            .order_by(r.member_id, r.workspace_id)
+        member, workspace = self._text_columns([(r[1], r[2]) for r in receivers], 2)
+        added = (
+            sa.select(member, workspace, sa.func.count(), sa.bindparam("when", created_at, type_=_WHEN))
+            .group_by(member, workspace)
+            .order_by(member, workspace)
         )
+        c = unread_counter.c
         stmt = self._insert(unread_counter).from_select(["member_id", "workspace_id", "count", "updated_at"], added)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[unread_counter.c.member_id, unread_counter.c.workspace_id],
-            set_={"count": unread_counter.c.count + stmt.excluded.count, "updated_at": stmt.excluded.updated_at},
-        ).returning(unread_counter.c.member_id, unread_counter.c.workspace_id, unread_counter.c.count)
-        return {(m, w): c for m, w, c in (await self.session.execute(stmt)).all()}
-
-    async def bump_counters(self, notification_id: str, when: datetime) -> dict[str, int]:
-        """+1 on the counter of every receiver of a notification, in one statement; the new counts.
-
-        ``INSERT ... SELECT`` from the receiver rows just written, so the size of the fan-out
-        never shows in the SQL; rows come in member order, so concurrent fan-outs lock counter
-        rows in the same order (no deadlock).
-        """
-        receivers = (
-            sa.select(
-                notification_receiver.c.member_id,
-                notification_receiver.c.workspace_id,
-                sa.literal(1).label("count"),
-                sa.bindparam("when", when, type_=sa.DateTime(timezone=True)).label("updated_at"),
-            )
-            .where(notification_receiver.c.notification_id == notification_id)
-            .order_by(notification_receiver.c.member_id)
-        )
-        stmt = self._insert(unread_counter).from_select(["member_id", "workspace_id", "count", "updated_at"], receivers)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[unread_counter.c.member_id, unread_counter.c.workspace_id],
-            set_={"count": unread_counter.c.count + stmt.excluded.count, "updated_at": stmt.excluded.updated_at},
-        ).returning(unread_counter.c.member_id, unread_counter.c.count)
-        return {member_id: count for member_id, count in (await self.session.execute(stmt)).all()}
+            index_elements=[c.member_id, c.workspace_id],
+            set_={"count": c.count + stmt.excluded.count, "updated_at": stmt.excluded.updated_at},
+        ).returning(c.member_id, c.workspace_id, c.count)
+        return {(m, w): n for m, w, n in (await self.session.execute(stmt)).all()}
 
     async def get(self, notification_id: str) -> dict | None:
         row = (await self.session.execute(sa.select(notification).where(notification.c.id == notification_id))).mappings().first()
@@ -404,9 +349,14 @@ class NotificationRepository(_Repository):
         )
 
 
-class AttemptRepository(_Repository):
+class AttemptRepository(Repository):
     async def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
+        if not rows:
+            return
+        if self.is_postgres:  # one prepared statement whatever the batch size
+            columns, select = self._unnest(delivery_attempt, rows)
+            await self.session.execute(sa.insert(delivery_attempt).from_select(columns, select))
+        else:
             await self.session.execute(sa.insert(delivery_attempt), list(rows))
 
     async def histories(self, job_ids: Sequence[str]) -> dict[str, tuple[int, set[tuple[str, str]]]]:
@@ -437,7 +387,7 @@ class AttemptRepository(_Repository):
         return [dict(row) for row in rows.mappings()]
 
 
-class PreferenceRepository(_Repository):
+class PreferenceRepository(Repository):
     async def get(self, member_id: str, workspace_id: str) -> dict | None:
         row = (
             await self.session.execute(
@@ -449,15 +399,6 @@ class PreferenceRepository(_Repository):
         ).mappings().first()
         return dict(row) if row else None
 
-    async def get_many(self, member_ids: Sequence[str], workspace_id: str) -> dict[str, dict]:
-        rows = await self.session.execute(
-            sa.select(notification_preference).where(
-                notification_preference.c.workspace_id == workspace_id,
-                self._one_of(notification_preference.c.member_id, member_ids),
-            )
-        )
-        return {row["member_id"]: dict(row) for row in rows.mappings()}
-
     async def upsert(self, row: dict[str, Any]) -> None:
         stmt = self._insert(notification_preference).values(**row)
         await self.session.execute(
@@ -468,7 +409,7 @@ class PreferenceRepository(_Repository):
         )
 
 
-class SubscriptionRepository(_Repository):
+class SubscriptionRepository(Repository):
     async def by_subscription_id(self, subscription_id: str) -> dict | None:
         row = (
             await self.session.execute(
@@ -535,7 +476,7 @@ class SubscriptionRepository(_Repository):
         return [(m, s) for m, s in rows.all()]
 
 
-class DirectoryRepository(_Repository, DirectoryStore):
+class DirectoryRepository(Repository, DirectoryStore):
     """The kit's directory store on this service's tables, with a bulk lookup for fan-outs."""
 
     def __init__(self, session: AsyncSession) -> None:
@@ -550,12 +491,31 @@ class DirectoryRepository(_Repository, DirectoryStore):
             )
 
     async def members(self, member_ids: Sequence[str]) -> dict[str, sa.Row]:
-        """What delivering to these members needs (rows with ``workspace_id``, ``name``, ``email``,
-        ``locale``, ``timezone``, ``deleted_at``), by member id."""
-        d = member_directory.c
+        """What delivering to these members needs, by member id, in one query: rows with
+        ``workspace_id``, ``name``, ``email``, ``locale``, ``timezone``, ``deleted_at``, and the
+        member's preferences in that workspace (``has_preferences`` and the columns
+        ``Preferences.from_row`` reads; see ``preferences_of``)."""
+        d, p = member_directory.c, notification_preference.c
         result = await self.session.execute(
-            sa.select(d.member_id, d.workspace_id, d.name, d.email, d.locale, d.timezone, d.deleted_at).where(
-                self._one_of(d.member_id, member_ids)
+            sa.select(
+                d.member_id, d.workspace_id, d.name, d.email, d.locale, d.timezone, d.deleted_at,
+                p.member_id.is_not(None).label("has_preferences"),
+                *(p[name] for name in PREFERENCE_COLUMNS),
             )
+            .select_from(
+                member_directory.outerjoin(
+                    notification_preference, sa.and_(p.member_id == d.member_id, p.workspace_id == d.workspace_id)
+                )
+            )
+            .where(self._one_of(d.member_id, member_ids))
         )
         return {row.member_id: row for row in result.all()}
+
+
+# What ``DirectoryRepository.members`` reads of a member's preferences.
+PREFERENCE_COLUMNS = ("is_global_silent", "category_prefs", "quiet_start", "quiet_end", "quiet_timezone", "quiet_mode")
+
+
+def preferences_of(entry: sa.Row) -> dict[str, Any] | None:
+    """The preference row within a ``DirectoryRepository.members`` entry (None: the defaults)."""
+    return {name: getattr(entry, name) for name in PREFERENCE_COLUMNS} if entry.has_preferences else None
