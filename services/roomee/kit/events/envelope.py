@@ -114,7 +114,7 @@ class Envelope(_CamelModel):
     id: str = Field(min_length=1)
     type: str = Field(min_length=1)
     workspace_id: str | None = None
-    hotel_id: str | None = None
+    hotel_id: str | None = Field(default=None, alias="ecosystemId")  # the seed's wire name for the hotel
     workspace_name: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
     channels: list[str] = Field(default_factory=lambda: ["push", "socket"])
