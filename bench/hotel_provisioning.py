@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT / "services"))
 
 import httpx  # noqa: E402
 
+import _harness as harness  # noqa: E402
+
 from roomee.hotel.qr import qr_png  # noqa: E402
 from roomee.kit import loop  # noqa: E402
 from roomee.kit.events import Message, build_envelope  # noqa: E402
@@ -77,21 +79,7 @@ async def provision(client: httpx.AsyncClient, headers: dict, count: int, timeou
     for response in responses:
         assert response.status_code == 202, response.text
         ids.append(response.json()["id"])
-    pending, documents = set(ids), {}
-    while pending:
-        if time.perf_counter() - started > timeout:
-            raise SystemExit(f"{len(pending)} hotels not ready after {timeout} s")
-        for hotel_id in list(pending):
-            response = await client.get(f"/hotel/{hotel_id}/provisioning", headers=headers)
-            if response.status_code != 200:  # an overloaded moment (e.g. no database connection left): poll again
-                continue
-            document = response.json()
-            if document["status"] == "failed":
-                raise SystemExit(f"hotel {hotel_id} failed: {document['error']}")
-            if document["status"] == "ready":
-                pending.discard(hotel_id)
-                documents[hotel_id] = document
-        await asyncio.sleep(0.005)
+    documents = await harness.wait_provisioned(client, headers, ids, timeout - (time.perf_counter() - started))
     return time.perf_counter() - started, list(documents.values())
 
 

@@ -11,8 +11,8 @@ valid access token, against a FastAPI hello-world (``GET /`` answering ``{"hello
 measured in the same run, and the news process's own ``GET /health`` (the platform's per-request
 floor: middleware, metrics, tracing, no database). Each server is one process with one worker on uvloop, as ``roomee run``
 serves a target (the news process also serves auth and members, which the measured requests do not
-touch; tokens are verified locally). The load comes from this process: ``--concurrency`` aiohttp
-connections kept busy for ``--seconds`` after one second of warm-up; throughput is completed
+touch; tokens are verified locally). The load is ``wrk`` (bench/_harness.py) with ``--concurrency``
+keep-alive connections for ``--seconds`` after one second of warm-up; throughput is completed
 requests per second, latency is per request (p50, p99). Target: the feed at >= 0.5x hello-world.
 """
 
@@ -24,7 +24,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +47,8 @@ os.environ["ROOMEE_TEST_BACKEND"] = ARGS.backend
 
 import aiohttp  # noqa: E402
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
+
+import _harness as harness  # noqa: E402
 
 from roomee.bootstrap import bootstrap_admin  # noqa: E402
 from roomee.kit.loop import run  # noqa: E402
@@ -69,37 +69,8 @@ async def serve_platform(settings_file: str) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
-async def serve_hello(port: int) -> None:
-    """The child process: the baseline, a FastAPI hello-world under the same uvicorn configuration."""
-    from fastapi import FastAPI
-
-    app = FastAPI()
-
-    @app.get("/")
-    async def hello() -> dict[str, str]:
-        return {"hello": "world"}
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    print("ready", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    server.should_exit = True
-    await task
-
-
 def start_child(*args: str) -> subprocess.Popen:
-    child = subprocess.Popen([sys.executable, __file__, "--backend", ARGS.backend, *args],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    if child.stdout.readline().strip() != b"ready":
-        raise RuntimeError(f"the child {args} did not start")
-    return child
-
-
-def stop_child(child: subprocess.Popen) -> None:
-    child.stdin.close()
-    child.wait(60)
+    return harness.start_child([sys.executable, __file__, "--backend", ARGS.backend, *args])
 
 
 async def seed(base_url: str, settings: Settings) -> tuple[dict[str, str], str]:
@@ -126,38 +97,12 @@ async def seed(base_url: str, settings: Settings) -> tuple[dict[str, str], str]:
 
 
 async def load(url: str, headers: dict[str, str]) -> dict[str, float]:
-    """Keep ``--concurrency`` requests in flight for one warm-up second and ``--seconds`` measured."""
-    latencies: list[float] = []
-    errors = 0
-    connector = aiohttp.TCPConnector(limit=ARGS.concurrency)
-    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
-        async def worker(until: float, record: bool) -> None:
-            nonlocal errors
-            while time.perf_counter() < until:
-                started = time.perf_counter()
-                async with http.get(url) as response:
-                    await response.read()
-                    ok = response.status == 200
-                if record:
-                    if ok:
-                        latencies.append(time.perf_counter() - started)
-                    else:
-                        errors += 1
-
-        warm = time.perf_counter() + 1.0
-        await asyncio.gather(*(worker(warm, False) for _ in range(ARGS.concurrency)))
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(began + ARGS.seconds, True) for _ in range(ARGS.concurrency)))
-        elapsed = time.perf_counter() - began
-    if errors:
-        raise RuntimeError(f"{errors} requests to {url} failed")
-    latencies.sort()
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50": latencies[len(latencies) // 2] * 1000,
-        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        "requests": len(latencies),
-    }
+    """``--concurrency`` wrk connections for one warm-up second, then ``--seconds`` measured."""
+    harness.wrk(url, headers, None, 1.0, ARGS.concurrency)
+    row = harness.wrk(url, headers, None, ARGS.seconds, ARGS.concurrency)
+    if row["errors"] or not row["requests"]:
+        raise RuntimeError(f"{row['errors']} of {row['requests']} requests to {url} failed")
+    return row
 
 
 async def main() -> None:
@@ -180,8 +125,8 @@ async def main() -> None:
             floor = await load(f"{settings.base_url}/health", {})
             ours = await load(feed_url, headers)
         finally:
-            stop_child(hello)
-            stop_child(platform)
+            harness.stop_child(hello)
+            harness.stop_child(platform)
             await drop_test_resources()
     ratio = ours["rps"] / baseline["rps"]
     print()
@@ -198,6 +143,6 @@ if __name__ == "__main__":
     if ARGS.serve_platform:
         run(serve_platform(ARGS.serve_platform))
     elif ARGS.serve_hello:
-        run(serve_hello(int(ARGS.serve_hello)))
+        run(harness.serve_hello(int(ARGS.serve_hello)))
     else:
         run(main())

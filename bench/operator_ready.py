@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT / "services"))
 
 import yaml  # noqa: E402
 
+import _harness as harness  # noqa: E402
+
 from roomee.kit import loop  # noqa: E402
 from tests.fixtures.kube import running_kube  # noqa: E402
 from tests.fixtures.platform import drop_test_resources, make_settings, running_platform  # noqa: E402
@@ -76,21 +78,16 @@ async def through_rest(platform, count: int, timeout: float) -> float:
     async with platform.client() as client:
         headers = await platform.service_headers("operator")
 
-        async def one() -> None:
+        async def one() -> str:
             n = uuid.uuid4().hex[:10]
             body = {**{k: v for k, v in hotel_spec(n).items() if k != "contact"}, **hotel_spec(n)["contact"]}
             response = await client.post("/hotel/add", json=body, headers={**headers, "Idempotency-Key": n})
             assert response.status_code == 202, response.text
-            hotel_id = response.json()["id"]
-            while True:
-                document = (await client.get(f"/hotel/{hotel_id}/provisioning", headers=headers)).json()
-                if document["status"] == "ready":
-                    return
-                assert document["status"] == "provisioning", document
-                await asyncio.sleep(0.005)
+            return response.json()["id"]
 
         started = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), timeout)
+        hotel_ids = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), timeout)
+        await harness.wait_provisioned(client, headers, hotel_ids, timeout - (time.perf_counter() - started))
         return time.perf_counter() - started
 
 

@@ -1,0 +1,177 @@
+"""What the HTTP benchmarks share: the hello-world ceiling, child processes, wrk and autocannon, the
+provisioning poller. Not a benchmark itself.
+
+- :func:`hello_app` / :func:`serve_hello`: a bare FastAPI ``GET /`` -> ``{"hello": "world"}`` under the same
+  uvicorn configuration as ``roomee run``: the ceiling of a Python ASGI request on this machine.
+- :func:`start_child` / :func:`stop_child`: a child process that prints ``ready`` once serving and stops when its
+  stdin closes; its later output goes to a log file (a pipe nobody read would fill and stall the child).
+- :func:`wrk`: one closed-loop ``wrk`` run (Debian package ``wrk``); :func:`at_rate`: one open-loop run at a fixed
+  request rate with ``autocannon -R`` (npm package ``autocannon``), for a p99 at a given load.
+- :func:`wait_provisioned`: poll hotels' provisioning documents until every one is ``ready``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def hello_app():
+    from fastapi import FastAPI
+
+    # FastAPI traces every request itself once a process has an OpenTelemetry SDK provider, as the platform
+    # installs one beside it: off, as in a process of its own (and as the platform's app, which spans once).
+    app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False})
+
+    @app.get("/")
+    async def hello_world() -> dict[str, str]:
+        return {"hello": "world"}
+
+    return app
+
+
+async def start_hello(port: int):
+    """The hello-world served on ``port`` by this process's event loop; returns the server once it listens
+    (``server.should_exit = True`` stops it)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(hello_app(), host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    server.task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    return server
+
+
+async def serve_hello(port: int) -> None:
+    """A child process's body: the hello-world until stdin closes."""
+    server = await start_hello(port)
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    server.should_exit = True
+    await server.task
+
+
+async def until_stdin_closes() -> None:
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+def start_child(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``argv`` and wait for its ``ready`` line; its later output is kept in ``child.log``."""
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    lines = []
+    while True:
+        line = child.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the child {argv[1:]} did not start:\n" + b"".join(lines[-30:]).decode(errors="replace"))
+        if line.strip() == b"ready":
+            break
+        lines.append(line)
+    child.log = Path(tempfile.mkstemp(prefix="roomee-bench-child-", suffix=".log")[1])
+
+    def drain() -> None:
+        with child.log.open("ab") as out:
+            shutil.copyfileobj(child.stdout, out)
+
+    threading.Thread(target=drain, daemon=True).start()
+    return child
+
+
+def stop_child(child: subprocess.Popen, timeout: float = 120) -> int:
+    """Close the child's stdin, wait for it; the number of ERROR lines it logged."""
+    child.stdin.close()
+    child.wait(timeout)
+    text = child.log.read_text(errors="replace") if child.log.exists() else ""
+    return len(re.findall(r"\bERROR\b", text))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _post_script(body: str | None) -> str | None:
+    if body is None:
+        return None
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n')
+    script.close()
+    return script.name
+
+
+def wrk(url: str, headers: dict[str, str], body: str | None, seconds: float, connections: int) -> dict[str, Any]:
+    """One closed-loop ``wrk`` run (one thread): requests, req/s, p50/p99 (ms), non-2xx count."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    script = _post_script(body)
+    if script is not None:
+        command += ["-s", script]
+    try:
+        output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    finally:
+        if script is not None:
+            os.unlink(script)
+
+    def latency(percent: str) -> float:
+        value, unit = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {"requests": int(re.search(r"(\d+) requests in", output).group(1)),
+            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+            "p50": latency("50"), "p99": latency("99"), "errors": int(non_2xx.group(1)) if non_2xx else 0}
+
+
+def has_autocannon() -> bool:
+    return shutil.which("autocannon") is not None
+
+
+def at_rate(url: str, headers: dict[str, str], body: str | None, rate: int, seconds: float,
+            connections: int = 32) -> dict[str, Any]:
+    """``rate`` requests per second for ``seconds`` with autocannon (open loop up to ``connections`` in
+    flight): achieved req/s, p50/p99 (ms), non-2xx count."""
+    command = ["autocannon", "-j", "-R", str(rate), "-c", str(connections), "-d", str(max(1, round(seconds))),
+               "-t", "10"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}={value}"]
+    if body is not None:
+        command += ["-m", "POST", "-b", body]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    result = json.loads(output)
+    latency = result["latency"]
+    return {"requests": result["requests"]["total"], "rps": result["requests"]["average"],
+            "p50": latency["p50"], "p99": latency["p99"], "errors": result["non2xx"] + result["errors"]}
+
+
+async def wait_provisioned(client, headers: dict[str, str], hotel_ids: list[str], timeout: float,
+                           interval: float = 0.005) -> dict[str, dict]:
+    """Poll ``GET /hotel/{id}/provisioning`` until every hotel is ``ready``; their documents. A failed read
+    (an overloaded moment, e.g. no database connection left) is polled again; a failed hotel stops the run."""
+    started = time.perf_counter()
+    pending, documents = set(hotel_ids), {}
+    while pending:
+        if time.perf_counter() - started > timeout:
+            raise SystemExit(f"{len(pending)} hotels not ready after {timeout} s")
+        for hotel_id in list(pending):
+            response = await client.get(f"/hotel/{hotel_id}/provisioning", headers=headers)
+            if response.status_code != 200:
+                continue
+            document = response.json()
+            if document["status"] == "failed":
+                raise SystemExit(f"hotel {hotel_id} failed: {document['error']}")
+            if document["status"] == "ready":
+                pending.discard(hotel_id)
+                documents[hotel_id] = document
+        await asyncio.sleep(interval)
+    return documents
