@@ -36,6 +36,21 @@ BatchFailures = Mapping[int, BaseException]
 BatchHandler = Callable[[AsyncSession, list[tuple[dict[str, Any], Delivery]]], Awaitable[BatchFailures | None]]
 
 
+_INBOX_FROM_ARRAY = (
+    postgresql.insert(inbox_table)
+    .from_select(
+        ["queue", "event_id", "handled_at"],
+        sa.select(
+            sa.bindparam("queue", type_=sa.String),
+            sa.func.unnest(sa.bindparam("event_ids", type_=postgresql.ARRAY(sa.String))),
+            sa.bindparam("now", type_=sa.DateTime(timezone=True)),
+        ),
+    )
+    .on_conflict_do_nothing()
+    .returning(inbox_table.c.event_id)
+)
+
+
 class EventConsumer:
     """Consumes ``queue`` (bound with ``bindings``) for one service.
 
@@ -301,11 +316,18 @@ class EventConsumer:
             first_index.setdefault(event_id, index)
         now = datetime.now(timezone.utc)
         async with self.db.transaction() as session:
-            # executemany parameters, not a VALUES list: the statement compiles once and stays cached.
-            inserted = await session.execute(
-                self._insert_inbox(inbox_table).on_conflict_do_nothing().returning(inbox_table.c.event_id),
-                [{"queue": self.queue, "event_id": event_id, "handled_at": now} for event_id in first_index],
-            )
+            if self.db.is_postgres:
+                # One statement text whatever the batch size (the ids as one array): PostgreSQL
+                # prepares it once, where a VALUES list per size is prepared again and again.
+                inserted = await session.execute(
+                    _INBOX_FROM_ARRAY, {"queue": self.queue, "event_ids": list(first_index), "now": now}
+                )
+            else:
+                # executemany parameters, not a VALUES list: the statement compiles once and stays cached.
+                inserted = await session.execute(
+                    self._insert_inbox(inbox_table).on_conflict_do_nothing().returning(inbox_table.c.event_id),
+                    [{"queue": self.queue, "event_id": event_id, "handled_at": now} for event_id in first_index],
+                )
             new_ids = set(inserted.scalars())
             fresh_indexes = [i for event_id, i in first_index.items() if event_id in new_ids]
             failed: dict[str, BaseException] = {}
