@@ -228,7 +228,8 @@ async def run_backend(backend: str) -> list[dict]:
                 async with httpx.AsyncClient(timeout=30) as http:
                     answer = await http.request("POST" if body else "GET", url, headers=headers, content=body)
                 check = wrk(url, headers, body, 1.0) if answer.status_code == 200 else {}  # warm-up
-                if answer.status_code != 200 or check["errors"] or check["requests"] == 0:
+                # (A warm-up second may end before any answer: 16 sign-ins' password hashes take longer.)
+                if answer.status_code != 200 or check["errors"]:
                     failure = f"{answer.status_code} {answer.text[:80]}"
                     if answer.status_code == 200:  # what a burst of as many requests as connections answers
                         async with httpx.AsyncClient(timeout=30) as http:
