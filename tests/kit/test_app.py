@@ -86,6 +86,23 @@ async def test_a_database_that_cannot_be_reached_answers_503(platform, monkeypat
     await stopped.dispose()
 
 
+async def test_no_pooled_connection_free_in_time_answers_503(platform, monkeypatch):
+    """Every connection of the pool busy past the pool's timeout: 503 with Retry-After, not 500."""
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    db = platform.platform.services["members"].db
+    tiny = create_async_engine(db.url, pool_size=1, max_overflow=0, pool_timeout=0.1)
+    async with platform.client() as client, tiny.connect() as held:
+        admin = await make_admin(platform, client, "busy@example.com")
+        await held.exec_driver_sql("SELECT 1")  # the pool's one connection, kept by the test
+        with monkeypatch.context() as patched:
+            patched.setattr(db, "read_sessionmaker", async_sessionmaker(tiny))
+            busy = await client.get(f"/members/{admin.member_id}", headers=admin.headers)
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["error"] == "database_unavailable" and int(busy.headers["retry-after"]) > 0
+    await tiny.dispose()
+
+
 async def test_a_connection_lost_during_a_request_answers_503(platform, monkeypatch):
     """A pooled PostgreSQL connection terminated by the server (a restart, a failover) fails its request with
     503 rather than 500; the pool replaces it for the next one."""

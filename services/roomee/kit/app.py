@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from opentelemetry import propagate, trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from roomee import __version__
@@ -135,7 +136,10 @@ class TextGuard:
 
 
 def _database_unavailable(exc: BaseException) -> bool:
-    """A connection to a service's database lost or refused (not an error of the statement)."""
+    """A connection to a service's database lost or refused, or none free in the pool in time (not an
+    error of the statement)."""
+    if isinstance(exc, PoolTimeout):
+        return True
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated or isinstance(exc.orig, OSError)
     if not isinstance(exc, (ConnectionError, TimeoutError)):
@@ -192,6 +196,10 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
         if _database_unavailable(exc):
             return database_unavailable(exc)
         raise exc  # any other database error is unexpected: the one error path below logs and answers it
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_timeout(_request: Request, exc: PoolTimeout):
+        return database_unavailable(exc)
 
     @app.exception_handler(OSError)
     async def connection_error(_request: Request, exc: OSError):
