@@ -31,10 +31,11 @@ class Settings(BaseSettings):
         description="PostgreSQL URL (one schema per service). Unset: one SQLite file per service in the data dir.",
     )
     schema_prefix: str = Field(default="", description="Prefix of each service's PostgreSQL schema name.")
-    db_pool_size: int = Field(default=5, ge=1, description="PostgreSQL connections each service keeps open "
-                              "(a process serving several targets has one pool per target).")
+    db_pool_size: int = Field(default=5, ge=1, description="PostgreSQL connections each service keeps open, "
+                              "and the most reads it runs at once (a process serving several targets has one pool "
+                              "per target).")
     db_max_overflow: int = Field(default=10, ge=0, description="Extra PostgreSQL connections a service may open "
-                                 "under load, closed when returned.")
+                                 "for transactions under load, closed when returned (reads wait for a pooled one).")
     broker_url: str | None = Field(
         default=None,
         description="RabbitMQ URL (amqp://...). Unset: the embedded durable bus in the data dir.",
