@@ -158,8 +158,11 @@ class AmqpBroker(Broker):
         channel = self._channel
         if self._exchange is None or channel is None:
             raise BrokerUnavailable("AMQP broker not started")
+        # During an outage fail at once, as aio-pika's publish does: the outbox keeps the rows and
+        # the relay backs off, rather than holding its transaction open until the broker is back.
+        await self.ping()
         try:
-            # Waits (bounded below) for a robust channel being restored after a reconnection.
+            # Bounded: a channel still being restored right after a reconnection.
             underlay = await asyncio.wait_for(channel.get_underlay_channel(), self.publish_timeout)
         except asyncio.TimeoutError as exc:
             raise BrokerUnavailable(f"no AMQP channel within {self.publish_timeout} s") from exc
