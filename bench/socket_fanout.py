@@ -24,6 +24,12 @@ encoded and framed once, the frame written to each connection). Memory: the serv
 connected client (MB per connection); ``--idle N`` also connects N idle clients to our server alone and
 reports its MB per connection. ``--profile`` prints cProfile's top functions of our broadcasts (shipped)
 on stderr.
+
+``--broker N`` measures instead what the RabbitMQ fan-out between replicas costs (needs RabbitMQ at
+``ROOMEE_TEST_BROKER_URL``, default 127.0.0.1): N single-member emits sent by one replica, in batches of
+100 as the notification dispatcher sends them; every replica receives every emit, so a second replica
+holding none of the recipients still spends CPU on each. Printed: that replica's CPU per emit, and the
+emitting replica's.
 """
 
 from __future__ import annotations
@@ -52,7 +58,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--broadcasts", type=int, default=7)
     parser.add_argument("--idle", type=int, default=0, help="idle connections held by our server (memory)")
     parser.add_argument("--profile", action="store_true", help="cProfile our broadcasts (stderr)")
+    parser.add_argument("--broker", type=int, default=0, metavar="N", help="measure the RabbitMQ fan-out instead")
     parser.add_argument("--serve", metavar="SETTINGS_FILE", help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--replica", metavar="EXCHANGE", help=argparse.SUPPRESS)  # the --broker child
     return parser.parse_args()
 
 
@@ -115,7 +123,7 @@ async def serve(settings_file: str) -> None:
                 continue
             if profiler is not None:
                 profiler.disable()
-            elif command == "memory":
+            if command == "memory":
                 gc.collect()
                 print(json.dumps({"rss": rss_bytes(), "clients": server.connected}), file=answers, flush=True)
         if profiler is not None:
@@ -221,7 +229,80 @@ async def measure_ours(*, stock: bool) -> tuple[dict, float | None]:
     return row, idle_mb
 
 
+async def replica(exchange: str) -> None:
+    """The ``--broker`` child: a replica with no sockets; answers its CPU time and the emits it handled."""
+    from roomee.notification.socket import SocketServer
+    from tests.fixtures.platform import AMQP_URL
+
+    server = SocketServer(None, broker_url=AMQP_URL, exchange=exchange)
+    handled = 0
+    handle_emit = server.manager._handle_emit
+
+    async def counted(message):
+        nonlocal handled
+        handled += 1
+        await handle_emit(message)
+
+    server.manager._handle_emit = counted
+    await server.start()
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    while await loop.run_in_executor(None, sys.stdin.readline):
+        print(json.dumps({"cpu": time.process_time(), "handled": handled}), flush=True)
+    await server.close()
+
+
+async def measure_broker(count: int) -> None:
+    import aio_pika
+
+    from roomee.notification.socket import SocketServer
+    from tests.fixtures.platform import AMQP_URL
+
+    exchange = f"bench-{os.getpid()}"
+    other = subprocess.Popen([sys.executable, __file__, "--replica", exchange],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = SocketServer(None, broker_url=AMQP_URL, exchange=exchange)
+
+    async def phase(name: str, emits: int, send) -> None:
+        before = ask(other, "cpu")
+        started, cpu = time.perf_counter(), time.process_time()
+        await send()
+        sent, cpu = time.perf_counter() - started, time.process_time() - cpu
+        while (after := ask(other, "cpu"))["handled"] < before["handled"] + emits:
+            await asyncio.sleep(0.1)
+        received = time.perf_counter() - started
+        other_us = (after["cpu"] - before["cpu"]) / emits * 1e6
+        print(f"| {name} | {emits} | {sent:.2f} | {received:.2f} | {cpu / emits * 1e6:.0f} | {other_us:.0f} |", flush=True)
+
+    async def batched() -> None:
+        for batch in range(0, count, 100):
+            await server.to_members_many(
+                [("notification:new", payload(n), [f"member-{n}"]) for n in range(batch, min(batch + 100, count))]
+            )
+
+    async def one_by_one() -> None:
+        for n in range(count // 10):
+            await server.to_members([f"member-{n}"], "notification:new", payload(n))
+
+    try:
+        expect(other, "ready")
+        await server.start()
+        print("| emits | count | sent s | received by the other replica s | emitting replica: us CPU per emit "
+              "| a replica holding none of the recipients: us CPU per emit |")
+        print("|---|---:|---:|---:|---:|---:|")
+        await phase("batches of 100 (to_members_many, the dispatcher's notification:new)", count, batched)
+        await phase("one message per emit (to_members / to_workspace)", count // 10, one_by_one)
+    finally:
+        await server.close()
+        stop(other)
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            await (await connection.channel()).exchange_delete(f"{exchange}-socketio")
+
+
 async def main() -> None:
+    if ARGS.broker:
+        return await measure_broker(ARGS.broker)
     if not (REFERENCE / "node_modules" / "socket.io").exists():
         raise SystemExit(f"run `npm ci` in {REFERENCE} first")
     from tests.fixtures.platform import free_port
@@ -257,7 +338,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    if ARGS.serve:
+    if ARGS.replica:
+        from roomee.kit.loop import run
+
+        run(replica(ARGS.replica))
+    elif ARGS.serve:
         from roomee.kit.loop import run
 
         run(serve(ARGS.serve))

@@ -186,3 +186,35 @@ async def test_an_idle_websocket_connection_holds_no_task_of_its_own_and_no_comp
                 break
             await asyncio.sleep(0.02)
         assert server.connected == 0 and server.sio.eio.sockets == {}
+
+
+async def test_a_broadcast_is_written_to_every_socket_without_a_task_per_recipient(ctx):
+    async with running_socket(ctx) as (url, server):
+        stack = ExitStack()
+        try:
+            clients = await asyncio.to_thread(
+                _open_raw_clients, url, [ctx.issue(f"m{n}", "w1") for n in range(5)], stack
+            )
+            loop = asyncio.get_running_loop()
+            created = []
+
+            def counting_factory(loop, coro, **kwargs):
+                created.append(coro)
+                return asyncio.Task(coro, loop=loop, **kwargs)
+
+            loop.set_task_factory(counting_factory)
+            try:
+                await server.to_workspace("w1", "seq", 1)
+                await server.to_members(["m0", "m3"], "seq", 2)
+            finally:
+                loop.set_task_factory(None)
+            assert created == []
+
+            def receive(client, count):
+                return [json.loads(client.recv(10)[2:]) for _ in range(count)]
+
+            received = [await asyncio.to_thread(receive, c, 2 if n in (0, 3) else 1) for n, c in enumerate(clients)]
+            one, two = ["seq", 1], ["seq", 2]
+            assert received == [[one, two], [one], [one], [one, two], [one]]
+        finally:
+            await asyncio.to_thread(stack.close)

@@ -312,18 +312,21 @@ class _MemberRoomSkip(AsyncManager):
     async def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs):
         if skip_sid is not None:
             skip_sid = self._expand_skip(namespace, skip_sid if isinstance(skip_sid, list) else [skip_sid])
+        # AsyncServer.emit always passes ignore_queue; here (below any pub/sub layer) there is no queue.
+        kwargs.pop("ignore_queue", None)
         if callback is None and not kwargs:
-            return self._enqueue(event, data, namespace, to or room, skip_sid)
+            return self._deliver(event, data, namespace, to or room, skip_sid)
         return await super().emit(
             event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to, **kwargs
         )
 
-    def _enqueue(self, event, data, namespace, room, skip_sid) -> None:
-        """A broadcast: the packet encoded once, put straight on each recipient's send queue.
+    def _deliver(self, event, data, namespace, room, skip_sid) -> None:
+        """A broadcast: the packet encoded and framed once, the frame written to each recipient's
+        websocket (:meth:`_Socket.deliver`; queued behind a slow client, or for long polling).
 
-        python-socketio's own emit creates one task per recipient to do the same ``queue.put``
-        (plus a ping-timeout check the socket's own loop makes anyway): at 3 000 recipients those
-        tasks cost more than the sends they schedule.
+        python-socketio's own emit creates one task per recipient to encode the packet and put it
+        on the socket's queue (plus a ping-timeout check the socket's own loop makes anyway): at
+        3 000 recipients those tasks cost more than the sends they schedule.
         """
         if namespace not in self.rooms:
             return
