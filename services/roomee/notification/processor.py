@@ -120,16 +120,19 @@ async def plan_deliveries(
     """Add to ``planned`` the push and email requests for these recipients: push only to the active
     device subscriptions registered for the notification's workspace (``active_subscriptions``:
     member id -> its active subscription ids in that workspace, when the caller looked them up)."""
-    locale_of = {m: locale for locale, members in push_members_by_locale.items() for m in members}
-    if locale_of and notification["workspace_id"]:
-        if active_subscriptions is None:
-            subscriptions = await SubscriptionRepository(session).active_for(list(locale_of), notification["workspace_id"])
-        else:
-            subscriptions = [(m, sub) for m in sorted(locale_of) for sub in active_subscriptions.get(m, ())]
+    if any(push_members_by_locale.values()) and notification["workspace_id"]:
         by_locale: dict[str, list[str]] = defaultdict(list)
-        for member_id, subscription_id in subscriptions:
-            by_locale[locale_of[member_id]].append(subscription_id)
-        planned.push += push_requests(notification, dict(by_locale), push_data(notification))
+        if active_subscriptions is None:
+            locale_of = {m: locale for locale, members in push_members_by_locale.items() for m in members}
+            found = await SubscriptionRepository(session).active_for(list(locale_of), notification["workspace_id"])
+            for member_id, subscription_id in found:
+                by_locale[locale_of[member_id]].append(subscription_id)
+        else:
+            for locale, members in push_members_by_locale.items():
+                for member_id in members:
+                    by_locale[locale] += active_subscriptions.get(member_id, ())
+        # ``push_requests`` sorts each locale's subscriptions: the lookup's order does not matter.
+        planned.push += push_requests(notification, {k: v for k, v in by_locale.items() if v}, push_data(notification))
     planned.email += email_requests(notification, {k: v for k, v in emails_by_locale.items() if v})
 
 
@@ -146,10 +149,10 @@ class NotificationProcessor:
         Runs of "plain" events (a notification type, a workspace, receivers; no directory change)
         are handled together, set-based: one query for each workspace, one for the directory
         entries with their preferences and one for the device subscriptions of the whole run, one
-        insert for its notifications,
-        one for its receiver rows, one counter upsert, one outbox insert, one after-commit socket
-        callback. Any other event (directory updates, invitations, broadcasts, events without a
-        workspace) is handled alone, between the runs, so later events see its changes.
+        insert for its notifications, one for its receiver rows, one counter upsert, one outbox
+        insert, one after-commit socket callback. Any other event (directory updates, invitations,
+        broadcasts, events without a workspace) is handled alone, between the runs, so later events
+        see its changes.
         """
         run: list[dict[str, Any]] = []
         for envelope in envelopes:
