@@ -51,6 +51,9 @@ _INBOX_FROM_ARRAY = (
 )
 
 
+_MAX_COUNTED_KEYS = 1024
+
+
 class EventConsumer:
     """Consumes ``queue`` (bound with ``bindings``) for one service.
 
@@ -114,6 +117,8 @@ class EventConsumer:
         self._pruner: asyncio.Task | None = None
         self._insert_inbox = postgresql.insert if db.is_postgres else sqlite.insert
         self._tracer_value = None
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._lag = metrics.consumer_lag_seconds.labels(service, queue)
 
     async def start(self) -> None:
         if self._subscription is None:
@@ -214,7 +219,7 @@ class EventConsumer:
         timestamp = parsed.metadata.timestamp
         if timestamp is not None:
             lag = time.time() - timestamp.timestamp()
-            metrics.consumer_lag_seconds.labels(self.service, self.queue).observe(max(lag, 0.0))
+            self._lag.observe(max(lag, 0.0))
 
     async def _handle_once(self, event_id: str, envelope: dict[str, Any], delivery: Delivery) -> bool:
         async with self.db.transaction() as session:
@@ -361,7 +366,14 @@ class EventConsumer:
         return self._tracer_value
 
     def _count(self, routing_key: str, status: str) -> None:
-        # The label is the binding the key matched, not the incoming key: anyone may publish any key.
-        binding = next((b for b in self.bindings if topic_matches(b, routing_key)), "<unbound>")
-        metrics.amqp_messages_total.labels(self.service, binding, "consume", status).inc()
+        # Looked up once per (key, status): matching the bindings and the labels cost more than the
+        # increment. Bounded, since anyone may publish any key.
+        counter = self._counters.get((routing_key, status))
+        if counter is None:
+            # The label is the binding the key matched, not the incoming key.
+            binding = next((b for b in self.bindings if topic_matches(b, routing_key)), "<unbound>")
+            counter = metrics.amqp_messages_total.labels(self.service, binding, "consume", status)
+            if len(self._counters) < _MAX_COUNTED_KEYS:
+                self._counters[(routing_key, status)] = counter
+        counter.inc()
 
