@@ -13,8 +13,11 @@ package-lock.json; node_modules is not in git).
   members, embedded backend so one process holds every socket), clients signed in with a member token
   and joined to their workspace room by the server; the broadcast is the notification dispatcher's
   ``SocketServer.to_workspace``.
-- Clients: ``--clients`` socket.io-client sockets (websocket transport) in one Node.js process
-  (bench/socketio_reference/clients.js), the same for both servers.
+- Clients: ``--clients`` socket.io-client sockets (websocket transport) in one Node.js process per server
+  (bench/socketio_reference/clients.js), the same for every server.
+- The servers run side by side and take turns: each round is one broadcast by each, so every server
+  meets the machine's load of the same moment (the machine is shared; measured one after the other,
+  minutes apart, the ratio swung between 0.4x and 8x).
 
 A broadcast's time runs from the server's emit call to the arrival at the last client (one clock: the
 same machine). Printed: the median and the best of ``--broadcasts`` broadcasts, how long the emit call
@@ -44,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,16 +162,20 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def broadcasts(server: subprocess.Popen, clients: subprocess.Popen, room_arg: str) -> dict:
-    """``--broadcasts`` broadcasts, one at a time; times in ms."""
-    times, held = [], []
+def broadcasts(targets: dict[str, tuple[subprocess.Popen, subprocess.Popen, str]]) -> dict[str, dict]:
+    """``--broadcasts`` rounds, each one broadcast by every server in turn (one at a time, so the servers
+    share the machine's load of the moment rather than each its own minutes); times in ms."""
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    held: dict[str, list[float]] = {name: [] for name in targets}
     for n in range(ARGS.broadcasts):
-        emit = ask(server, f"broadcast {n} {room_arg}".strip())
-        arrival = json.loads(clients.stdout.readline())
-        times.append(arrival["last"] - emit["started"])
-        held.append(emit["held"])
-        time.sleep(0.5)
-    return {"median": statistics.median(times), "best": min(times), "held": statistics.median(held)}
+        for name, (server, clients, room_arg) in targets.items():
+            emit = ask(server, f"broadcast {n} {room_arg}".strip())
+            arrival = json.loads(clients.stdout.readline())
+            times[name].append(arrival["last"] - emit["started"])
+            held[name].append(emit["held"])
+            time.sleep(0.3)
+    return {name: {"median": statistics.median(times[name]), "best": min(times[name]),
+                   "held": statistics.median(held[name])} for name in targets}
 
 
 def connect(url: str, count: int, token: str) -> subprocess.Popen:
@@ -199,34 +207,27 @@ def memory_per_client(server: subprocess.Popen, before: dict) -> float:
     return (after["rss"] - before["rss"]) / max(after["clients"] - before["clients"], 1) / 2**20
 
 
-async def measure_ours(*, stock: bool) -> tuple[dict, float | None]:
+async def start_ours(stack: ExitStack, *, stock: bool) -> dict:
+    """Our server (a child process) with ``--clients`` clients connected; stopped by ``stack``."""
     from tests.fixtures.platform import make_settings
 
-    idle_mb = None
-    with tempfile.TemporaryDirectory(prefix="roomee-bench-") as tmp:
-        settings = make_settings(Path(tmp), log_level="ERROR")
-        settings_file = Path(tmp) / "platform.json"
-        settings_file.write_text(settings.model_dump_json())
-        env = os.environ | ({"ROOMEE_BENCH_STOCK_EMIT": "1"} if stock else {})
-        if ARGS.profile and not stock:
-            env["ROOMEE_BENCH_PROFILE"] = "1"
-        ours = subprocess.Popen([sys.executable, __file__, "--serve", str(settings_file)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        try:
-            expect(ours, "ready")
-            token = await sign_in(settings)
-            before = ask(ours, "memory")
-            clients = connect(settings.base_url, ARGS.clients, token)
-            row = broadcasts(ours, clients, claims_of(token)["wid"])
-            row["mb"] = memory_per_client(ours, before)
-            if ARGS.idle and not stock:
-                idle = connect(settings.base_url, ARGS.idle, token)
-                idle_mb = memory_per_client(ours, before)
-                stop(idle)
-            stop(clients)
-        finally:
-            stop(ours)
-    return row, idle_mb
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="roomee-bench-"))
+    settings = make_settings(Path(tmp), log_level="ERROR")
+    settings_file = Path(tmp) / "platform.json"
+    settings_file.write_text(settings.model_dump_json())
+    env = os.environ | ({"ROOMEE_BENCH_STOCK_EMIT": "1"} if stock else {})
+    if ARGS.profile and not stock:
+        env["ROOMEE_BENCH_PROFILE"] = "1"
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(settings_file)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    stack.callback(stop, server)
+    expect(server, "ready")
+    token = await sign_in(settings)
+    before = ask(server, "memory")
+    clients = connect(settings.base_url, ARGS.clients, token)
+    stack.callback(stop, clients)
+    return {"server": server, "clients": clients, "room": claims_of(token)["wid"], "before": before,
+            "url": settings.base_url, "token": token}
 
 
 async def replica(exchange: str) -> None:
@@ -310,26 +311,34 @@ async def main() -> None:
     print(f"cores={os.cpu_count()} python={sys.version.split()[0]} "
           f"node={subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()} "
           f"clients={ARGS.clients} broadcasts={ARGS.broadcasts}", flush=True)
-    port = free_port()
-    reference = node("--expose-gc", "server.js", str(port))
-    expect(reference, "ready")
-    try:
-        before = ask(reference, "memory")
-        clients = connect(f"http://127.0.0.1:{port}", ARGS.clients, "-")
-        node_row = broadcasts(reference, clients, "")
-        node_row["mb"] = memory_per_client(reference, before)
-        stop(clients)
-    finally:
-        stop(reference)
-
-    stock_row, _ = await measure_ours(stock=True)
-    our_row, idle_mb = await measure_ours(stock=False)
+    node_name = "Node.js socket.io 4.8.1 (reference)"
+    stock_name = "ours with python-socketio's own emit (a task and an encoding per recipient)"
+    our_name = "ours: the notification target as shipped"
+    idle_mb = None
+    with ExitStack() as stack:
+        port = free_port()
+        reference = node("--expose-gc", "server.js", str(port))
+        stack.callback(stop, reference)
+        expect(reference, "ready")
+        node_before = ask(reference, "memory")
+        node_clients = connect(f"http://127.0.0.1:{port}", ARGS.clients, "-")
+        stack.callback(stop, node_clients)
+        stock = await start_ours(stack, stock=True)
+        ours = await start_ours(stack, stock=False)
+        rows = broadcasts({node_name: (reference, node_clients, ""),
+                           stock_name: (stock["server"], stock["clients"], stock["room"]),
+                           our_name: (ours["server"], ours["clients"], ours["room"])})
+        node_row, stock_row, our_row = rows[node_name], rows[stock_name], rows[our_name]
+        node_row["mb"] = memory_per_client(reference, node_before)
+        stock_row["mb"] = memory_per_client(stock["server"], stock["before"])
+        our_row["mb"] = memory_per_client(ours["server"], ours["before"])
+        if ARGS.idle:
+            stack.callback(stop, connect(ours["url"], ARGS.idle, ours["token"]))
+            idle_mb = memory_per_client(ours["server"], ours["before"])
 
     print(f"\n| server | {ARGS.clients} clients: median ms | best ms | emit call held the loop ms | MB per connection |")
     print("|---|---:|---:|---:|---:|")
-    for name, row in (("Node.js socket.io 4.8.1 (reference)", node_row),
-                      ("ours with python-socketio's own emit (a task and an encoding per recipient)", stock_row),
-                      ("ours: the notification target as shipped", our_row)):
+    for name, row in ((node_name, node_row), (stock_name, stock_row), (our_name, our_row)):
         print(f"| {name} | {row['median']:.0f} | {row['best']:.0f} | {row['held']:.1f} | {row['mb']:.3f} |")
     print(f"\nours / Node (median): {our_row['median'] / node_row['median']:.2f}x (target <= 1.0); "
           f"python-socketio's own emit / Node: {stock_row['median'] / node_row['median']:.2f}x")
