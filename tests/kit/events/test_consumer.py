@@ -168,6 +168,40 @@ async def test_invalid_messages_are_dead_lettered_at_once(make_db, make_broker, 
         await consumer.stop()
 
 
+async def test_a_replay_takes_each_dead_letter_once_even_if_it_fails_again_at_once(make_db, make_broker, queue_name):
+    """A replayed event that still fails permanently is dead-lettered again while the replay goes on:
+    the replay takes only what was waiting when it began, instead of taking it again (and again)."""
+    service = unique_service("notif")
+    db = await make_db(service)
+    broker = await make_broker()
+    queue = queue_name()
+    calls = []
+
+    async def handler(session, envelope, delivery):
+        calls.append(envelope["id"])
+        raise PermanentFailure("still broken")
+
+    consumer = EventConsumer(db, broker, service, queue, ["roomee.notification.#"], handler)
+    await consumer.start()
+    try:
+        envelopes = [sample_envelope(n) for n in range(20, 30)]
+        await broker.publish_batch([message_for(envelope) for envelope in envelopes])
+        await wait_until(lambda: len(calls) == 10, timeout=10)
+        for _ in range(100):
+            if len(await broker.dead_letters(queue)) == 10:
+                break
+            await asyncio.sleep(0.05)
+        assert await broker.replay_dead_letters(queue) == 10
+        await wait_until(lambda: len(calls) == 20, timeout=10)
+        for _ in range(100):
+            if len(await broker.dead_letters(queue)) == 10:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(calls[10:]) == sorted(envelope["id"] for envelope in envelopes)
+    finally:
+        await consumer.stop()
+
+
 async def test_routing_reaches_every_bound_queue_and_only_those(make_db, make_broker, queue_name):
     db = await make_db(unique_service("svc"))
     broker = await make_broker()

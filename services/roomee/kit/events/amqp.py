@@ -313,7 +313,9 @@ class AmqpBroker(Broker):
         replayed = 0
         try:
             dlq = await channel.declare_queue(dead_letter_queue_name(queue), durable=True)
-            while True:
+            # Only what waits now: a replayed event that fails again at once is dead-lettered anew behind
+            # these, and taking it again would loop for as long as it keeps failing.
+            for _ in range(dlq.declaration_result.message_count):
                 message = await dlq.get(no_ack=False, fail=False)
                 if message is None:
                     break
