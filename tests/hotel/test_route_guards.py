@@ -7,7 +7,7 @@ from __future__ import annotations
 from tests.fixtures.people import make_admin
 
 # An encoded slash matches no route; a NUL is refused (422 invalid_text) before any route.
-ODD_IDS = [("a%2Fb", {404}), ("nul%00", {422}), ("%C3%A9t%C3%A9", {404}), ("%27%3B--", {404}), ("x" * 2000, {404})]
+ODD_IDS = [("a%2Fb", {404}), ("nul%00", {422}), ("%C3%A9t%C3%A9", {404}), ("%27%3B--", {404}), ("x" * 2000, {422})]
 
 
 async def test_odd_hotel_ids_are_a_clear_4xx(platform):
@@ -24,8 +24,12 @@ async def test_odd_hotel_ids_are_a_clear_4xx(platform):
                 assert response.json()["error"], response.text
                 if "%2F" in odd or "%00" in odd:
                     continue  # refused before any route: nothing to authorise
+                # Reads take any valid token and decide in the service, so an id longer than any hotel id is
+                # refused first (422); writes need hotel:provision before anything else.
+                too_long = len(odd) > 64
                 refused = await client.request(method, path, json=body, headers=news)
-                assert refused.status_code == 403, (method, path, refused.text)
+                assert refused.status_code == (422 if too_long and method == "GET" else 403), (method, path, refused.text)
                 as_member = await client.request(method, path, json=body, headers=member.headers)
                 # Reads: another hotel's id does not exist for a member; writes need hotel:provision.
-                assert as_member.status_code == (404 if method == "GET" else 403), (method, path, as_member.text)
+                read = 422 if too_long else 404
+                assert as_member.status_code == (read if method == "GET" else 403), (method, path, as_member.text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Response
 
 from roomee.hotel import schemas
 from roomee.hotel.service import PROVISION_SCOPE, HotelService, provisioning_path
@@ -19,6 +19,8 @@ Context = Annotated[ServiceContext, Depends(context_of("hotel"))]
 Provisioner = Annotated[Principal, Depends(require_service_scope(PROVISION_SCOPE))]
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size.")]
 Cursor = Annotated[str | None, Query(description="The `nextCursor` of the previous page.")]
+# As long as the other services accept a hotel id (media, billing, members: 64).
+HotelId = Annotated[str, Path(min_length=1, max_length=64, description="The hotel id.")]
 
 
 async def _service(ctx: Context) -> HotelService:
@@ -74,13 +76,13 @@ async def list_hotels(
 
 
 @router.get("/hotel/{hotel_id}", response_model=schemas.HotelOut, responses=_READ)
-async def get_hotel(hotel_id: str, service: Hotels, principal: CurrentPrincipal):
+async def get_hotel(hotel_id: HotelId, service: Hotels, principal: CurrentPrincipal):
     """A hotel (scope `hotel:provision`, or a member of that hotel)."""
     return await service.get(principal, hotel_id)
 
 
 @router.get("/hotel/{hotel_id}/provisioning", response_model=schemas.ProvisioningOut, responses=_READ)
-async def hotel_provisioning(hotel_id: str, service: Hotels, principal: CurrentPrincipal):
+async def hotel_provisioning(hotel_id: HotelId, service: Hotels, principal: CurrentPrincipal):
     """Each provisioning step with its status, attempts, last error, external id and timestamps
     (scope `hotel:provision`, or a member of that hotel)."""
     return await service.provisioning(principal, hotel_id)
@@ -93,7 +95,7 @@ async def hotel_provisioning(hotel_id: str, service: Hotels, principal: CurrentP
                502: {"description": "Billing failed to change the plan."},
                503: {"description": "Billing is unavailable; nothing was changed."}},
 )
-async def update_hotel(hotel_id: str, body: schemas.HotelUpdate, service: Hotels, caller: Provisioner):
+async def update_hotel(hotel_id: HotelId, body: schemas.HotelUpdate, service: Hotels, caller: Provisioner):
     """Change a hotel's name, contact or plan (scope `hotel:provision`). A new plan goes through
     billing, and the storage quota follows it (`roomee.storage.media`); emits `hotel.updated`."""
     return await service.update(caller, hotel_id, body.model_dump(mode="json", exclude_unset=True))
@@ -103,7 +105,7 @@ async def update_hotel(hotel_id: str, body: schemas.HotelUpdate, service: Hotels
     "/hotel/{hotel_id}", status_code=202, response_model=schemas.HotelOut,
     responses={**_READ, 409: {"description": "`hotel_provisioning`: wait until provisioning ends."}},
 )
-async def delete_hotel(hotel_id: str, service: Hotels, caller: Provisioner, background: BackgroundTasks):
+async def delete_hotel(hotel_id: HotelId, service: Hotels, caller: Provisioner, background: BackgroundTasks):
     """Delete a hotel (scope `hotel:provision`): 202 with status `deleting`, then its members are
     removed, its subscription canceled, its storage and QR code deleted and `hotel.deleted` emitted;
     from then on the hotel answers 404. Follow it at `/hotel/{id}/provisioning` (`deletionSteps`)."""
