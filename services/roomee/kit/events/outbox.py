@@ -251,10 +251,6 @@ class OutboxRelay:
                 if not wakeups:
                     _relay_wakeups.pop(self._engine, None)
 
-    def nudge(self) -> None:
-        """Publish now rather than at the next poll."""
-        self._wakeup.set()
-
     async def _run(self) -> None:
         backoff = 0.5
         failures = 0
