@@ -1,0 +1,1 @@
+"""What the services share, and the only thing they share (ARCHITECTURE.md §3)."""
