@@ -26,6 +26,13 @@ from pathlib import Path
 from typing import Any
 
 
+def require_tools(*tools: tuple[str, str]) -> None:
+    """Exit with one line naming each missing tool and how to install it: ``(command, how to get it)``."""
+    missing = [f"`{command}` ({how})" for command, how in tools if shutil.which(command) is None]
+    if missing:
+        raise SystemExit(f"{Path(sys.argv[0]).name} needs {', '.join(missing)}: not found on PATH")
+
+
 def hello_app():
     from fastapi import FastAPI
 

@@ -306,6 +306,7 @@ def report(results: list[dict]) -> None:
 
 
 async def main() -> None:
+    harness.require_tools(("wrk", "Debian package wrk: apt-get install wrk"))
     print(f"cores={os.cpu_count()} python={sys.version.split()[0]} wrk -t1 -c{ARGS.connections} "
           f"seconds={ARGS.seconds}", flush=True)
     backends = ("real", "embedded") if ARGS.backend == "both" else (ARGS.backend,)

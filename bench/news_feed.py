@@ -106,6 +106,7 @@ async def load(url: str, headers: dict[str, str]) -> dict[str, float]:
 
 
 async def main() -> None:
+    harness.require_tools(("wrk", "Debian package wrk: apt-get install wrk"))
     print(f"backend={ARGS.backend} cores={os.cpu_count()} python={sys.version.split()[0]} "
           f"concurrency={ARGS.concurrency} seconds={ARGS.seconds}", flush=True)
     with tempfile.TemporaryDirectory(prefix="roomee-bench-") as tmp:

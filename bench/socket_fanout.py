@@ -305,7 +305,7 @@ async def main() -> None:
     if ARGS.broker:
         return await measure_broker(ARGS.broker)
     if not (REFERENCE / "node_modules" / "socket.io").exists():
-        raise SystemExit(f"run `npm ci` in {REFERENCE} first")
+        raise SystemExit(f"socket_fanout.py needs the Node reference server: run `npm ci` in {REFERENCE} (node and npm from Debian)")
     from tests.fixtures.platform import free_port
 
     print(f"cores={os.cpu_count()} python={sys.version.split()[0]} "
