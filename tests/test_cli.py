@@ -160,3 +160,59 @@ def test_dead_letters_of_an_unknown_queue_are_refused_without_touching_the_broke
                              env=_env(ROOMEE_DATA_DIR=str(tmp_path), ROOMEE_BROKER_URL="amqp://guest:guest@127.0.0.1:9/"))
         assert out.returncode == 2, out.stderr
         assert "unknown queue 'notification_queu'" in out.stderr and "notification_queue" in out.stderr
+
+
+def _token_env(tmp_path, running=None) -> dict[str, str]:
+    env = _env(ROOMEE_DATA_DIR=str(tmp_path), ROOMEE_SERVICE_SECRET="test-service-secret")
+    if running is not None:
+        env |= {"ROOMEE_PUBLIC_URL": running.url}
+    return env
+
+
+async def test_token_prints_a_service_token_of_a_client_and_its_secret(tmp_path):
+    import asyncio
+
+    import jwt
+
+    from tests.fixtures.platform import running_platform
+
+    settings = make_settings(tmp_path)
+    async with running_platform(settings, "auth") as running:
+        env = _token_env(tmp_path, running)
+        minted = await asyncio.to_thread(subprocess.run, [*ROOMEE, "token", "--client", "operator"],
+                                         capture_output=True, text=True, env=env, timeout=60)
+        assert minted.returncode == 0, minted.stderr
+        claims = jwt.decode(minted.stdout.strip(), options={"verify_signature": False})
+        assert claims["typ"] == "service" and claims["sub"] == "service:operator"
+        assert set(claims["scope"].split()) == {"hotel:provision", "members:workspaces"}
+        # The token is one the platform accepts: the auth service's JWKS verifies it.
+        async with running.client() as client:
+            jwks = (await client.get("/.well-known/jwks.json")).json()
+        key = jwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == jwt.get_unverified_header(minted.stdout.strip())["kid"]))
+        jwt.decode(minted.stdout.strip(), key.key, algorithms=["RS256"], audience=claims["aud"])
+
+        narrowed = await asyncio.to_thread(
+            subprocess.run, [*ROOMEE, "token", "--client", "operator", "--scope", "hotel:provision"],
+            capture_output=True, text=True, env=env, timeout=60)
+        assert narrowed.returncode == 0, narrowed.stderr
+        assert jwt.decode(narrowed.stdout.strip(), options={"verify_signature": False})["scope"] == "hotel:provision"
+
+        refused = await asyncio.to_thread(
+            subprocess.run, [*ROOMEE, "token", "--client", "news", "--scope", "hotel:provision"],
+            capture_output=True, text=True, env=env, timeout=60)
+        assert refused.returncode == 2 and "invalid_scope" in refused.stderr and refused.stdout == ""
+
+    shown = subprocess.run([*ROOMEE, "token", "--client", "operator", "--secret"], capture_output=True, text=True,
+                           env=_token_env(tmp_path), timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == settings.client_secret_of("operator")
+    assert len(shown.stdout.strip()) == 64 and int(shown.stdout.strip(), 16) >= 0  # hex of HMAC-SHA256
+
+
+def test_token_of_an_unknown_client_is_a_one_line_error(tmp_path):
+    out = subprocess.run([*ROOMEE, "token", "--client", "nobody"], capture_output=True, text=True,
+                         env=_token_env(tmp_path), timeout=60)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "unknown client 'nobody'" in out.stderr and "operator" in out.stderr

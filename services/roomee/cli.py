@@ -62,7 +62,9 @@ async def _serve(settings: Settings, specs, on_started=None) -> None:
         typer.echo("(ROOMEE_ALLOW_UNSAFE_DEFAULTS=true starts anyway, for development)", err=True)
         raise typer.Exit(code=2)
     application = create_app(settings, specs)
-    config = uvicorn.Config(application, host=settings.host, port=settings.port, log_config=None, lifespan="on")
+    # The client address comes from X-Forwarded-For only when the proxy is trusted: throttles key on it.
+    config = uvicorn.Config(application, host=settings.host, port=settings.port, log_config=None, lifespan="on",
+                            proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
@@ -207,6 +209,49 @@ def bootstrap(
                                "memberId": result.member_id, "email": result.email, "password": result.password}))
     else:
         typer.echo(f"{email} already has an account in hotel {result.hotel_id}; nothing created.")
+
+
+@app.command()
+def token(
+    client: Annotated[str, typer.Option(help="The platform client (see the README's list), e.g. operator or cli.")],
+    scope: Annotated[Optional[list[str]], typer.Option(
+        help="A scope the token should carry (repeatable); default every scope of the client.")] = None,
+    secret: Annotated[bool, typer.Option("--secret", help="Print the client's secret instead of a token.")] = False,
+) -> None:
+    """Print a service token of a platform client, from the auth service's POST /oauth/token (ROOMEE_AUTH_URL,
+    else ROOMEE_PUBLIC_URL), with the client's secret from the platform's settings (ROOMEE_SERVICE_CLIENT_SECRETS
+    or ROOMEE_SERVICE_SECRET, else the data dir's); `--secret` prints that secret and calls nothing."""
+    import httpx
+
+    from roomee.kit.auth import SERVICE_SCOPES
+
+    settings = _settings()
+    if client not in SERVICE_SCOPES:
+        typer.echo(f"error: unknown client {client!r}; the platform's clients: {', '.join(sorted(SERVICE_SCOPES))}",
+                   err=True)
+        raise typer.Exit(code=2)
+    client_secret = settings.client_secret_of(client)
+    if secret:
+        typer.echo(client_secret)
+        return
+    form = {"grant_type": "client_credentials", "client_id": client, "client_secret": client_secret}
+    if scope:
+        form["scope"] = " ".join(scope)
+    url = f"{settings.url_of('auth')}/oauth/token"
+    try:
+        response = httpx.post(url, data=form, timeout=settings.http_timeout_ms / 1000)
+    except httpx.HTTPError as exc:
+        typer.echo(f"error: cannot reach the auth service at {url}: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    if response.status_code != 200:
+        try:
+            problem = response.json()
+            reason = f"{problem.get('error')}: {problem.get('detail')}"
+        except ValueError:
+            reason = response.text[:200]
+        typer.echo(f"error: {url} answered {response.status_code} ({reason})", err=True)
+        raise typer.Exit(code=2 if response.status_code == 400 else 1)
+    typer.echo(response.json()["access_token"])
 
 
 async def _with_broker(settings: Settings, action):
