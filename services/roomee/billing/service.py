@@ -44,6 +44,21 @@ billing_webhook_events_total = Counter(
 SUBSCRIPTION_EVENTS = ("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted")
 
 
+def initialise_series() -> None:
+    """Every known label set at 0 from start-up, so the first of each is an increase."""
+    for operation, outcomes in (("assign", ("created", "existing", "conflict", "refused_closed")),
+                                ("cancel", ("canceled", "already_canceled")),
+                                ("change_plan", ("plan_changed", "unchanged")),
+                                ("close", ("closed", "provider_customer_deleted", "provider_customer_anonymised"))):
+        for outcome in outcomes:
+            billing_subscriptions_total.labels(operation, outcome)
+    for event_type in SUBSCRIPTION_EVENTS:
+        for outcome in ("applied", "unchanged", "stale", "unknown_subscription", "duplicate"):
+            billing_webhook_events_total.labels(event_type, outcome)
+    for outcome in ("invalid_signature", "invalid_payload"):
+        billing_webhook_events_total.labels("unverified", outcome)
+
+
 class KeyedLocks:
     """One asyncio lock per key (a hotel), dropped when nobody holds or awaits it."""
 
@@ -72,6 +87,7 @@ PURGE_INTERVAL_SECONDS = 3600.0
 
 async def setup(ctx: ServiceContext) -> None:
     """The provider chosen by settings; closed when the platform stops."""
+    initialise_series()
     provider = provider_from_settings(ctx.settings)
     ctx.state["provider"] = provider
     ctx.state["hotel_locks"] = KeyedLocks()

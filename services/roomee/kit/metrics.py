@@ -70,3 +70,50 @@ sagas_failed_total = Counter(
     "Sagas that failed and were compensated.",
     ["saga"],
 )
+
+# -- series at 0 from start-up ----------------------------------------------------------------------
+# A labelled counter exports a series only once a label set is used; `increase()` over a series that
+# appears at 1 is 0, so the first event would go unseen (no first-failure alert, "No data" panels).
+# Every label value known in advance is therefore created at 0 when a target starts.
+
+# The routing keys each target publishes (ARCHITECTURE §5: the seed's matrix).
+PUBLISHED_ROUTING_KEYS: dict[str, tuple[str, ...]] = {
+    "auth": ("roomee.auth.user.created", "roomee.auth.user.deleted", "roomee.notification.member.registered"),
+    "members": tuple(f"roomee.notification.member.{a}" for a in ("onboarding", "registered", "created", "updated", "deleted"))
+    + tuple(f"roomee.notification.workspace.{a}" for a in ("created", "updated", "deleted")),
+    "hotel": tuple(f"roomee.notification.hotel.{a}" for a in ("created", "updated", "deleted", "creation_failed"))
+    + ("roomee.storage.media",),
+    "billing": ("roomee.notification.hotel.updated", "roomee.storage.media"),
+    "news": tuple(f"roomee.notification.{entity}.{action}" for entity, actions in (
+        ("page", ("created", "updated", "deleted")), ("comment", ("created", "updated", "deleted")),
+        ("like", ("created", "deleted")),
+    ) for action in actions),
+}
+PUBLISH_STATUSES = ("ok", "error", "unroutable")
+CONSUME_STATUSES = ("ok", "retry", "dead", "duplicate")
+# notifications_sent_total: the notification target's channels and delivery outcomes.
+NOTIFYING_TARGET = "notification"
+NOTIFICATION_CHANNELS = ("socket", "push", "email")
+NOTIFICATION_STATUSES = ("sent", "failed", "deferred", "logged")
+
+
+def initialise_target_series(service: str, consumed_bindings: list[str]) -> None:
+    """Create at 0 the event-path series of one target: what it publishes (each status), what its
+    consumers bind (each status), its unroutable-event families and, for the notification target,
+    every channel and delivery status."""
+    # Imported here: the events package imports this module.
+    from roomee.kit.events.gauges import outbox_unroutable_events, routing_key_family
+
+    published = PUBLISHED_ROUTING_KEYS.get(service, ())
+    for routing_key in published:
+        for status in PUBLISH_STATUSES:
+            amqp_messages_total.labels(service, routing_key, "publish", status)
+    for family in {routing_key_family(key) for key in published}:
+        outbox_unroutable_events.labels(service, family).set(0)
+    for binding in consumed_bindings:
+        for status in CONSUME_STATUSES:
+            amqp_messages_total.labels(service, binding, "consume", status)
+    if service == NOTIFYING_TARGET:
+        for channel in NOTIFICATION_CHANNELS:
+            for status in NOTIFICATION_STATUSES:
+                notifications_sent_total.labels(channel, status)

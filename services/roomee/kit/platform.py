@@ -18,7 +18,7 @@ from roomee.kit.events import BrokerUnavailable, EventConsumer, OutboxRelay, bro
 from roomee.kit.events.consumer import BatchHandler, EventHandler
 from roomee.kit.events.gauges import dead_letters_waiting
 from roomee.kit.http import ServiceClient
-from roomee.kit.metrics import broker_connected
+from roomee.kit.metrics import broker_connected, initialise_target_series
 from roomee.kit.observability import configure_logging, configure_tracing
 from roomee.kit.schemas import use_cursor_key
 from roomee.kit.settings import Settings
@@ -133,7 +133,9 @@ class Platform:
             await relay.start()
             self._relays.append(relay)
             make_consumers = spec.load(spec.consumers)
-            for consumer in make_consumers(ctx) if make_consumers else ():
+            consumer_specs = make_consumers(ctx) if make_consumers else []
+            initialise_target_series(spec.name, [b for consumer in consumer_specs for b in consumer.bindings])
+            for consumer in consumer_specs:
                 queue = self.settings.queue_prefix + consumer.queue
                 runner = EventConsumer(
                     ctx.db, self.broker, spec.name, queue, consumer.bindings, consumer.handler,
@@ -151,16 +153,20 @@ class Platform:
         log.info("platform started", extra={"targets": [spec.name for spec in self.targets]})
 
     async def _follow_access_changes(self) -> None:
-        """Learn removed members and changed permissions, so this process refuses their old tokens."""
+        """Learn removed members, changed permissions and ended sessions, so this process refuses their old tokens."""
         first = self.services[self.targets[0].name]
         # Its own client: the feed's failures (members starting, or down) must not open the breaker
         # the service's own calls to members go through.
         client = ServiceClient(first.name, "members", first.settings.url_of("members"),
                                token_provider=self.service_token_provider(first.name), settings=first.settings)
+        # And the sessions auth ended (sign-out, password change or reset), on a client of their own too.
+        sessions = ServiceClient(first.name, "auth", first.settings.url_of("auth"),
+                                 token_provider=self.service_token_provider(first.name), settings=first.settings)
         try:
-            await self.access_changes.follow(client, self.settings.access_changes_poll_seconds)
+            await self.access_changes.follow(client, self.settings.access_changes_poll_seconds, sessions)
         finally:
             await client.aclose()
+            await sessions.aclose()
 
     async def sample_dead_letters(self) -> dict[str, int]:
         """Export how many dead letters wait in each queue this process consumes."""

@@ -49,6 +49,8 @@ RUNNING, COMPENSATING, SUCCEEDED, FAILED = "running", "compensating", "succeeded
 # Step statuses (the wire contract of provisioning endpoints).
 PENDING, STEP_RUNNING, STEP_SUCCEEDED, STEP_FAILED = "pending", "running", "succeeded", "failed"
 STEP_COMPENSATING, STEP_COMPENSATED = "compensating", "compensated"
+# Outcomes of one step attempt (the ``outcome`` label of saga_steps_total).
+STEP_OUTCOMES = ("succeeded", "retry", "failed", "compensated", "compensation_retry")
 
 # Failures that say "try again later": the callee is down, slow, overloaded, or the broker is.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -216,6 +218,11 @@ class SagaEngine:
         self._tasks: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(self.policy.concurrency)
         self._stopping = False
+        # Every series of this saga exists at 0 from start-up, so its first failure is an increase.
+        sagas_failed_total.labels(definition.name)
+        for step in definition.steps:
+            for outcome in STEP_OUTCOMES:
+                saga_steps_total.labels(definition.name, step.name, outcome)
 
     # -- starting --------------------------------------------------------------------------------
 

@@ -1,0 +1,103 @@
+"""Every labelled counter exists at 0 from start-up for its known label values (ARCHITECTURE §7), so
+``increase()`` sees the first event (a series born at 1 has no increase: the first failed saga of a
+pod would never fire RoomeeSagaFailed). Checked on a freshly started ``roomee up`` process, before
+anything happened in it: a subprocess, since this test process's counters have counted other tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from roomee.kit.metrics import (
+    CONSUME_STATUSES,
+    NOTIFICATION_CHANNELS,
+    NOTIFICATION_STATUSES,
+    PUBLISH_STATUSES,
+    PUBLISHED_ROUTING_KEYS,
+)
+from tests.fixtures.platform import AMQP_URL, BACKEND, PG_URL, free_port, make_settings
+from tests.test_cli import _env
+
+ROOMEE = [sys.executable, "-m", "roomee.cli"]
+
+
+def _fresh_metrics(tmp_path) -> dict[tuple[str, frozenset], float]:
+    port = free_port()
+    env = _env(ROOMEE_DATA_DIR=str(tmp_path), ROOMEE_LOG_LEVEL="WARNING")
+    if BACKEND == "real":
+        settings = make_settings(tmp_path)
+        env |= {"ROOMEE_DATABASE_URL": PG_URL, "ROOMEE_BROKER_URL": AMQP_URL,
+                "ROOMEE_SCHEMA_PREFIX": settings.schema_prefix, "ROOMEE_EXCHANGE": settings.exchange,
+                "ROOMEE_QUEUE_PREFIX": settings.queue_prefix, "ROOMEE_ALLOW_UNSAFE_DEFAULTS": "true"}
+        subprocess.run([*ROOMEE, "migrate"], capture_output=True, text=True, env=env, check=True)
+    process = subprocess.Popen([*ROOMEE, "up", "--port", str(port), "--data-dir", str(tmp_path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, f"roomee up exited with {process.returncode}"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "roomee up did not become ready"
+            time.sleep(0.3)
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _value(samples: dict, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def test_labelled_counters_exist_at_zero_before_any_event(tmp_path):
+    samples = _fresh_metrics(tmp_path)
+
+    # The saga's failure counter and every step outcome of both hotel sagas.
+    for saga in ("hotel-provisioning", "hotel-deletion"):
+        assert _value(samples, "sagas_failed_total", saga=saga) is not None, saga
+    assert _value(samples, "sagas_failed_total", saga="hotel-provisioning") == 0
+    assert _value(samples, "saga_steps_total", saga="hotel-provisioning", step="subscription", outcome="failed") == 0
+    assert _value(samples, "saga_steps_total", saga="hotel-deletion", step="announce", outcome="retry") == 0
+
+    # The event path: every routing key each target publishes, every binding each consumer holds.
+    missing = [
+        (service, key, status)
+        for service, keys in PUBLISHED_ROUTING_KEYS.items()
+        for key in keys
+        for status in PUBLISH_STATUSES
+        if _value(samples, "amqp_messages_total", service=service, routing_key=key, direction="publish", status=status)
+        is None
+    ]
+    assert missing == []
+    for service, binding in (("notification", "roomee.notification.#"), ("media", "roomee.storage.media")):
+        for status in CONSUME_STATUSES:
+            assert _value(samples, "amqp_messages_total", service=service, routing_key=binding, direction="consume",
+                          status=status) is not None, (service, binding, status)
+    assert _value(samples, "outbox_unroutable_events", service="hotel", family="roomee.notification.hotel") == 0
+    assert _value(samples, "outbox_unroutable_events", service="news", family="roomee.notification.page") == 0
+
+    # Notification delivery by channel and status; billing's operations.
+    for channel in NOTIFICATION_CHANNELS:
+        for status in NOTIFICATION_STATUSES:
+            assert _value(samples, "notifications_sent_total", channel=channel, status=status) is not None
+    assert _value(samples, "billing_subscriptions_total", operation="assign", outcome="created") == 0
+    assert _value(samples, "billing_subscriptions_total", operation="close", outcome="closed") == 0
+    assert _value(samples, "billing_webhook_events_total", type="customer.subscription.deleted",
+                  outcome="applied") == 0
