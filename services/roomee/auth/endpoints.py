@@ -81,8 +81,9 @@ async def sign_up(body: schemas.SignUpRequest, service: Auth, request: Request):
 async def sign_in(body: schemas.SignInRequest, service: Auth, request: Request):
     """Sign in with email and password; the access token is scoped to one workspace.
 
-    Repeated failures are throttled (429 `login_throttled` with `Retry-After`): per email and client
-    address, with a softer limit per email and one per address.
+    Repeated failures are throttled (429 `login_throttled` with `Retry-After`): per client address and per
+    email and address. Past a softer limit per email, that email is refused only from addresses that already
+    failed for it: nobody can lock the owner out (a right password from an address that has not failed passes).
     """
     return await service.sign_in(body.model_dump(), client_address(request))
 

@@ -146,26 +146,30 @@ class AuthService:
     # --- throttling -------------------------------------------------------------------------
 
     async def _throttle(self, ip: str, email: str | None = None) -> None:
-        """429 when the address, or this email from this address, or (a softer limit) this email failed too often.
+        """429 when this address, or this email from this address, failed too often.
 
-        Keyed by address first so that nobody can lock an account out from elsewhere with wrong passwords.
+        Nothing keyed by the account alone refuses anyone (OWASP ASVS 2.2.1: a stranger must not lock the
+        owner out): past the softer per-email limit, that email is refused only from addresses that already
+        failed for it, so a right password from an address that has not failed always gets through.
         """
         window_start = utcnow() - timedelta(seconds=self.settings.login_window_seconds)
-        limits = [(dict(ip=ip), self.settings.address_max_failures)]
-        if email is not None:
-            limits += [
-                (dict(email=email, ip=ip), self.settings.login_max_failures),
-                (dict(email=email), self.settings.login_max_failures_per_email),
-            ]
-        for where, limit in limits:
-            count, oldest = await self.failures.recent(window_start, **where)
-            if count >= limit:
-                retry_after = int((as_utc(oldest) - window_start).total_seconds()) + 1 if oldest else 60
-                raise TooManyRequests(
-                    "too many failed attempts; try again later",
-                    code="login_throttled",
-                    headers={"Retry-After": str(max(retry_after, 1))},
-                )
+        await self._refuse_past(window_start, self.settings.address_max_failures, ip=ip)
+        if email is None:
+            return
+        await self._refuse_past(window_start, self.settings.login_max_failures, email=email, ip=ip)
+        everywhere, _ = await self.failures.recent(window_start, email=email)
+        if everywhere >= self.settings.login_max_failures_per_email:
+            await self._refuse_past(window_start, 1, email=email, ip=ip)
+
+    async def _refuse_past(self, window_start, limit: int, **where: str) -> None:
+        count, oldest = await self.failures.recent(window_start, **where)
+        if count >= limit:
+            retry_after = int((as_utc(oldest) - window_start).total_seconds()) + 1 if oldest else 60
+            raise TooManyRequests(
+                "too many failed attempts; try again later",
+                code="login_throttled",
+                headers={"Retry-After": str(max(retry_after, 1))},
+            )
 
     async def _record_failure(self, kind: str, ip: str, email: str = "") -> None:
         # Its own transaction: the failure must be kept although this request rolls back.

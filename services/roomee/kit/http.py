@@ -29,7 +29,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from roomee.kit import errors
 from roomee.kit.breaker import CircuitBreaker, CircuitOpenError
 from roomee.kit.metrics import http_client_request_duration_seconds
-from roomee.kit.observability import propagation_headers, tracer
+from roomee.kit.observability import QUIET_PATHS, propagation_headers, tracer
 
 log = logging.getLogger("roomee.http.client")
 
@@ -251,7 +251,8 @@ class ServiceClient:
         duration_ms = round(duration * 1000, 1)
         healthy = status.isdigit() and (int(status) < 300 or 400 <= int(status) < 500)
         log.log(
-            logging.INFO if healthy else logging.WARNING,
+            # The platform's own polls (QUIET_PATHS) run every second: their callers say what matters, once.
+            logging.DEBUG if endpoint in QUIET_PATHS else logging.INFO if healthy else logging.WARNING,
             "%s %s %s -> %s in %.1f ms",
             self.target,
             method,

@@ -5,6 +5,9 @@ and an OpenTelemetry tracer provider whose context propagates over HTTP (W3C ``t
   or by a consumer from an event); logs and outgoing calls pick it up.
 - :func:`configure_logging` installs one handler on the root logger (JSON or text); calling it
   again replaces that handler, so it is safe in tests and in ``--target all``.
+- Access lines are for people: :class:`AccessLogFilter` redacts secrets in request targets
+  (:func:`redact_target`) and moves probes and polls to DEBUG; :class:`RetryNotice` makes a task that
+  retries say so once, and once again when it recovers.
 - :func:`configure_tracing` installs the process-wide tracer provider once; later calls only add
   an exporter that is not installed yet.
 """
@@ -12,6 +15,7 @@ and an OpenTelemetry tracer provider whose context propagates over HTTP (W3C ``t
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 from contextvars import ContextVar
@@ -123,7 +127,104 @@ def configure_logging(settings: Any, service: str, *, stream: TextIO | None = No
     # httpx logs every request at INFO; the ServiceClient already writes one line per call.
     if root.level > logging.DEBUG:
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    _install_filter("uvicorn.access", AccessLogFilter())
+    _install_filter("alembic.runtime.migration", DemoteFilter(lambda record: record.msg in _ALEMBIC_CHATTER))
     return handler
+
+
+def _install_filter(logger_name: str, new: logging.Filter) -> None:
+    """Put ``new`` on a logger, replacing the filter of the same class an earlier call installed."""
+    logger = logging.getLogger(logger_name)
+    for existing in list(logger.filters):
+        if type(existing) is type(new):
+            logger.removeFilter(existing)
+    logger.addFilter(new)
+
+
+# -- logs a person can read ---------------------------------------------------------------------
+
+REDACTED = "[redacted]"
+# Query parameters whose value is a credential (compared case-insensitively).
+SECRET_PARAMETERS = (
+    "token", "access_token", "refresh_token", "id_token", "code", "password", "secret", "client_secret",
+    "signature", "sig", "api_key", "apikey", "key", "x-goog-signature", "x-goog-credential",
+    "x-amz-signature", "x-amz-credential", "x-amz-security-token",
+)
+_SECRET_QUERY = re.compile(
+    r"(?i)(?P<name>(?:^|[?&;])(?:%s)=)[^&;#]*" % "|".join(re.escape(name) for name in SECRET_PARAMETERS)
+)
+# Paths whose segment is a credential: an invitation token (its fixed sub-routes excepted).
+_SECRET_PATHS = (re.compile(r"^(?P<name>/members/invitations/)(?!(?:accept|lookup)(?:[/?#]|$))[^/?#]+"),)
+# Routes that probes, scrapers and the platform's own polls call every few seconds.
+QUIET_PATHS = frozenset({"/health", "/health/ready", "/metrics",
+                         "/members/access-changes", "/users/sessions/revocations"})
+_ALEMBIC_CHATTER = frozenset({"Context impl %s.", "Will assume %s DDL.", "Will assume non-transactional DDL.",
+                              "Will assume transactional DDL."})
+
+
+def redact_target(target: str) -> str:
+    """A request target (path and query) with credentials replaced by ``[redacted]``."""
+    for pattern in _SECRET_PATHS:
+        target = pattern.sub(lambda match: match["name"] + REDACTED, target)
+    path, separator, query = target.partition("?")
+    if not separator:
+        return target
+    return path + "?" + _SECRET_QUERY.sub(lambda match: match["name"] + REDACTED, query)
+
+
+def _demote(record: logging.LogRecord) -> bool:
+    """Turn an INFO record into a DEBUG one; keep it only where DEBUG is wanted."""
+    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+    return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+class DemoteFilter(logging.Filter):
+    """Moves the INFO records ``predicate`` picks to DEBUG (a library's chatter)."""
+
+    def __init__(self, predicate) -> None:
+        super().__init__()
+        self.predicate = predicate
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and self.predicate(record):
+            return _demote(record)
+        return True
+
+
+class AccessLogFilter(logging.Filter):
+    """uvicorn's access lines: credentials in the target redacted, and the successful calls of probes,
+    scrapers and polls (:data:`QUIET_PATHS`) moved to DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not (isinstance(args, tuple) and len(args) == 5):
+            return True
+        client, method, target, version, status = args
+        target = redact_target(str(target))
+        record.args = (client, method, target, version, status)
+        quiet = target.partition("?")[0] in QUIET_PATHS and isinstance(status, int) and status < 400
+        return _demote(record) if quiet and record.levelno == logging.INFO else True
+
+
+class RetryNotice:
+    """How work that retries talks: its first failure once (at ``level``), the retries after it at DEBUG,
+    and its recovery once at INFO. A peer still starting (connection refused) then costs two lines, not
+    one a tick."""
+
+    def __init__(self, logger: logging.Logger, what: str, *, level: int = logging.WARNING,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.logger, self.what, self.level, self.extra = logger, what, level, extra or {}
+        self.failures = 0
+
+    def failed(self, exc: BaseException, retry: str = "retrying quietly") -> None:
+        self.failures += 1
+        level = self.level if self.failures == 1 else logging.DEBUG
+        self.logger.log(level, "%s failed (%s: %s); %s", self.what, type(exc).__name__, exc, retry, extra=self.extra)
+
+    def succeeded(self) -> None:
+        if self.failures:
+            self.logger.info("%s recovered after %d failed attempt(s)", self.what, self.failures, extra=self.extra)
+        self.failures = 0
 
 
 # -- tracing ------------------------------------------------------------------------------------

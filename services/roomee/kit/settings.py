@@ -54,7 +54,13 @@ class Settings(BaseSettings):
         '(JSON list; ["*"] for any). Empty: the same origin only.',
     )
     signup_url: str | None = Field(
-        default=None, description="Sign-up page the invitation link points to; default <public_url>/signup."
+        default=None, description="Sign-up page the invitation link points to; default <public_url>/signup "
+        "(a minimal built-in form)."
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Proxies trusted to give the client address in X-Forwarded-For (comma-separated IPs or "
+        "CIDRs, '*' for any): behind an Ingress, its pods' addresses, so throttles key on the real client.",
     )
     # Where each target is reachable for inter-service calls; default: this process (public_url).
     auth_url: str | None = None
@@ -98,7 +104,9 @@ class Settings(BaseSettings):
     invitation_ttl_seconds: int = 72 * 3600
     login_max_failures: int = Field(default=5, description="Failed sign-ins of one email from one address per window.")
     login_max_failures_per_email: int = Field(
-        default=50, description="Failed sign-ins of one email from all addresses per window (softer: no easy lock-out)."
+        default=50, description="Failed sign-ins of one email from all addresses per window. Soft: past it, "
+        "that email may still sign in from every address that has not failed for it (one try from each that "
+        "has not), so a stranger cannot lock the owner out (OWASP ASVS 2.2.1)."
     )
     address_max_failures: int = Field(
         default=50, description="Failures (sign-in, sign-up, refresh, client credentials) of one address per window."
@@ -110,6 +118,10 @@ class Settings(BaseSettings):
         "(removed members, changed permissions)."
     )
 
+    max_json_body_bytes: int = Field(default=1024 * 1024, gt=0, description="Largest request body of a route "
+                                     "(JSON, forms): a larger one is answered 413 before it is read.")
+    max_upload_body_bytes: int | None = Field(default=None, gt=0, description="Largest request body of an upload "
+                                              "route; unset: media_max_file_bytes plus 1 MiB of multipart envelope.")
     http_timeout_ms: int = 3000
     breaker_error_threshold_percentage: int = 50
     breaker_reset_timeout_ms: int = 10000
@@ -210,6 +222,9 @@ class Settings(BaseSettings):
     saga_poll_interval_seconds: float = Field(default=1.0, gt=0, description="How often the worker looks for sagas to resume.")
     hotel_join_url: str | None = Field(default=None, description="Base of the join link a hotel's QR code "
                                        "encodes (<hotel_join_url>/<hotel id>); default <public_url>/join.")
+    hotel_join_app_url: str | None = Field(default=None, description="Where GET /join/{hotelId} redirects (307 to "
+                                           "<url>?hotelId=<id>), e.g. the app's store or deep link; unset: a small "
+                                           "HTML page saying how to join.")
     hotel_idempotency_ttl_seconds: int = Field(default=86400, gt=0, description="How long an Idempotency-Key of POST /hotel/add is kept.")
     hotel_storage_wait_seconds: float = Field(default=2.0, gt=0, description="How long one attempt of the storage "
                                               "step waits for media to create the quota.")
