@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -150,8 +152,14 @@ def run(
 @app.command()
 def migrate(
     target: Annotated[str, typer.Option(help="Target(s) to migrate, or 'all'.")] = targets.ALL,
+    wait_seconds: Annotated[float, typer.Option(
+        min=0, help="Wait up to this long for each database and the broker to answer (a Job started beside "
+        "them); 0: try once.")] = 0,
 ) -> None:
-    """Apply every pending database migration of the given targets."""
+    """Apply every pending database migration of the given targets, and declare the broker's queues.
+
+    A database or broker that never answers ends the command with exit code 1 and one line naming its setting.
+    """
     from roomee.kit import migrations
     from roomee.kit.db import Database
     from roomee.kit.platform import Platform, declare_event_topology
@@ -162,16 +170,42 @@ def migrate(
         for spec in _resolve(target):
             db = Database(spec.name, settings.for_service(spec.name))
             try:
+                where = db.engine.url.render_as_string(hide_password=True)
+                await _wait_for(f"the {spec.name} database at {where}",
+                                f"ROOMEE_DATABASE_URL (or ROOMEE_{spec.name.upper()}_DATABASE_URL)", db.ping, wait_seconds)
                 await migrations.upgrade(spec.package, db)
                 typer.echo(f"{spec.name}: at {await migrations.current(spec.package, db)}")
             finally:
                 await db.dispose()
         # The broker's topology is part of the schema: every queue exists before any service publishes.
         topology = Platform(settings, []).event_topology()
-        await _with_broker(settings, lambda broker: declare_event_topology(broker, topology))
+        await _with_broker(settings, lambda broker: declare_event_topology(broker, topology), wait_seconds)
         typer.echo(f"broker: {len(topology)} queues declared ({', '.join(sorted(topology))})")
 
     asyncio.run(go())
+
+
+async def _wait_for(what: str, setting: str, attempt, wait_seconds: float) -> None:
+    """Run ``attempt`` until it succeeds or ``wait_seconds`` pass (0: once). The first failure says once what
+    it waits for; never answering ends the command (exit 1) with one line naming ``setting``."""
+    deadline = time.monotonic() + wait_seconds
+    delay, said = 0.5, False
+    while True:
+        try:
+            await asyncio.wait_for(attempt(), timeout=max(deadline - time.monotonic(), 10.0))
+            return
+        except Exception as exc:  # refused, unknown host, timeout, not accepting connections yet...
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                within = f" within {wait_seconds:g} s" if wait_seconds else ""
+                typer.echo(f"error: {what} did not answer{within} ({reason}); check {setting}", err=True)
+                raise typer.Exit(code=1) from None
+            if not said:
+                typer.echo(f"waiting up to {wait_seconds:g} s for {what} ({reason})", err=True)
+                said = True
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 5.0)
 
 
 @app.command()
@@ -254,15 +288,28 @@ def token(
     typer.echo(response.json()["access_token"])
 
 
-async def _with_broker(settings: Settings, action):
+async def _with_broker(settings: Settings, action, wait_seconds: float = 0):
     from roomee.kit.events import broker_from_settings
 
     broker = broker_from_settings(settings)
-    await broker.start()
+
+    async def connect() -> None:
+        try:
+            await broker.start()
+        except BaseException:
+            await broker.close()  # a half-made connection is not reused: the next attempt starts over
+            raise
+
+    where = _without_password(settings.broker_url) if settings.broker_url else "(embedded, in the data dir)"
+    await _wait_for(f"the broker {where}", "ROOMEE_BROKER_URL", connect, wait_seconds)
     try:
         return await action(broker)
     finally:
         await broker.close()
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(://[^:/@,]*):[^@/]*@", r"\1:***@", url)
 
 
 def _known_queue(settings: Settings, queue: str) -> str:

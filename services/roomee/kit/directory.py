@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from roomee.kit.clock import as_utc
 from roomee.kit.events.envelope import parse_timestamp
 from roomee.kit.http import raise_for_status
+from roomee.kit.observability import RetryNotice
 
 log = logging.getLogger("roomee.kit.directory")
 
@@ -345,23 +346,16 @@ async def sync_members(ctx, store_of: StoreFactory, now: Callable[[], datetime])
 async def sync_worker(ctx, store_of: StoreFactory, now: Callable[[], datetime]) -> None:
     """Sync at start, then every ``members_sync_interval_seconds``; retry sooner after a failure."""
     interval = max(ctx.settings.members_sync_interval_seconds, 1.0)
-    failures = 0
+    # Members may still be starting: said once, retried quietly, and its recovery said once.
+    notice = RetryNotice(log, "member directory sync", level=logging.INFO, extra={"service": ctx.name})
     while True:
         try:
             applied = await sync_members(ctx, store_of, now)
         except Exception as exc:
-            failures += 1
-            # The first failures are expected while the platform is still starting.
-            log.log(
-                logging.WARNING if failures >= 3 else logging.INFO,
-                "member directory sync failed (%s: %s); retrying",
-                type(exc).__name__,
-                exc,
-                extra={"service": ctx.name},
-            )
-            await asyncio.sleep(min(2 ** (failures - 1), interval))
+            notice.failed(exc)
+            await asyncio.sleep(min(2 ** (notice.failures - 1), interval))
             continue
-        failures = 0
+        notice.succeeded()
         if applied:
             log.info("member directory synced", extra={"applied": applied, "service": ctx.name})
         await asyncio.sleep(interval)
