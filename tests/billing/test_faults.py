@@ -18,8 +18,11 @@ from tests.fixtures.platform import free_port
 class Fault:
     method: str
     path: str
-    mode: str  # "error": 500 without forwarding; "lose": forward, then answer 500; "hang": answer too late
+    mode: str  # "error": 500 without forwarding; "lose": forward, then answer 500; "hang": answer too late;
+    # "hold": wait until ``gate`` is set (``reached`` tells the request is there), then forward
     times: int = 1
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -44,6 +47,9 @@ class FaultyStripe:
                 return web.json_response({"error": {"type": "api_error", "message": "injected"}}, status=500)
             if fault.mode == "hang":
                 await asyncio.sleep(4)
+            if fault.mode == "hold":
+                fault.reached.set()
+                await fault.gate.wait()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         async with aiohttp.ClientSession() as session:
             async with session.request(request.method, self.upstream + request.path_qs, data=body, headers=headers) as answer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.billing import schemas
@@ -55,7 +55,8 @@ async def list_plans() -> list[dict]:
     response_model=schemas.SubscriptionOut,
     status_code=201,
     responses={200: {"description": "The hotel already had this subscription (a retry).", "model": schemas.SubscriptionOut},
-               409: _error("`subscription_exists`: the hotel has a live subscription to another plan (use change-plan)."),
+               409: _error("`subscription_exists`: the hotel has a live subscription to another plan (use change-plan); "
+                           "`customer_closed`: the hotel was closed (undone or deleted) for this generation."),
                **AUTH_ERRORS, **VALIDATION, **PROVIDER_ERRORS},
 )
 async def assign_subscription(body: schemas.AssignRequest, response: Response, service: Billing, _caller: Caller):
@@ -97,6 +98,26 @@ async def get_subscription(customer_id: HotelId, service: Billing, _caller: Call
 async def cancel_subscription(customer_id: HotelId, service: Billing, _caller: Caller):
     """Cancel the hotel's subscription at once. Idempotent: an ended one is returned as it is."""
     return await service.cancel(customer_id)
+
+
+@router.delete(
+    "/sub/customers/{customer_id}",
+    response_model=schemas.CustomerClosedOut,
+    responses={**AUTH_ERRORS, **VALIDATION, **PROVIDER_ERRORS},
+)
+async def close_customer(
+    customer_id: HotelId, service: Billing, _caller: Caller,
+    generation: Annotated[int | None, Query(ge=0, le=1_000_000, description=(
+        "Close provisioning attempts up to this generation only (a saga's undo; a retry assigns with a higher "
+        "one). Omitted: the hotel is closed for good (deleted)."))] = None,
+):
+    """Close a hotel in billing: cancel its live subscription, delete its Stripe customer (or wipe its
+    name, email and hotel id where Stripe keeps it), forget its contact details, and refuse every later
+    assign of a closed generation with 409 `customer_closed`, so a late request leaves nothing behind.
+
+    Idempotent, and valid for a hotel billing never saw (its assign may still be on its way).
+    """
+    return await service.close(customer_id, generation)
 
 
 @router.post(

@@ -48,3 +48,17 @@ webhook_event = sa.Table(
     sa.Column("outcome", sa.String(32), nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
+
+# A hotel billing was told to close (its saga compensated, or the hotel deleted): the tombstone that
+# makes a late assign fail instead of leaving a subscription nobody cancels. Also the row that
+# serialises a hotel's assign and close across replicas (PostgreSQL: SELECT … FOR UPDATE).
+# ``closed_generation``: provisioning attempts up to this one are closed (a retried hotel assigns with
+# a higher generation); ``closed_for_good``: the hotel was deleted, every assign is refused.
+billing_customer = sa.Table(
+    "billing_customer",
+    metadata,
+    sa.Column("customer_id", sa.String(64), primary_key=True),
+    sa.Column("closed_generation", sa.Integer, nullable=True),
+    sa.Column("closed_for_good", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+)

@@ -61,6 +61,15 @@ class Customer:
     known_external_id: str | None  # from an earlier subscription of the same hotel
 
 
+@dataclass(frozen=True)
+class ClosedCustomers:
+    """What closing a hotel did at the provider: customers deleted, and customers kept (Stripe refused
+    the delete) with their name, email and hotel id wiped."""
+
+    deleted: int = 0
+    anonymised: int = 0
+
+
 class BillingProvider(Protocol):
     name: str
 
@@ -69,6 +78,8 @@ class BillingProvider(Protocol):
     async def cancel(self, stored: dict[str, Any]) -> ProviderSubscription: ...
 
     async def change_plan(self, stored: dict[str, Any], plan: Plan) -> ProviderSubscription: ...
+
+    async def close_customer(self, hotel_id: str, known_external_ids: list[str]) -> ClosedCustomers: ...
 
     async def close(self) -> None: ...
 
@@ -123,6 +134,9 @@ class LocalProvider:
         return ProviderSubscription(
             stored["external_id"], stored["external_customer_id"], plan.id, stored["status"], stored["current_period_end"]
         )
+
+    async def close_customer(self, hotel_id: str, known_external_ids: list[str]) -> ClosedCustomers:
+        return ClosedCustomers()  # the customer exists only in this service's rows
 
     async def close(self) -> None:
         return None
@@ -267,22 +281,67 @@ class StripeProvider:
             raise self._rejected("subscribe", exc) from None
 
     async def _find_customer(self, hotel_id: str) -> str | None:
+        found = await self._find_customers(hotel_id, limit=1)
+        return found[0] if found else None
+
+    async def _find_customers(self, hotel_id: str, limit: int = 100) -> list[str]:
+        """The ids of the Stripe customers whose metadata names this hotel (at most ``limit``)."""
         v1 = self.client.v1
         if self._search_supported:
             try:
                 result = await self._call("customer.search", lambda: v1.customers.search_async(
-                    {"query": f"metadata['roomee_hotel_id']:'{hotel_id}'", "limit": 1}
+                    {"query": f"metadata['roomee_hotel_id']:'{hotel_id}'", "limit": limit}
                 ))
-                return result.data[0].id if result.data else None
+                return [found.id for found in result.data]
             except stripe.StripeError as exc:
                 if exc.http_status != 404:
                     raise
                 self._search_supported = False
         listing = await self._call("customer.list", lambda: v1.customers.list_async({"limit": 100}))
+        ids = []
         async for found in listing.auto_paging_iter():
             if (found.to_dict().get("metadata") or {}).get("roomee_hotel_id") == hotel_id:
-                return found.id
-        return None
+                ids.append(found.id)
+                if len(ids) == limit:
+                    break
+        return ids
+
+    async def close_customer(self, hotel_id: str, known_external_ids: list[str]) -> ClosedCustomers:
+        """End every live subscription of the hotel's customers and delete them; a customer Stripe
+        will not delete is kept without its name, email and hotel id."""
+        customers = self.client.v1.customers
+        try:
+            ids = dict.fromkeys([*known_external_ids, *await self._find_customers(hotel_id)])
+        except stripe.StripeError as exc:
+            raise self._rejected("customer search", exc) from None
+        deleted = anonymised = 0
+        for customer_id in ids:
+            try:
+                await self._end_live_subscriptions(customer_id)
+                await self._call("customer.delete", lambda cid=customer_id: customers.delete_async(cid))
+                deleted += 1
+            except stripe.StripeError as exc:
+                if self._missing(exc):
+                    continue  # already deleted (an earlier attempt whose answer was lost)
+                log.warning("Stripe kept customer %s of hotel %s (%s): anonymising it", customer_id, hotel_id,
+                            exc.code or exc.http_status)
+                try:
+                    await self._call("customer.update", lambda cid=customer_id: customers.update_async(
+                        cid, {"name": "", "email": "", "description": "", "metadata": {"roomee_hotel_id": ""}}
+                    ))
+                except stripe.StripeError as again:
+                    raise self._rejected("customer anonymisation", again) from None
+                anonymised += 1
+        return ClosedCustomers(deleted, anonymised)
+
+    async def _end_live_subscriptions(self, customer_id: str) -> None:
+        listing = await self._call("subscription.list", lambda: self.client.v1.subscriptions.list_async(
+            {"customer": customer_id, "status": "all", "limit": 100}
+        ))
+        for found in listing.data:
+            if found.status not in ENDED_STATUSES:
+                await self._call("subscription.cancel",
+                                 lambda sid=found.id: self.client.v1.subscriptions.cancel_async(sid))
 
     async def _create_customer(self, customer: Customer) -> str:
         params: dict[str, Any] = {"metadata": {"roomee_hotel_id": customer.hotel_id}}

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from roomee.billing.models import subscription, webhook_event
+from roomee.billing.models import billing_customer, subscription, webhook_event
 
 
 async def insert_unless_conflict(session: AsyncSession, table: sa.Table, values: dict[str, Any]) -> bool:
@@ -62,11 +62,59 @@ class SubscriptionRepository:
     async def update(self, subscription_id: str, values: dict[str, Any]) -> None:
         await self.session.execute(sa.update(subscription).where(subscription.c.id == subscription_id).values(**values))
 
+    async def forget_contact(self, customer_id: str) -> None:
+        """Drop the contact details kept with a closed hotel's subscriptions (name, email)."""
+        await self.session.execute(
+            sa.update(subscription).where(subscription.c.customer_id == customer_id).values(email=None, name=None)
+        )
+
+    async def external_customer_ids(self, customer_id: str) -> list[str]:
+        rows = await self.session.execute(
+            sa.select(subscription.c.external_customer_id).distinct()
+            .where(subscription.c.customer_id == customer_id, subscription.c.external_customer_id.is_not(None))
+        )
+        return list(rows.scalars())
+
     async def _one(self, query) -> dict | None:
         if self.lock_rows:
             query = query.with_for_update()
         row = (await self.session.execute(query)).mappings().first()
         return dict(row) if row else None
+
+
+class CustomerRepository:
+    """A hotel's closure (its tombstone) and, on PostgreSQL, the row that serialises its writers."""
+
+    def __init__(self, session: AsyncSession, *, lock_rows: bool) -> None:
+        self.session = session
+        self.lock_rows = lock_rows
+
+    async def hold(self, customer_id: str) -> dict | None:
+        """The hotel's closure row. PostgreSQL: created if missing and locked until the commit, so an
+        assign and a close of one hotel never interleave across replicas (SQLite serves one process,
+        where the service's per-hotel lock does; no write here keeps SQLite's single lock free)."""
+        query = sa.select(billing_customer).where(billing_customer.c.customer_id == customer_id)
+        if self.lock_rows:
+            await insert_unless_conflict(self.session, billing_customer, {"customer_id": customer_id})
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        return dict(row) if row else None
+
+    async def close(self, customer_id: str, generation: int | None, now) -> dict:
+        """Record the closure: generations up to ``generation`` (None: every one, for good)."""
+        found = await self.hold(customer_id)
+        if found is None:
+            await insert_unless_conflict(self.session, billing_customer, {"customer_id": customer_id})
+            found = {"closed_generation": None, "closed_for_good": False}
+        closed_generation = found["closed_generation"]
+        if generation is not None:
+            closed_generation = max(generation, closed_generation if closed_generation is not None else generation)
+        values = {"closed_generation": closed_generation, "closed_for_good": found["closed_for_good"] or generation is None,
+                  "closed_at": now}
+        await self.session.execute(
+            sa.update(billing_customer).where(billing_customer.c.customer_id == customer_id).values(**values)
+        )
+        return {"customer_id": customer_id, **values}
 
 
 class WebhookEventRepository:

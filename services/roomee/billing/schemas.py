@@ -34,6 +34,9 @@ class AssignRequest(CamelModel):
     product_id: PlanId = Field(validation_alias=AliasChoices("productId", "product_id"), description="The plan id.")
     email: EmailStr | None = Field(default=None, description="Billing email of the hotel (new customers only).")
     name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    generation: int = Field(default=0, ge=0, le=1_000_000, description=(
+        "The hotel's provisioning attempt (0 first, +1 per retry after an undo). Billing refuses an assign "
+        "whose generation was closed (`customer_closed`), so a late request cannot leave a subscription."))
 
 
 class ChangePlanRequest(CamelModel):
@@ -58,3 +61,13 @@ class WebhookAck(CamelModel):
     received: bool = True
     duplicate: bool = Field(description="The event id was handled before; nothing was done this time.")
     outcome: str = Field(description="`applied`, `unchanged`, `stale`, `unknown_subscription` or `ignored`.")
+
+
+class CustomerClosedOut(CamelModel):
+    customer_id: str = Field(description="The hotel id.")
+    closed_generation: int | None = Field(description="Assigns up to this generation are refused from now on.")
+    closed_for_good: bool = Field(description="Every assign is refused (the hotel was deleted).")
+    canceled_subscription_id: str | None = Field(description="The live subscription this call canceled, if any.")
+    provider_customers_deleted: int = Field(description="Provider (Stripe) customers of the hotel deleted.")
+    provider_customers_anonymised: int = Field(
+        description="Provider customers kept by the provider, with their name, email and hotel id wiped.")

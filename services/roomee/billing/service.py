@@ -25,7 +25,7 @@ from roomee.billing.providers import (
     provider_from_settings,
     provider_subscription_from_stripe,
 )
-from roomee.billing.repository import SubscriptionRepository, WebhookEventRepository
+from roomee.billing.repository import CustomerRepository, SubscriptionRepository, WebhookEventRepository
 from roomee.kit.clock import as_utc, utcnow
 from roomee.kit.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, Unprocessable, UpstreamError
 from roomee.kit.platform import ServiceContext
@@ -174,6 +174,13 @@ def _provider_values(found: ProviderSubscription, current_plan_id: str) -> dict[
     return values
 
 
+def _is_closed(closure: dict[str, Any] | None, generation: int) -> bool:
+    """Whether a hotel's closure covers an assign of ``generation``."""
+    if closure is None or closure["closed_at"] is None:
+        return False
+    return closure["closed_for_good"] or (closure["closed_generation"] is not None and generation <= closure["closed_generation"])
+
+
 def _written_now() -> dict[str, Any]:
     """Stamps of a write through the API: provider events created before it are stale."""
     now = utcnow()
@@ -188,6 +195,7 @@ class BillingService:
         self.hotel_locks: KeyedLocks = ctx.state["hotel_locks"]
         is_postgres = ctx.db.is_postgres
         self.subscriptions = SubscriptionRepository(session, lock_rows=is_postgres)
+        self.customers = CustomerRepository(session, lock_rows=is_postgres)
         self.webhook_events = WebhookEventRepository(session)
 
     # --- subscriptions ------------------------------------------------------------------------
@@ -206,6 +214,12 @@ class BillingService:
         plan = plan_of(data["product_id"])
         hotel_id = data["customer_id"]
         async with self._hotel_exclusively(hotel_id):
+            closure = await self.customers.hold(hotel_id)
+            if _is_closed(closure, data.get("generation") or 0):
+                billing_subscriptions_total.labels("assign", "refused_closed").inc()
+                log.info("late subscription request refused: the hotel was closed", extra={"hotel_id": hotel_id})
+                raise Conflict(f"hotel '{hotel_id}' was closed (its provisioning was undone or it was deleted); "
+                               "no subscription is created for it", code="customer_closed")
             if self.subscriptions.lock_rows:
                 return await self._record_then_subscribe(hotel_id, plan, data)
             return await self._subscribe_then_record(hotel_id, plan, data)
@@ -261,7 +275,9 @@ class BillingService:
         return self._created(row), True
 
     async def _subscribe(self, hotel_id: str, plan: Plan, data: dict[str, Any], assignment_id: str) -> ProviderSubscription:
-        previous = await self.subscriptions.latest_ended_for_customer(hotel_id)
+        closure = await self.customers.hold(hotel_id)
+        # A closed hotel's provider customer was deleted: a retried hotel gets a new one.
+        previous = None if closure and closure["closed_at"] else await self.subscriptions.latest_ended_for_customer(hotel_id)
         customer = Customer(hotel_id, data.get("email"), data.get("name"),
                             previous["external_customer_id"] if previous else None)
         found = await self.provider.subscribe(customer, plan, assignment_id)
@@ -311,12 +327,49 @@ class BillingService:
                 raise NotFound(f"hotel '{hotel_id}' has no subscription", code="subscription_not_found")
             billing_subscriptions_total.labels("cancel", "already_canceled").inc()
             return present(ended)
-        found = await self.provider.cancel(row)
+        return present(await self._record_canceled(row, await self.provider.cancel(row)))
+
+    async def _record_canceled(self, row: dict[str, Any], found: ProviderSubscription) -> dict[str, Any]:
         values = _provider_values(found, row["plan_id"]) | {"status": "canceled", "ended_at": utcnow()} | _written_now()
         await self.subscriptions.update(row["id"], values)
         billing_subscriptions_total.labels("cancel", "canceled").inc()
-        log.info("subscription canceled", extra={"hotel_id": hotel_id, "subscription_id": row["external_id"]})
-        return present({**row, **values})
+        log.info("subscription canceled", extra={"hotel_id": row["customer_id"], "subscription_id": row["external_id"]})
+        return {**row, **values}
+
+    async def close(self, hotel_id: str, generation: int | None) -> dict[str, Any]:
+        """Close a hotel: cancel its live subscription, delete its provider customer (or wipe it where
+        the provider keeps it), forget its contact details, and remember the closure so that a late
+        assign of a closed generation (None: every generation, the hotel is deleted) is refused.
+
+        Race-safe with assign: both hold the hotel (its row on PostgreSQL, its lock in-process), so an
+        assign in flight finishes first and what it created is canceled here. Idempotent; a hotel
+        billing never saw is closed all the same (its assign may still be on its way)."""
+        async with self._hotel_exclusively(hotel_id):
+            await self.customers.hold(hotel_id)
+            # Provider calls first, writes after: SQLite's single write lock is not held during a call.
+            live = await self.subscriptions.live_for_customer(hotel_id)
+            canceled = await self.provider.cancel(live) if live is not None else None
+            closed = await self.provider.close_customer(hotel_id, await self.subscriptions.external_customer_ids(hotel_id))
+            if live is not None:
+                await self._record_canceled(live, canceled)
+            record = await self.customers.close(hotel_id, generation, utcnow())
+            await self.subscriptions.forget_contact(hotel_id)
+        billing_subscriptions_total.labels("close", "closed").inc()
+        if closed.deleted:
+            billing_subscriptions_total.labels("close", "provider_customer_deleted").inc(closed.deleted)
+        if closed.anonymised:
+            billing_subscriptions_total.labels("close", "provider_customer_anonymised").inc(closed.anonymised)
+        log.info("hotel closed in billing", extra={"hotel_id": hotel_id, "generation": generation,
+                                                    "customers_deleted": closed.deleted,
+                                                    "customers_anonymised": closed.anonymised})
+        return {
+            "customer_id": hotel_id,
+            "closed_generation": record["closed_generation"],
+            "closed_for_good": record["closed_for_good"],
+            "canceled_subscription_id": live["external_id"] if live is not None else None,
+            "provider_customers_deleted": closed.deleted,
+            "provider_customers_anonymised": closed.anonymised,
+        }
 
     async def change_plan(self, hotel_id: str, plan_id: str) -> dict[str, Any]:
         """Move the live subscription to another plan; the hotel's storage quota follows."""

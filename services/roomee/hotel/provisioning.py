@@ -183,7 +183,7 @@ class Provisioner:
         if subscription is None:
             subscription = raise_for_status(await billing.post("/sub/assign-subscription/", json={
                 "customerId": hotel_id, "productId": run.data["plan"], "email": run.data["email"],
-                "name": run.data["name"],
+                "name": run.data["name"], "generation": run.data.get("generation", 0),
             })).json()
         return StepResult(
             external_id=subscription["id"], data={"subscriptionId": subscription["id"]},
@@ -191,9 +191,15 @@ class Provisioner:
         )
 
     async def cancel_subscription(self, run: StepRun) -> None:
-        response = await self.ctx.client("billing").post("/sub/customers/{customerId}/cancel",
-                                                         path_params={"customerId": run.key})
-        _gone_is_fine(response)
+        """Undo: billing cancels the subscription, deletes the Stripe customer and refuses a late assign
+        of this attempt (one whose answer the saga never saw may still be on its way)."""
+        await self.close_billing(run.key, generation=run.data.get("generation", 0))
+
+    async def close_billing(self, hotel_id: str, generation: int | None) -> None:
+        """``DELETE /sub/customers/{id}``: of one provisioning attempt, or (None) of the hotel for good."""
+        params = {"generation": generation} if generation is not None else None
+        raise_for_status(await self.ctx.client("billing").delete(
+            "/sub/customers/{customerId}", path_params={"customerId": hotel_id}, params=params))
 
     async def _hotel_members(self, hotel_id: str) -> list[dict]:
         """The seed's ``GET /members/get/by/hotel_id/{id}``, every page."""
@@ -221,6 +227,7 @@ class Provisioner:
                 "hotelId": hotel_id, "hotelName": run.data["name"], "workspaceName": run.data["name"],
                 "email": admin["email"], "firstName": admin["firstName"], "lastName": admin["lastName"],
                 "locale": admin.get("locale") or "fr", "dashboardAccess": True, "isAdmin": True,
+                "sendInvitation": admin.get("sendInvitation", True),
             })).json()
             member = created["member"]
             workspace_name = created["workspace"]["name"]
@@ -282,7 +289,7 @@ class Provisioner:
         return StepResult(external_id=str(len(removed)), data={"memberIds": removed})
 
     async def delete_subscription(self, run: StepRun) -> StepResult:
-        await self.cancel_subscription(run)
+        await self.close_billing(run.key, generation=None)
         return StepResult()
 
     async def delete_storage(self, run: StepRun) -> StepResult:
