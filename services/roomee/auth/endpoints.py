@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import APIRouter, Body, Depends, Form, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.auth import schemas
+from roomee.auth.passwords import PasswordService
 from roomee.auth.service import AuthService
-from roomee.kit.auth import CurrentMember
+from roomee.kit.auth import CurrentMember, OptionalPrincipal, Principal, require_service_scope
 from roomee.kit.deps import context_of, session_for
 from roomee.kit.platform import ServiceContext
-from roomee.kit.errors import BadRequest, NotFound, error_responses
+from roomee.kit.errors import BadRequest, NotFound, Unauthorized, error_responses
 
 router = APIRouter(tags=["auth"])
 
@@ -25,6 +26,13 @@ async def _service(session: Session, ctx: Context) -> AuthService:
 
 
 Auth = Annotated[AuthService, Depends(_service)]
+
+
+async def _passwords(session: Session, ctx: Context) -> PasswordService:
+    return PasswordService(session, ctx)
+
+
+Passwords = Annotated[PasswordService, Depends(_passwords)]
 
 
 def client_address(request: Request) -> str:
@@ -97,11 +105,72 @@ async def refresh(body: schemas.RefreshRequest, service: Auth, request: Request)
     return await service.refresh(body.refresh_token, client_address(request))
 
 
-@router.post("/users/signOut", responses=error_responses(401), status_code=204)
-async def sign_out(body: schemas.RefreshRequest, service: Auth) -> Response:
-    """Revoke a refresh token."""
-    await service.sign_out(body.refresh_token)
+@router.post("/users/signOut", responses=error_responses(401, 403), status_code=204)
+async def sign_out(
+    service: Auth, principal: OptionalPrincipal, body: Annotated[schemas.SignOutRequest | None, Body()] = None
+) -> Response:
+    """End a session: the one of the bearer access token, and/or the one of `refreshToken`.
+
+    Its refresh tokens are refused at once (401 `session_revoked`); its access tokens answer 401
+    `token_revoked` on every service, and its Socket.IO connections close (`session:ended`), within about
+    a second (each process polls `GET /users/sessions/revocations`). An unknown or already ended refresh
+    token answers 204 too. Neither a bearer token nor a refresh token: 401 `unauthorized`.
+    """
+    refresh_token = body.refresh_token if body is not None else None
+    if principal is None and not refresh_token:
+        raise Unauthorized("sign out with the session's access token (Authorization: Bearer) or its refreshToken")
+    await service.sign_out(refresh_token, principal)
     return Response(status_code=204)
+
+
+@router.get("/users/sessions/revocations", responses=error_responses(401, 403), response_model=schemas.SessionRevocations)
+async def session_revocations(
+    service: Auth,
+    _caller: Annotated[Principal, Depends(require_service_scope("auth:session-revocations"))],
+    after: Annotated[int | None, Query(ge=0, le=2**62, description="The `position` of the previous answer.")] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+):
+    """Service-to-service (every service, every second): sessions ended (sign-out, password change or reset)
+    within one access-token lifetime, in commit order. Each service refuses their access tokens (claim `sid`)
+    and closes their sockets (`roomee.kit.auth.AccessChanges`)."""
+    return await service.session_revocations(after, limit)
+
+
+@router.post("/users/password/forgot", responses=error_responses(429), status_code=202,
+             response_model=schemas.ForgotPasswordAccepted)
+async def forgot_password(body: schemas.ForgotPasswordRequest, service: Passwords, request: Request):
+    """Ask for a password reset link by email.
+
+    Always 202 with the same body, whether the email has an account or not. If it has, the account's email
+    (in the member's locale) holds a link to `ROOMEE_RESET_PASSWORD_URL` (default `<public URL>/reset-password`)
+    with a `token` that works once, within 30 minutes. Throttled per client address and per email and address
+    (429 `reset_throttled` with `Retry-After`).
+    """
+    return await service.forgot(body.email, client_address(request))
+
+
+@router.post("/users/password/reset", responses=error_responses(400, 410, 429), status_code=204)
+async def reset_password(body: schemas.ResetPasswordRequest, service: Passwords, request: Request) -> Response:
+    """Choose a new password with the `token` of a reset link; every session of the account ends.
+
+    400 `invalid_reset_token`: no such link; 410 `reset_token_used` (used, or another reset was done since) or
+    `reset_token_expired`; 422 for a password the sign-up would refuse; 429 `login_throttled` after repeated
+    invalid tokens from one address.
+    """
+    await service.reset(body.token, body.password, client_address(request))
+    return Response(status_code=204)
+
+
+@router.post("/users/password/change", responses=error_responses(401, 403, 429, 503), response_model=schemas.Session)
+async def change_password(body: schemas.ChangePasswordRequest, service: Passwords, principal: CurrentMember,
+                          request: Request):
+    """Change the caller's password (the current one required); every other session ends, and this one gets
+    fresh tokens (the answer: a new access and refresh token of the same session).
+
+    403 `invalid_current_password` (counted as a failed sign-in: throttled like one, 429 `login_throttled`);
+    401 `session_revoked` when the caller's session ended meanwhile.
+    """
+    return await service.change(principal, body.current_password, body.new_password, client_address(request))
 
 
 @router.post("/users/switch-workspace", responses=error_responses(403), response_model=schemas.Session)

@@ -43,3 +43,41 @@ async def member_registered(
         receiver_ids=[invited_by_member_id] if invited_by_member_id else [],
     )
     await emit(session, f"roomee.notification.{MEMBER_REGISTERED}", envelope)
+
+
+PASSWORD_RESET = "user.password_reset"
+PASSWORD_CHANGED = "user.password_changed"
+
+
+def _account_envelope(event_type: str, user: dict[str, Any], profile: dict[str, Any] | None,
+                      payload: dict[str, Any]) -> dict[str, Any]:
+    """An email to the account's own address (no member receives it in the app), in the member's locale
+    (their first membership's, else its workspace's)."""
+    profile = profile or {}
+    first = profile.get("firstName") or user["first_name"]
+    last = profile.get("lastName") or user["last_name"]
+    return build_envelope(
+        event_type,
+        workspace_id=profile.get("workspaceId"),
+        hotel_id=profile.get("ecosystemId"),
+        workspace_name=profile.get("workspaceName"),
+        payload={"email": user["email"], "locale": profile.get("locale"),
+                 "member": {"firstName": first, "lastName": last, "email": user["email"]}, **payload},
+        channels=("email",),
+        actor={"id": user["id"], "name": f"{first} {last}".strip(), "type": "user"},
+    )
+
+
+async def password_reset(session: AsyncSession, *, user: dict[str, Any], profile: dict[str, Any] | None,
+                         link: str, expires_at: str) -> None:
+    """The reset email: it carries the link, so its outbox row is deleted once published."""
+    envelope = _account_envelope(PASSWORD_RESET, user, profile, {"resetLink": link, "expiresAt": expires_at})
+    await emit(session, f"roomee.notification.{PASSWORD_RESET}", envelope, sensitive=True)
+
+
+async def password_changed(session: AsyncSession, *, user: dict[str, Any], profile: dict[str, Any] | None,
+                           how: str, changed_at: str) -> None:
+    """The notice that the password changed (``how``: ``reset`` or ``change``), so an owner who did not do
+    it knows."""
+    envelope = _account_envelope(PASSWORD_CHANGED, user, profile, {"how": how, "changedAt": changed_at})
+    await emit(session, f"roomee.notification.{PASSWORD_CHANGED}", envelope)

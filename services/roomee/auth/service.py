@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 import uuid
@@ -19,8 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.auth import events
-from roomee.auth.repository import LoginFailureRepository, RefreshTokenRepository, UserRepository
-from roomee.kit.auth import KeyStore, Principal, TokenIssuer, scopes_of
+from roomee.auth.repository import LoginFailureRepository, RefreshTokenRepository, SessionRepository, UserRepository
+from roomee.kit.auth import SESSION_ENDED, KeyStore, Principal, TokenIssuer, scopes_of
 from roomee.kit.clock import as_utc, utcnow
 from roomee.kit.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from roomee.kit.http import raise_for_status
@@ -28,6 +29,7 @@ from roomee.kit.platform import ServiceContext
 
 # Deterministic user ids per invitation make a retried sign-up land on the same account.
 USER_NAMESPACE = uuid.UUID("6f1c2a52-3c1e-4a8e-9d8e-5b8f0c2f7a11")
+log = logging.getLogger("roomee.auth")
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
@@ -75,6 +77,10 @@ class RecentProfiles:
         self._entries.clear()
 
 
+def session_ended() -> Unauthorized:
+    return Unauthorized(SESSION_ENDED, code="session_revoked")
+
+
 def _hash_refresh(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -116,6 +122,7 @@ class AuthService:
         self.users = UserRepository(session)
         self.refresh_tokens = RefreshTokenRepository(session)
         self.failures = LoginFailureRepository(session)
+        self.sessions = SessionRepository(session)
         self.members = ctx.client("members")
 
     @property
@@ -188,8 +195,10 @@ class AuthService:
     # --- sessions ---------------------------------------------------------------------------
 
     async def _open_session(
-        self, user: dict[str, Any], profiles: list[dict], workspace_id: str | None, family_id: str | None = None
+        self, user: dict[str, Any], profiles: list[dict], workspace_id: str | None, family_id: str | None = None,
+        session_id: str | None = None,
     ) -> dict:
+        """Tokens for ``user`` in a workspace: of session ``session_id``, or of a new session."""
         if not profiles:
             raise Forbidden("this account has no active membership", code="no_membership")
         chosen = profiles[0]
@@ -197,6 +206,14 @@ class AuthService:
             chosen = next((p for p in profiles if p["workspaceId"] == workspace_id), None)
             if chosen is None:
                 raise Forbidden("you are not a member of this workspace", code="not_a_member")
+        refresh = secrets.token_urlsafe(32)
+        now = utcnow()
+        token_id = str(uuid.uuid4())
+        if session_id is None:
+            session_id = str(uuid.uuid4())
+            await self.sessions.insert({"id": session_id, "user_id": user["id"], "created_at": now})
+        elif not await self.sessions.is_live(session_id):
+            raise session_ended()
         access = self.issuer.access_token(
             user_id=user["id"],
             member_id=chosen["id"],
@@ -205,10 +222,8 @@ class AuthService:
             permissions=chosen["permissions"],
             email=user["email"],
             name=f"{chosen['firstName']} {chosen['lastName']}".strip() or user["email"],
+            session_id=session_id,
         )
-        refresh = secrets.token_urlsafe(32)
-        now = utcnow()
-        token_id = str(uuid.uuid4())
         await self.refresh_tokens.insert(
             {
                 "id": token_id,
@@ -216,6 +231,7 @@ class AuthService:
                 "workspace_id": chosen["workspaceId"],
                 "token_hash": _hash_refresh(refresh),
                 "family_id": family_id or token_id,
+                "session_id": session_id,
                 "created_at": now,
                 "expires_at": now + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
             }
@@ -299,6 +315,8 @@ class AuthService:
         live = await self.refresh_tokens.is_live(token_hash, now)
         found = await self.refresh_tokens.revoke_active(token_hash, now) if live else None
         if found is None:
+            if not live and await self._of_ended_session(token_hash):
+                raise session_ended()
             if not live:
                 # A used token presented again was stolen or leaked (RFC 9700 §4.14.2): end its whole family.
                 # Its own transaction, kept although this request fails.
@@ -309,14 +327,49 @@ class AuthService:
         user = await self.users.by_id(found["user_id"])
         profiles = await self._profiles(user["email"])
         active = [p for p in profiles if p["workspaceId"] == found["workspace_id"]]
-        return await self._open_session(user, active or profiles, None, family_id=found["family_id"] or found["id"])
+        return await self._open_session(user, active or profiles, None, family_id=found["family_id"] or found["id"],
+                                        session_id=found["session_id"])
 
-    async def sign_out(self, refresh_token: str) -> None:
-        await self.refresh_tokens.revoke_active(_hash_refresh(refresh_token), utcnow())
+    async def _of_ended_session(self, token_hash: str) -> bool:
+        """A genuine refresh token whose session ended (not a used token presented again)."""
+        token = await self.refresh_tokens.by_hash(token_hash)
+        ended = await self.sessions.get(token["session_id"]) if token and token["session_id"] else None
+        return ended is not None and ended["revoked_at"] is not None
+
+    async def sign_out(self, refresh_token: str | None, principal: Principal | None) -> None:
+        """End the session of the access token and/or of the refresh token, on every service (the feed)."""
+        if principal is not None and principal.is_service:
+            raise Forbidden("a member token is required")
+        ended = {principal.session_id} if principal is not None and principal.session_id else set()
+        if refresh_token:
+            token = await self.refresh_tokens.by_hash(_hash_refresh(refresh_token))
+            if token is not None and token["session_id"]:
+                ended.add(token["session_id"])
+            elif token is not None:  # a token from before sessions: only itself
+                await self.refresh_tokens.revoke_active(_hash_refresh(refresh_token), utcnow())
+        await self.end_sessions(sorted(ended), "sign_out")
+
+    async def end_sessions(self, session_ids: list[str], reason: str) -> list[dict]:
+        """End sessions now: their refresh tokens are refused here at once, their access tokens and sockets on
+        every service within one poll of the feed (``access_changes_poll_seconds``)."""
+        ended = await self.sessions.revoke(session_ids, utcnow(), reason)
+        if ended:
+            log.info("sessions ended", extra={"reason": reason, "sessions": len(ended)})
+        return ended
+
+    async def session_revocations(self, after: int | None, limit: int) -> dict:
+        """The feed: sessions ended within one access-token lifetime (older ones' tokens have expired)."""
+        since = utcnow() - timedelta(seconds=self.settings.access_token_ttl_seconds + 60)
+        rows, position = await self.sessions.revocations(after=after or 0, since=since, limit=limit)
+        items = [{"session_id": r["session_id"], "user_id": r["user_id"], "revoked_at": as_utc(r["revoked_at"])}
+                 for r in rows]
+        return {"items": items, "position": position}
 
     async def switch_workspace(self, principal: Principal, workspace_id: str) -> dict:
+        """The same session (sign-out still ends it), in another workspace."""
         user = await self._user_of(principal)
-        return await self._open_session(user, await self._profiles(user["email"]), workspace_id)
+        return await self._open_session(user, await self._profiles(user["email"]), workspace_id,
+                                        session_id=principal.session_id)
 
     async def me(self, principal: Principal) -> dict:
         user = await self._user_of(principal)

@@ -65,8 +65,9 @@ SERVICE_SCOPES: dict[str, tuple[str, ...]] = {
     # `roomee bootstrap-admin`: creates a hotel's first administrator on a running platform.
     "cli": ("members:add-hotel-member",),
 }
-# Every target verifies member tokens, so each follows the members' access changes (AccessChanges).
-VERIFIER_SCOPES = ("members:access-changes",)
+# Every target verifies member tokens, so each follows the members' access changes and the sessions
+# auth ended (AccessChanges).
+VERIFIER_SCOPES = ("members:access-changes", "auth:session-revocations")
 
 
 def scopes_of(client_id: str) -> tuple[str, ...] | None:
@@ -175,7 +176,10 @@ class TokenIssuer:
         permissions: list[str],
         email: str,
         name: str,
+        session_id: str | None = None,
     ) -> str:
+        """A member's access token; ``session_id`` (claim ``sid``) is the session that sign-out, a password
+        change or a password reset ends everywhere (AccessChanges)."""
         return self._sign(
             {
                 "typ": "access",
@@ -186,6 +190,7 @@ class TokenIssuer:
                 "perms": sorted(permissions),
                 "email": email,
                 "name": name,
+                **({"sid": session_id} if session_id else {}),
             },
             self.settings.access_token_ttl_seconds,
         )
@@ -216,6 +221,7 @@ class Principal:
     scopes: frozenset[str] = field(default_factory=frozenset)
     audience: frozenset[str] = field(default_factory=frozenset)
     expires_at: int | None = None  # the token's `exp` (seconds since the epoch)
+    session_id: str | None = None  # a member token's session (claim `sid`)
 
     @property
     def is_service(self) -> bool:
@@ -253,33 +259,86 @@ class Principal:
             permissions=frozenset(claims.get("perms") or ()),
             email=claims.get("email"),
             name=claims.get("name"),
+            session_id=claims.get("sid"),
         )
 
 
 STARTUP_FAILURES = 3
+FEED_PAGE = 1000
+MEMBER_FEED = "/members/access-changes"
+SESSION_FEED = "/users/sessions/revocations"
+SESSION_ENDED = "session ended (signed out, or the password changed); sign in again"
+MEMBERSHIP_CHANGED = "membership removed or permissions changed; sign in again"
+
+
+class _Feed:
+    """One change feed a process polls: its position, and how many polls failed in a row."""
+
+    def __init__(self, client: Any, path: str, apply: Callable[[list[dict[str, Any]], int], Awaitable[None]],
+                 what: str) -> None:
+        self.client, self.path, self.apply, self.what = client, path, apply, what
+        self.position: int | None = None
+        self.failures = 0
+
+    async def poll(self) -> bool:
+        """Apply one page; True when another page waits. Failures are retried at the next tick."""
+        try:
+            params = {"after": self.position} if self.position is not None else {}
+            response = await self.client.get(self.path, params=params, endpoint=self.path)
+            if response.status_code != 200:
+                raise ServiceUnavailable(f"{self.client.target} answered {response.status_code}")
+            body = response.json()
+            await self.apply(body["items"], body["position"])
+            self.position = body["position"]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failures += 1
+            # The first attempts run while this process (or the feed's service) is still starting.
+            if self.failures == STARTUP_FAILURES:
+                log.warning("cannot follow %s (tokens they would refuse are accepted until this recovers): %s",
+                            self.what, exc)
+            return False
+        if self.failures >= STARTUP_FAILURES:
+            log.info("%s followed again", self.what)
+        self.failures = 0
+        return len(body["items"]) >= FEED_PAGE
 
 
 class AccessChanges:
-    """Members whose access tokens no longer hold: removed, or their permissions changed since.
+    """Member tokens that no longer hold: of members removed or whose permissions changed since, and of
+    sessions that ended (sign-out, password change, password reset).
 
-    Filled from ``GET /members/access-changes`` (commit-ordered, polled every few seconds by each
-    process); an entry is kept one access-token lifetime after the change, when every token issued
-    before it has expired. Listeners learn the members whose tokens stopped holding (Socket.IO
-    closes their connections).
+    Filled from two commit-ordered feeds polled every ``access_changes_poll_seconds`` by each process:
+    members' ``GET /members/access-changes`` and auth's ``GET /users/sessions/revocations``. An entry is
+    kept one access-token lifetime after the change, when every token issued before it has expired.
+    Listeners learn the members whose tokens stopped holding, session listeners the sessions that ended
+    (Socket.IO closes their connections).
     """
 
     def __init__(self, token_ttl_seconds: int) -> None:
         self._keep = token_ttl_seconds + 60
         self._members: dict[str, tuple[frozenset[str] | None, float]] = {}  # permissions (None: removed), until
+        self._sessions: dict[str, float] = {}  # ended session id -> until
         self.position: int | None = None
+        self.session_position: int | None = None
         self.listeners: list[Callable[[set[str]], Awaitable[None]]] = []
+        self.session_listeners: list[Callable[[set[str]], Awaitable[None]]] = []
 
-    def refuses(self, claims: dict[str, Any]) -> bool:
+    def reason(self, claims: dict[str, Any]) -> str | None:
+        """Why a member token with these claims no longer holds; None while it does."""
+        if claims.get("sid") in self._sessions:
+            return SESSION_ENDED
         entry = self._members.get(claims.get("mid") or "")
         if entry is None:
-            return False
+            return None
         permissions, _until = entry
-        return permissions is None or permissions != frozenset(claims.get("perms") or ())
+        if permissions is None or permissions != frozenset(claims.get("perms") or ()):
+            return MEMBERSHIP_CHANGED
+        return None
+
+    def refuses(self, claims: dict[str, Any]) -> bool:
+        return self.reason(claims) is not None
 
     async def apply(self, items: list[dict[str, Any]], position: int) -> None:
         now = time.time()
@@ -292,37 +351,37 @@ class AccessChanges:
             self._members[member_id] = (permissions, now + self._keep)
         self._members = {k: v for k, v in self._members.items() if v[1] > now}
         self.position = position
-        for listener in self.listeners if changed else ():
+        await self._tell(self.listeners, changed)
+
+    async def apply_sessions(self, items: list[dict[str, Any]], position: int) -> None:
+        """Sessions auth ended (``{sessionId, userId, revokedAt}`` items)."""
+        now = time.time()
+        ended = {item["sessionId"] for item in items if item["sessionId"] not in self._sessions}
+        for item in items:
+            self._sessions[item["sessionId"]] = now + self._keep
+        if items:
+            self._sessions = {k: until for k, until in self._sessions.items() if until > now}
+        self.session_position = position
+        await self._tell(self.session_listeners, ended)
+
+    @staticmethod
+    async def _tell(listeners: list[Callable[[set[str]], Awaitable[None]]], changed: set[str]) -> None:
+        for listener in listeners if changed else ():
             try:
                 await listener(changed)
             except Exception:
                 log.exception("access change listener failed")
 
-    async def follow(self, client: Any, interval: float) -> None:
-        """Poll the members feed forever (a platform worker); failures are retried at the next tick."""
-        failures = 0
+    async def follow(self, client: Any, interval: float, sessions_client: Any | None = None) -> None:
+        """Poll the members feed (``client``) and auth's session feed (``sessions_client``) forever
+        (a platform worker), both in each tick."""
+        feeds = [_Feed(client, MEMBER_FEED, self.apply, "member access changes")]
+        if sessions_client is not None:
+            feeds.append(_Feed(sessions_client, SESSION_FEED, self.apply_sessions, "ended sessions"))
         while True:
-            try:
-                params = {"after": self.position} if self.position is not None else {}
-                response = await client.get("/members/access-changes", params=params, endpoint="/members/access-changes")
-                if response.status_code != 200:
-                    raise ServiceUnavailable(f"members answered {response.status_code}")
-                body = response.json()
-                await self.apply(body["items"], body["position"])
-                if failures >= STARTUP_FAILURES:
-                    log.info("member access changes followed again")
-                failures = 0
-                if len(body["items"]) >= 1000:
-                    continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                # The first attempts run while this process (or members) is still starting.
-                if failures == STARTUP_FAILURES:
-                    log.warning("cannot follow member access changes (tokens of removed members are accepted "
-                                "until this recovers): %s", exc)
-            await asyncio.sleep(interval)
+            more = await asyncio.gather(*(feed.poll() for feed in feeds))
+            if not any(more):
+                await asyncio.sleep(interval)
 
 
 # Verified tokens a process remembers (TokenVerifier); an entry is a few hundred bytes.
@@ -422,8 +481,8 @@ class TokenVerifier:
         audience = claims["aud"]
         if claims["typ"] == "access" and self.settings.jwt_audience not in ([audience] if isinstance(audience, str) else audience):
             raise Unauthorized("invalid token: not meant for this API", code="invalid_token")
-        if claims["typ"] == "access" and self.access_changes.refuses(claims):
-            raise Unauthorized("membership removed or permissions changed; sign in again", code="token_revoked")
+        if claims["typ"] == "access" and (reason := self.access_changes.reason(claims)) is not None:
+            raise Unauthorized(reason, code="token_revoked")
         return Principal.from_claims(claims)
 
 
@@ -494,6 +553,13 @@ async def get_principal(
     return await verifier.principal(credentials.credentials)
 
 
+async def get_optional_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal | None:
+    """The caller when it sent a bearer token (verified like any other), else None."""
+    return await get_principal(request, credentials) if credentials is not None else None
+
+
 async def get_member(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     """A member acting in a workspace (not a service token)."""
     if principal.is_service or not principal.workspace_id:
@@ -525,3 +591,4 @@ def require_permission(permission: str) -> Callable[..., Awaitable[Principal]]:
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 CurrentMember = Annotated[Principal, Depends(get_member)]
+OptionalPrincipal = Annotated[Principal | None, Depends(get_optional_principal)]

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         default=None, description="Sign-up page the invitation link points to; default <public_url>/signup "
         "(a minimal built-in form)."
     )
+    reset_password_url: str | None = Field(
+        default=None, description="Page of your front end a password reset link points to (with `?token=`), which "
+        "posts the token and a new password to POST /users/password/reset; default <public_url>/reset-password."
+    )
     forwarded_allow_ips: str = Field(
         default="127.0.0.1",
         description="Proxies trusted to give the client address in X-Forwarded-For (comma-separated IPs or "
@@ -239,6 +243,10 @@ class Settings(BaseSettings):
     @property
     def signup_link_base(self) -> str:
         return self.signup_url or f"{self.base_url}/signup"
+
+    @property
+    def reset_password_link_base(self) -> str:
+        return self.reset_password_url or f"{self.base_url}/reset-password"
 
     @property
     def uses_postgres(self) -> bool:

@@ -37,7 +37,14 @@ EVENT_KINDS: dict[str, EventKind] = {
     **_kinds("member", "created", "updated", "deleted", "onboarding", "registered"),
     **_kinds("workspace", "created", "updated", "deleted"),
     **_kinds("hotel", "created", "updated", "deleted", "creation_failed"),
+    # Emails about a person's own account, sent to its address whatever the preferences (auth emits them).
+    **_kinds("user", "password_reset", "password_changed"),
 }
+
+# Events that are one email to ``payload.email`` (it holds a secret link or concerns the account):
+# never a notification of a member, never filtered by preferences.
+DIRECT_EMAILS = frozenset({"member.onboarding", "user.password_reset", "user.password_changed"})
+
 
 
 def kind_of(event_type: str) -> EventKind | None:
@@ -122,6 +129,75 @@ TEMPLATES: dict[str, dict[str, dict[str, str]]] = {
                 "<p>{{ actor }} invites you to join the <strong>{{ workspace }}</strong> workspace on Roomee.</p>"
                 '<p><a href="{{ link }}">Create my account</a></p>'
                 "<p>This link is valid until {{ expires }}.</p>"
+            ),
+        },
+    },
+    "user.password_reset": {
+        "fr": {
+            "title": "Réinitialisation du mot de passe",
+            "body": "Un lien pour choisir un nouveau mot de passe a été envoyé à {{ email }}",
+            "subject": "Choisissez un nouveau mot de passe Roomee",
+            "text": (
+                "Bonjour{% if member.name %} {{ member.name }}{% endif %},\n\n"
+                "Une réinitialisation du mot de passe de votre compte Roomee ({{ email }}) a été demandée.\n"
+                "Choisissez un nouveau mot de passe avec ce lien (une seule fois, jusqu'au {{ expires }}) :\n"
+                "{{ link }}\n\n"
+                "Si vous n'avez rien demandé, ignorez ce message : votre mot de passe ne change pas.\n"
+            ),
+            "html": (
+                "<p>Bonjour{% if member.name %} {{ member.name }}{% endif %},</p>"
+                "<p>Une réinitialisation du mot de passe de votre compte Roomee ({{ email }}) a été demandée.</p>"
+                '<p><a href="{{ link }}">Choisir un nouveau mot de passe</a></p>'
+                "<p>Ce lien fonctionne une seule fois, jusqu'au {{ expires }}. Si vous n'avez rien demandé, "
+                "ignorez ce message : votre mot de passe ne change pas.</p>"
+            ),
+        },
+        "en": {
+            "title": "Password reset",
+            "body": "A link to choose a new password was sent to {{ email }}",
+            "subject": "Choose a new Roomee password",
+            "text": (
+                "Hello{% if member.name %} {{ member.name }}{% endif %},\n\n"
+                "Someone asked to reset the password of your Roomee account ({{ email }}).\n"
+                "Choose a new password with this link (once, until {{ expires }}):\n"
+                "{{ link }}\n\n"
+                "If you did not ask for it, ignore this email: your password stays as it is.\n"
+            ),
+            "html": (
+                "<p>Hello{% if member.name %} {{ member.name }}{% endif %},</p>"
+                "<p>Someone asked to reset the password of your Roomee account ({{ email }}).</p>"
+                '<p><a href="{{ link }}">Choose a new password</a></p>'
+                "<p>This link works once, until {{ expires }}. If you did not ask for it, ignore this email: "
+                "your password stays as it is.</p>"
+            ),
+        },
+    },
+    "user.password_changed": {
+        "fr": {
+            "title": "Mot de passe modifié",
+            "body": "Le mot de passe de votre compte Roomee ({{ email }}) a été modifié ; vos autres sessions "
+                    "sont fermées",
+            "subject": "Votre mot de passe Roomee a été modifié",
+            "text": (
+                "Bonjour{% if member.name %} {{ member.name }}{% endif %},\n\n"
+                "Le mot de passe de votre compte Roomee ({{ email }}) vient d'être modifié"
+                "{% if payload.how == 'reset' %} par un lien de réinitialisation{% endif %}. "
+                "Vos autres sessions ont été fermées.\n\n"
+                "Si ce n'était pas vous, demandez un nouveau mot de passe tout de suite et prévenez votre "
+                "administrateur.\n"
+            ),
+        },
+        "en": {
+            "title": "Password changed",
+            "body": "The password of your Roomee account ({{ email }}) was changed; your other sessions were "
+                    "signed out",
+            "subject": "Your Roomee password was changed",
+            "text": (
+                "Hello{% if member.name %} {{ member.name }}{% endif %},\n\n"
+                "The password of your Roomee account ({{ email }}) was just changed"
+                "{% if payload.how == 'reset' %} with a reset link{% endif %}. "
+                "Your other sessions were signed out.\n\n"
+                "If this was not you, ask for a new password at once and tell your administrator.\n"
             ),
         },
     },

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from roomee.kit.events import emit_many
 from roomee.kit.metrics import notifications_sent_total
 from roomee.notification import clock, directory
-from roomee.notification.catalog import EventKind, kind_of
+from roomee.notification.catalog import DIRECT_EMAILS, EventKind, kind_of
 from roomee.notification.dispatcher import SocketDispatcher, delivery_jobs, email_requests, push_requests
 from roomee.notification.factory import NotificationFactory, Rendered, context_of, resolve_locale
 from roomee.notification.preferences import SUPPORTED_CHANNELS, Decision, Preferences, decide
@@ -309,7 +309,7 @@ class NotificationProcessor:
         workspace_timezone = (workspace or {}).get("timezone")
         context = context_of(envelope)
 
-        invitation = kind.type == "member.onboarding"
+        invitation = kind.type in DIRECT_EMAILS  # an invitation, or an email about the recipient's account
         if invitation:
             if "email" in channels and payload.get("email"):
                 locale = resolve_locale(payload.get("locale"), workspace_locale)

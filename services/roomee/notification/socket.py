@@ -552,6 +552,7 @@ class SocketServer:
         access_changes = getattr(verifier, "access_changes", None)
         if access_changes is not None:
             access_changes.listeners.append(self._drop_revoked)
+            access_changes.session_listeners.append(self._drop_ended_sessions)
         self._connect_listeners: list[ConnectListener] = []
         self._gauge = socketio_connected_clients.labels(service=service)
         self._connected = 0
@@ -624,7 +625,7 @@ class SocketServer:
         await self.sio.save_session(
             sid,
             {"memberId": principal.member_id, "workspaceId": principal.workspace_id, "subject": principal.subject,
-             "permissions": sorted(principal.permissions)},
+             "permissions": sorted(principal.permissions), "sessionId": principal.session_id},
         )
         if principal.expires_at is not None:
             # The connection lives no longer than the token it was opened with.
@@ -665,6 +666,16 @@ class SocketServer:
                 session = await self.sio.get_session(sid)
                 if access_changes.refuses({"mid": member_id, "perms": session.get("permissions")}):
                     await self._close(sid, "membership removed or permissions changed")
+
+    async def _drop_ended_sessions(self, session_ids: set[str]) -> None:
+        """Close this replica's sockets opened with a token of an ended session (sign-out, password change)."""
+        for sid in list(self.manager.rooms.get("/", {}).get(None, {}).keys()):
+            try:
+                session = await self.sio.get_session(sid)
+            except KeyError:  # gone meanwhile
+                continue
+            if session.get("sessionId") in session_ids:
+                await self._close(sid, "session ended")
 
     def member_sids(self, member_id: str) -> list[str]:
         """The sids of a member's sockets connected to this replica."""
