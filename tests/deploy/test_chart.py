@@ -43,18 +43,18 @@ def everything_docs() -> list[dict]:
     return manifests(helm_template("-f", EVERYTHING_ON, namespace="prod", crds=True))
 
 
-def test_helm_lint_passes_with_default_and_everything_on_values():
+def test_helm_lint_passes_with_default_everything_on_and_production_values():
     helm = tool("helm")
-    for args in ([], ["-f", EVERYTHING_ON]):
+    for args in ([], ["-f", EVERYTHING_ON], ["-f", str(VALUES / "production.yaml")]):
         result = run(helm, "lint", "--strict", str(CHART), *args)
         assert "0 chart(s) failed" in result.stdout
 
 
-@pytest.mark.parametrize("values", ["default", "everything-on"])
+@pytest.mark.parametrize("values", ["default", "everything-on", "production"])
 @pytest.mark.parametrize("kubernetes", KUBERNETES_VERSIONS)
 def test_rendered_manifests_pass_strict_kubernetes_validation(values, kubernetes, tmp_path):
     validate = tool("kubernetes-validate")
-    args = [] if values == "default" else ["-f", EVERYTHING_ON]
+    args = [] if values == "default" else ["-f", str(VALUES / f"{values}.yaml")]
     rendered = tmp_path / "rendered.yaml"
     rendered.write_text(helm_template(*args, crds=True))
     result = run(validate, "--strict", "--kubernetes-version", kubernetes, str(rendered), check=False)
@@ -264,10 +264,11 @@ def test_target_pods_are_probed_restricted_and_configured_from_secrets(everythin
     assert {"name": "ROOMEE_CONSUMER_PREFETCH", "value": "200"} in container["env"]
 
 
-def test_no_secret_value_is_rendered_by_default(default_docs):
-    assert not by_kind(default_docs, "Secret")
-    text = yaml.safe_dump_all(default_docs)
-    assert "secretKeyRef" not in text  # without existingSecret nothing refers to a secret either
+def test_no_secret_value_is_rendered_with_an_existing_secret(everything_docs):
+    assert not by_kind(everything_docs, "Secret")
+    for doc in by_kind(everything_docs, "Deployment") + by_kind(everything_docs, "Job"):
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            assert not any("value" in e and "secret" in e["name"].lower() for e in container["env"])
 
 
 def test_disruption_budgets_only_for_targets_with_several_replicas(everything_docs):
@@ -277,15 +278,14 @@ def test_disruption_budgets_only_for_targets_with_several_replicas(everything_do
     assert replicas["billing"] == 1 and "billing" not in budgets
 
 
-def test_migrations_run_as_a_pre_install_and_pre_upgrade_hook(default_docs):
+def test_migrations_run_as_a_job_of_each_revision_not_a_hook(default_docs):
+    """A pre-install hook would run before the bundled PostgreSQL exists: an ordinary Job per revision."""
     [job] = by_kind(default_docs, "Job")
-    annotations = job["metadata"]["annotations"]
-    assert set(annotations["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
-    assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    assert job["metadata"]["name"] == "roomee-migrate-1"
+    assert "helm.sh/hook" not in job["metadata"].get("annotations", {})
     [container] = job["spec"]["template"]["spec"]["containers"]
-    assert container["args"] == ["migrate", "--target", "all"]
+    assert container["args"] == ["migrate", "--target", "all", "--wait-seconds", "300"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
-    # Hooks run before ordinary resources exist: the Job's configuration is inline, not a ConfigMap.
     assert "envFrom" not in container
 
 
@@ -385,6 +385,7 @@ def test_contracted_paths_of_the_coming_targets_are_routed():
         "/api/v1/preferences": "notification", "/api/v1/notifications/counters": "notification",
         "/api/v1/subscriptions": "notification", "/socket.io/": "notification",
         "/users/signUp": "auth", "/.well-known/jwks.json": "auth", "/oauth/token": "auth",
+        "/signup": "auth", "/join/h1": "hotel",
         "/members/": "members", "/workspaces/w1": "members",
     }
     for path, target in expected.items():
