@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Response
+from fastapi.responses import HTMLResponse
 
-from roomee.hotel import schemas
+from roomee.hotel import join, schemas
 from roomee.hotel.service import PROVISION_SCOPE, HotelService, provisioning_path
 from roomee.kit.auth import CurrentPrincipal, Principal, require_service_scope
 from roomee.kit.deps import context_of
+from roomee.kit.html import html_responses
 from roomee.kit.platform import ServiceContext
 from roomee.kit.schemas import Page
 
@@ -112,3 +114,15 @@ async def delete_hotel(hotel_id: HotelId, service: Hotels, caller: Provisioner, 
     hotel = await service.delete(caller, hotel_id)
     background.add_task(service.kick_deletion, hotel_id)
     return hotel
+
+
+@router.get(
+    "/join/{hotel_id}", response_class=HTMLResponse, tags=["join"],
+    responses={**html_responses({200: "How staff join this hotel (an HTML page).",
+                                 404: "No such hotel (an HTML page, never JSON: a phone's browser opens it)."}),
+               307: {"description": "To the app (`ROOMEE_HOTEL_JOIN_APP_URL`), with `?hotelId=<id>`."}},
+)
+async def join_page(hotel_id: str, ctx: Context) -> Response:
+    """What a hotel's QR code opens (no token needed): the hotel's name and how its staff join, or, when
+    `ROOMEE_HOTEL_JOIN_APP_URL` is set, a 307 redirect to the app with `?hotelId=`."""
+    return join.join_answer(ctx, await join.joinable_hotel(ctx, hotel_id))
