@@ -104,9 +104,11 @@ def up(
 
     async def greet() -> None:
         if not credentials_file.exists():
-            from roomee.bootstrap import bootstrap_admin
+            from roomee.bootstrap import provision_hotel
 
-            result = await bootstrap_admin(settings, hotel_name="Demo Hotel", email=DEMO_ADMIN_EMAIL)
+            # Through the hotel service's provisioning, as any hotel: QR code, storage quota, subscription.
+            result = await provision_hotel(settings, hotel_name="Demo Hotel", email=DEMO_ADMIN_EMAIL,
+                                           phone="+1 555 0100", address="1 Demo Street", locale="en")
             credentials_file.write_text(json.dumps({"email": result.email, "password": result.password,
                                                     "hotelId": result.hotel_id, "workspaceId": result.workspace_id}))
             credentials_file.chmod(0o600)
@@ -229,20 +231,29 @@ def makemigrations(
 def bootstrap(
     hotel_name: Annotated[str, typer.Option(help="Name of the hotel (its first workspace takes it too).")],
     email: Annotated[str, typer.Option(help="The administrator's email.")],
+    phone: Annotated[str, typer.Option(help="The hotel's phone number.")],
+    address: Annotated[str, typer.Option(help="The hotel's postal address.")],
     password: Annotated[Optional[str], typer.Option(help="The administrator's password (generated if omitted).")] = None,
-    hotel_id: Annotated[Optional[str], typer.Option(help="Hotel id (generated if omitted).")] = None,
+    plan: Annotated[str, typer.Option(help="free, standard or premium (its storage quota).")] = "premium",
+    locale: Annotated[str, typer.Option(help="The hotel's default language (fr or en); members may choose theirs.")] = "en",
 ) -> None:
-    """Create a hotel's first workspace and administrator on a running platform (ROOMEE_PUBLIC_URL)."""
-    from roomee.bootstrap import bootstrap_admin
+    """Provision a hotel through the hotel service (POST /hotel/add: QR code, storage quota, subscription,
+    administrator) on a running platform (ROOMEE_PUBLIC_URL), then sign its administrator up; prints the
+    credentials. Running it again with the same name and email finds the same hotel (within 24 h)."""
+    from roomee.bootstrap import ProvisioningFailed, provision_hotel
 
-    result = asyncio.run(
-        bootstrap_admin(_settings(), hotel_name=hotel_name, email=email, password=password, hotel_id=hotel_id)
-    )
+    try:
+        result = asyncio.run(provision_hotel(_settings(), hotel_name=hotel_name, email=email, phone=phone,
+                                             address=address, plan=plan, locale=locale, password=password))
+    except ProvisioningFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
     if result.created:
         typer.echo(json.dumps({"hotelId": result.hotel_id, "workspaceId": result.workspace_id,
                                "memberId": result.member_id, "email": result.email, "password": result.password}))
     else:
-        typer.echo(f"{email} already has an account in hotel {result.hotel_id}; nothing created.")
+        typer.echo(f"hotel {result.hotel_id} is ready; {email} already had an account and administers it "
+                   "(sign in with its password).")
 
 
 @app.command()

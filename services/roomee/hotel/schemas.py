@@ -19,6 +19,8 @@ class Administrator(CamelModel):
     first_name: str = Field(min_length=1, max_length=100)
     last_name: str = Field(min_length=1, max_length=100)
     locale: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    send_invitation: bool = Field(default=True, description=(
+        "False when the caller signs the administrator up itself (`roomee bootstrap`): no invitation email."))
 
 
 class HotelCreate(CamelModel):
@@ -92,6 +94,9 @@ class StepOut(CamelModel):
 class ProvisioningOut(CamelModel):
     hotel_id: str
     status: HotelStatus
+    next_retry_at: datetime | None = Field(default=None, description=(
+        "A hotel `failed` by a provider outage longer than a step's retries is retried on its own at this "
+        "time (with backoff, for hours) or at once with `POST /hotel/{id}/retry`; null otherwise."))
     steps: list[StepOut] = Field(description="hotel, qr, storage, subscription, admin, announce, in order.")
     qr_link: str | None
     subscription_id: str | None

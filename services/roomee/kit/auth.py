@@ -62,8 +62,8 @@ SERVICE_SCOPES: dict[str, tuple[str, ...]] = {
     "media": (),
     "billing": (),
     "notification": ("members:sync",),
-    # `roomee bootstrap-admin`: creates a hotel's first administrator on a running platform.
-    "cli": ("members:add-hotel-member",),
+    # `roomee bootstrap` / `roomee up`: provisions a hotel and signs its first administrator up.
+    "cli": ("hotel:provision", "members:add-hotel-member"),
 }
 # Every target verifies member tokens, so each follows the members' access changes and the sessions
 # auth ended (AccessChanges).

@@ -221,7 +221,9 @@ class MediaService:
     @staticmethod
     def _quota_refusal(quota: dict[str, Any] | None, size: int) -> RoomeeError:
         if quota is None or quota["quota_bytes"] is None:
-            return QuotaExceeded("this hotel has no storage quota yet", code="storage_quota_missing")
+            return QuotaExceeded((
+                "this hotel has no storage quota: it is still being provisioned, or it was not provisioned "
+                "through the hotel service (POST /hotel/add), which gives every hotel its plan's quota"), code="storage_quota_missing")
         return QuotaExceeded({
             "requested": size, "quotaBytes": quota["quota_bytes"], "usedBytes": quota["used_bytes"],
             "reservedBytes": quota["reserved_bytes"],
