@@ -49,9 +49,47 @@ async def invite_member(
 
     Creates an onboarding record with a single-use, expiring token and emits
     `roomee.notification.member.onboarding`, whose payload carries the sign-up link for the email.
-    Inviting again replaces the previous pending invitation.
+    Inviting again replaces the previous pending invitation. When the email already has an account (a member
+    elsewhere), the membership is made at once (`status: "added"`) and `member.added` emails a sign-in link.
     """
     return await service.invite(principal, body.model_dump())
+
+
+@router.get("/members/invitations", responses=error_responses(403, 422), response_model=Page[schemas.PendingInvitation])
+async def list_invitations(
+    service: Members,
+    principal: Annotated[Principal, Depends(require_permission(MANAGE_MEMBERS))],
+    limit: Limit = 50,
+    cursor: Cursor = None,
+):
+    """Invitations of the caller's workspace neither used nor revoked, oldest first, each with its expiry
+    (`expired` once the link no longer works), paginated by cursor (requires `manage_members`)."""
+    return await service.list_invitations(principal, cursor=cursor, limit=limit)
+
+
+@router.post("/members/invitations/{invitation_id}/resend", responses=error_responses(403, 404, 409, 422),
+             status_code=201, response_model=schemas.InvitationOut)
+async def resend_invitation(
+    invitation_id: uuid.UUID,
+    service: Members,
+    principal: Annotated[Principal, Depends(require_permission(MANAGE_MEMBERS))],
+):
+    """Send a pending (or expired) invitation again with a new link and expiry: the previous link stops working
+    (410 `invitation_revoked`). Answers the new invitation (a new id). 404 for an invitation of another workspace,
+    revoked or unknown; 409 `invitation_used` once accepted; an administrator's needs `manage_ecosystem`."""
+    return await service.resend_invitation(principal, str(invitation_id))
+
+
+@router.delete("/members/invitations/{invitation_id}", responses=error_responses(403, 404, 409, 422), status_code=204)
+async def revoke_invitation(
+    invitation_id: uuid.UUID,
+    service: Members,
+    principal: Annotated[Principal, Depends(require_permission(MANAGE_MEMBERS))],
+) -> Response:
+    """Revoke a pending invitation: its link answers 410 `invitation_revoked` from now on. 404 for an invitation
+    of another workspace, already revoked or unknown; 409 `invitation_used` once accepted."""
+    await service.revoke_invitation(principal, str(invitation_id))
+    return Response(status_code=204)
 
 
 @router.get("/members/", responses=error_responses(403), response_model=Page[schemas.MemberOut])

@@ -13,6 +13,8 @@ MEMBER_ONBOARDING = "member.onboarding"
 MEMBER_CREATED = "member.created"
 MEMBER_UPDATED = "member.updated"
 MEMBER_DELETED = "member.deleted"
+# An existing account made a member (no sign-up): the email "you were added to <hotel>" with a sign-in link.
+MEMBER_ADDED = "member.added"
 WORKSPACE_CREATED = "workspace.created"
 WORKSPACE_UPDATED = "workspace.updated"
 WORKSPACE_DELETED = "workspace.deleted"

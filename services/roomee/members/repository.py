@@ -18,6 +18,19 @@ _member_with_workspace = sa.select(
 ).join(workspace, workspace.c.id == member.c.workspace_id)
 
 
+async def _page_by_creation(
+    session: AsyncSession, query, table: sa.Table, after: tuple[datetime, str] | None, limit: int
+) -> list[dict]:
+    """One page of ``query`` ordered by (created_at, id), after the cursor's position."""
+    if after is not None:
+        created_at, row_id = after
+        query = query.where(
+            sa.or_(table.c.created_at > created_at, sa.and_(table.c.created_at == created_at, table.c.id > row_id))
+        )
+    rows = await session.execute(query.order_by(table.c.created_at, table.c.id).limit(limit))
+    return [dict(r) for r in rows.mappings()]
+
+
 class WorkspaceRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -97,16 +110,7 @@ class MemberRepository:
         return await self._page(query, after, limit)
 
     async def _page(self, query, after: tuple[datetime, str] | None, limit: int) -> list[dict]:
-        if after is not None:
-            created_at, member_id = after
-            query = query.where(
-                sa.or_(
-                    member.c.created_at > created_at,
-                    sa.and_(member.c.created_at == created_at, member.c.id > member_id),
-                )
-            )
-        rows = await self.session.execute(query.order_by(member.c.created_at, member.c.id).limit(limit))
-        return [dict(r) for r in rows.mappings()]
+        return await _page_by_creation(self.session, query, member, after, limit)
 
     async def active_profiles_for_email(self, email: str) -> list[dict]:
         rows = await self.session.execute(
@@ -178,6 +182,17 @@ class MemberRepository:
         )
         return list(rows.scalars())
 
+    async def known_user_id(self, email: str) -> str | None:
+        """The account of an email, as this service knows it: the user of any of its memberships (removed
+        ones included), the most recent first. None when that email never signed up."""
+        row = await self.session.execute(
+            sa.select(member.c.user_id)
+            .where(member.c.email == email, member.c.user_id.is_not(None))
+            .order_by(member.c.updated_at.desc())
+            .limit(1)
+        )
+        return row.scalar_one_or_none()
+
     async def count_admins(self, workspace_id: str) -> int:
         result = await self.session.execute(
             sa.select(sa.func.count()).where(
@@ -217,6 +232,26 @@ class OnboardingRepository:
             )
             .values(revoked_at=when)
         )
+
+    async def get_in_workspace(self, workspace_id: str, onboarding_id: str, *, for_update: bool = False) -> dict | None:
+        query = sa.select(onboarding).where(onboarding.c.id == onboarding_id, onboarding.c.workspace_id == workspace_id)
+        if for_update:
+            query = query.with_for_update()
+        row = await self.session.execute(query)
+        found = row.mappings().first()
+        return dict(found) if found else None
+
+    async def page_pending(self, workspace_id: str, *, after: tuple[datetime, str] | None, limit: int) -> list[dict]:
+        """Invitations neither accepted nor revoked (expired ones included), oldest first."""
+        query = sa.select(onboarding).where(
+            onboarding.c.workspace_id == workspace_id,
+            onboarding.c.accepted_at.is_(None),
+            onboarding.c.revoked_at.is_(None),
+        )
+        return await _page_by_creation(self.session, query, onboarding, after, limit)
+
+    async def revoke(self, onboarding_id: str, when: datetime) -> None:
+        await self.session.execute(sa.update(onboarding).where(onboarding.c.id == onboarding_id).values(revoked_at=when))
 
     async def mark_accepted(self, onboarding_id: str, *, user_id: str, member_id: str, when: datetime) -> None:
         await self.session.execute(

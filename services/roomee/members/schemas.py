@@ -91,12 +91,24 @@ class InviteRequest(CamelModel):
 
 
 class InvitationOut(CamelModel):
-    id: str
+    id: str = Field(description="The invitation's id; with status `added`, the new member's id.")
     email: str
     role: Role
     workspace_id: str
-    expires_at: datetime
+    status: Literal["pending", "added"] = Field(default="pending", description=(
+        "`pending`: a sign-up link was emailed; `added`: the email has an account, which is a member now "
+        "(emailed \"you were added\" with a sign-in link, no sign-up)."))
+    member_id: str | None = Field(default=None, description="The member, when one exists already.")
+    expires_at: datetime | None = Field(description="When the link stops working; null with status `added`.")
     created_at: datetime
+
+
+class PendingInvitation(InvitationOut):
+    first_name: str
+    last_name: str
+    invited_by_member_id: str | None
+    invited_by_name: str | None
+    expired: bool = Field(description="The link no longer works; resend it for a new one.")
 
 
 class HotelMemberRequest(CamelModel):

@@ -7,7 +7,7 @@ import secrets
 import uuid
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -361,18 +361,89 @@ class MembersService:
             raise NotFound("workspace not found")
         if await self.members.get_by_email_in_workspace(workspace["id"], email):
             raise Conflict(f"{email} is already a member of this workspace", code="already_member")
+        user_id = await self.members.known_user_id(email)
+        if user_id is not None:
+            # An account exists: the membership is made now, and the email says so (no sign-up to do).
+            added = await self._add_existing_user(
+                workspace=workspace, email=email, user_id=user_id, role=data["role"], first_name=data["first_name"],
+                last_name=data["last_name"], is_admin=False, dashboard_access=False, adder=principal,
+                hotel_name=None,
+            )
+            return {"id": added["id"], "email": email, "role": added["role"], "workspace_id": workspace["id"],
+                    "status": "added", "member_id": added["id"], "expires_at": None,
+                    "created_at": as_utc(added["created_at"])}
         row, _token = await self._issue_invitation(
             workspace=workspace, email=email, role=data["role"], first_name=data["first_name"],
             last_name=data["last_name"], inviter=principal,
         )
-        return {**row, "expires_at": as_utc(row["expires_at"]), "created_at": as_utc(row["created_at"])}
+        return _present_invitation(row)
+
+    async def _add_existing_user(
+        self, *, workspace: dict, email: str, user_id: str, role: str, first_name: str, last_name: str,
+        is_admin: bool, dashboard_access: bool, adder: Principal, hotel_name: str | None, send_email: bool = True,
+        locale: str | None = None, timezone: str | None = None,
+    ) -> dict:
+        """A member bound at once to the account ``user_id`` already has, and ``member.added`` for its email."""
+        actor = events.actor_of(adder)
+        row = await self._insert_member(
+            workspace=workspace, email=email, user_id=user_id, first_name=first_name, last_name=last_name, role=role,
+            is_admin=is_admin, dashboard_access=dashboard_access, actor=actor, locale=locale, timezone=timezone,
+        )
+        await events.publish(
+            self.session, events.MEMBER_ADDED, workspace=workspace,
+            payload={"member": _event_member(row), "hotelName": hotel_name or workspace["name"],
+                     "signinLink": f"{urljoin(self.settings.signup_link_base, 'signin')}?{urlencode({'email': email})}",
+                     "addedBy": {"id": actor["id"], "name": actor["name"]}, "locale": locale or workspace["locale"]},
+            actor=actor, receiver_ids=[row["id"]], channels=("email", "socket") if send_email else ("socket",),
+        )
+        return row
+
+    async def _pending_invitation(self, principal: Principal, invitation_id: str) -> dict:
+        """A pending invitation of the caller's workspace (``manage_members``, and ``manage_ecosystem`` for an
+        administrator's); anything else is absent, so another workspace's ids reveal nothing."""
+        if not principal.has(MANAGE_MEMBERS):
+            raise Forbidden(f"permission '{MANAGE_MEMBERS}' required", code="permission_denied")
+        found = await self.onboardings.get_in_workspace(principal.workspace_id, invitation_id, for_update=True)
+        if found is None or found["revoked_at"] is not None:
+            raise NotFound("invitation not found")
+        if found["accepted_at"] is not None:
+            raise Conflict("this invitation was already used: the person is a member", code="invitation_used")
+        if found["role"] == "admin" and not principal.has(MANAGE_ECOSYSTEM):
+            raise Forbidden("only an administrator can manage an administrator's invitation", code="permission_denied")
+        return found
+
+    async def list_invitations(self, principal: Principal, *, cursor: str | None, limit: int) -> dict:
+        """Invitations of the caller's workspace not yet used nor revoked, oldest first, with their expiry."""
+        rows = await self.onboardings.page_pending(principal.workspace_id, after=decode_time_cursor(cursor), limit=limit)
+        now = utcnow()
+        items = [{**_present_invitation(r), "first_name": r["first_name"], "last_name": r["last_name"],
+                  "invited_by_member_id": r["invited_by_member_id"], "invited_by_name": r["invited_by_name"],
+                  "expired": as_utc(r["expires_at"]) <= now} for r in rows]
+        return {"items": items, "next_cursor": _next_cursor(rows, limit, "created_at")}
+
+    async def resend_invitation(self, principal: Principal, invitation_id: str) -> dict:
+        """A new token and expiry, emailed again; the previous link stops working."""
+        found = await self._pending_invitation(principal, invitation_id)
+        workspace = await self.workspaces.get(found["workspace_id"])
+        if workspace is None:
+            raise NotFound("invitation not found")
+        row, _token = await self._issue_invitation(
+            workspace=workspace, email=found["email"], role=found["role"], first_name=found["first_name"],
+            last_name=found["last_name"], inviter=principal, is_admin=found["is_admin"],
+            dashboard_access=found["dashboard_access"], member_id=found["member_id"],
+        )
+        return _present_invitation(row)
+
+    async def revoke_invitation(self, principal: Principal, invitation_id: str) -> None:
+        found = await self._pending_invitation(principal, invitation_id)
+        await self.onboardings.revoke(found["id"], utcnow())
 
     async def _valid_invitation(self, token: str, *, for_update: bool = False) -> dict:
         found = await self.onboardings.by_token_hash(hash_token(token), for_update=for_update)
         if found is None:
             raise NotFound("invitation not found", code="invalid_invitation")
         if found["revoked_at"] is not None:
-            raise Gone("this invitation was replaced by a newer one", code="invitation_revoked")
+            raise Gone("this invitation was revoked or replaced by a newer one", code="invitation_revoked")
         if as_utc(found["expires_at"]) <= utcnow() and found["accepted_at"] is None:
             raise Gone("this invitation has expired", code="invitation_expired")
         return found
@@ -445,7 +516,16 @@ class MembersService:
                                  payload=_event_workspace(workspace), actor=events.actor_of(caller))
         role = "admin" if data["is_admin"] else "staff"
         existing = await self.members.get_by_email_in_workspace(workspace["id"], email)
-        if existing is None:
+        user_id = await self.members.known_user_id(email) if existing is None else None
+        if user_id is not None:
+            # An account exists (a member of another hotel, say): a member now, told so by email; no sign-up.
+            existing = await self._add_existing_user(
+                workspace=workspace, email=email, user_id=user_id, role=role, first_name=data["first_name"],
+                last_name=data["last_name"], is_admin=data["is_admin"], dashboard_access=data["dashboard_access"],
+                adder=caller, hotel_name=data.get("hotel_name"), send_email=data["send_invitation"],
+                locale=data["locale"], timezone=data["timezone"],
+            )
+        elif existing is None:
             existing = await self._insert_member(
                 workspace=workspace, email=email, user_id=None, first_name=data["first_name"],
                 last_name=data["last_name"], role=role, is_admin=data["is_admin"],
@@ -516,6 +596,11 @@ class MembersService:
             for r in rows
         ]
         return {"items": items, "position": position}
+
+
+def _present_invitation(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "status": "pending", "member_id": row.get("member_id"), "expires_at": as_utc(row["expires_at"]),
+            "created_at": as_utc(row["created_at"])}
 
 
 def _event_workspace(row: dict[str, Any]) -> dict[str, Any]:

@@ -22,8 +22,18 @@ CHANNEL_PREFS = ("app", "push", "email")
 
 @dataclass(frozen=True)
 class EventKind:
+    """``type``: the event's; ``category``: what preferences are keyed by; ``template``: the templates it is
+    rendered with (default its type); ``email_opt_in``: email goes out to the receivers whose preferences ask
+    for it explicitly (``categoryPrefs[category].email: true``), although the event names no email channel."""
+
     type: str
     category: str
+    template: str | None = None
+    email_opt_in: bool = False
+
+    @property
+    def templates(self) -> str:
+        return self.template or self.type
 
 
 def _kinds(category: str, *actions: str) -> dict[str, EventKind]:
@@ -31,10 +41,12 @@ def _kinds(category: str, *actions: str) -> dict[str, EventKind]:
 
 
 EVENT_KINDS: dict[str, EventKind] = {
-    **_kinds("page", "created", "updated", "deleted"),
-    **_kinds("comment", "created", "updated", "deleted"),
+    **_kinds("page", "updated", "deleted"),
+    "page.created": EventKind("page.created", "page", email_opt_in=True),
+    "comment.created": EventKind("comment.created", "comment", email_opt_in=True),
+    **_kinds("comment", "updated", "deleted"),
     **_kinds("like", "created", "deleted"),
-    **_kinds("member", "created", "updated", "deleted", "onboarding", "registered"),
+    **_kinds("member", "created", "updated", "deleted", "onboarding", "registered", "added"),
     **_kinds("workspace", "created", "updated", "deleted"),
     **_kinds("hotel", "created", "updated", "deleted", "creation_failed"),
     # Emails about a person's own account, sent to its address whatever the preferences (auth emits them).
@@ -47,8 +59,24 @@ DIRECT_EMAILS = frozenset({"member.onboarding", "user.password_reset", "user.pas
 
 
 
+# A feed is a page too, but its creation is no "New article": a UI update with templates of its own.
+FEED_KINDS: dict[str, EventKind] = {
+    f"page.{action}": EventKind(f"page.{action}", "page", template=f"feed.{action}")
+    for action in ("created", "updated", "deleted")
+}
+
+
 def kind_of(event_type: str) -> EventKind | None:
     return EVENT_KINDS.get(event_type)
+
+
+def kind_for(envelope: dict) -> EventKind | None:
+    """The kind of an event, with what its payload says (a feed's page events are not an article's)."""
+    event_type = str(envelope.get("type") or "")
+    payload = envelope.get("payload")
+    if event_type in FEED_KINDS and isinstance(payload, dict) and payload.get("pageType") == "feed":
+        return FEED_KINDS[event_type]
+    return kind_of(event_type)
 
 
 # -- templates ----------------------------------------------------------------------------------
@@ -65,6 +93,18 @@ TEMPLATES: dict[str, dict[str, dict[str, str]]] = {
     "page.deleted": {
         "fr": {"title": "Article supprimé", "body": "{{ actor }} a supprimé « {{ title }} »"},
         "en": {"title": "Article deleted", "body": "{{ actor }} deleted “{{ title }}”"},
+    },
+    "feed.created": {
+        "fr": {"title": "Nouveau fil", "body": "{{ actor }} a créé le fil « {{ title }} » dans {{ workspace }}"},
+        "en": {"title": "New feed", "body": "{{ actor }} created the feed “{{ title }}” in {{ workspace }}"},
+    },
+    "feed.updated": {
+        "fr": {"title": "Fil modifié", "body": "{{ actor }} a modifié le fil « {{ title }} »"},
+        "en": {"title": "Feed updated", "body": "{{ actor }} updated the feed “{{ title }}”"},
+    },
+    "feed.deleted": {
+        "fr": {"title": "Fil supprimé", "body": "{{ actor }} a supprimé le fil « {{ title }} »"},
+        "en": {"title": "Feed deleted", "body": "{{ actor }} deleted the feed “{{ title }}”"},
     },
     "comment.created": {
         "fr": {"title": "Nouveau commentaire", "body": "{{ actor }} a commenté « {{ title }} »"},
@@ -198,6 +238,42 @@ TEMPLATES: dict[str, dict[str, dict[str, str]]] = {
                 "{% if payload.how == 'reset' %} with a reset link{% endif %}. "
                 "Your other sessions were signed out.\n\n"
                 "If this was not you, ask for a new password at once and tell your administrator.\n"
+            ),
+        },
+    },
+    "member.added": {
+        "fr": {
+            "title": "Ajouté à {{ title }}",
+            "body": "{{ actor }} vous a ajouté à {{ title }} ({{ workspace }})",
+            "subject": "Vous avez été ajouté à {{ title }} sur Roomee",
+            "text": (
+                "Bonjour{% if member.name %} {{ member.name }}{% endif %},\n\n"
+                "{{ actor }} vous a ajouté à {{ title }} (espace {{ workspace }}) sur Roomee.\n"
+                "Vous avez déjà un compte : connectez-vous avec votre mot de passe habituel, rien d'autre à faire.\n"
+                "{{ link }}\n"
+            ),
+            "html": (
+                "<p>Bonjour{% if member.name %} {{ member.name }}{% endif %},</p>"
+                "<p>{{ actor }} vous a ajouté à <strong>{{ title }}</strong> (espace {{ workspace }}) sur Roomee.</p>"
+                "<p>Vous avez déjà un compte : connectez-vous avec votre mot de passe habituel.</p>"
+                '<p><a href="{{ link }}">Me connecter</a></p>'
+            ),
+        },
+        "en": {
+            "title": "Added to {{ title }}",
+            "body": "{{ actor }} added you to {{ title }} ({{ workspace }})",
+            "subject": "You were added to {{ title }} on Roomee",
+            "text": (
+                "Hello{% if member.name %} {{ member.name }}{% endif %},\n\n"
+                "{{ actor }} added you to {{ title }} (the {{ workspace }} workspace) on Roomee.\n"
+                "You already have an account: sign in with your usual password, nothing else to do.\n"
+                "{{ link }}\n"
+            ),
+            "html": (
+                "<p>Hello{% if member.name %} {{ member.name }}{% endif %},</p>"
+                "<p>{{ actor }} added you to <strong>{{ title }}</strong> (the {{ workspace }} workspace) on Roomee.</p>"
+                "<p>You already have an account: sign in with your usual password.</p>"
+                '<p><a href="{{ link }}">Sign in</a></p>'
             ),
         },
     },

@@ -98,7 +98,7 @@ def context_of(envelope: dict[str, Any]) -> dict[str, Any]:
         ),
         "member": {"name": _name(member), "email": member.get("email") or ""},
         "email": payload.get("email") or "",
-        "link": payload.get("signupLink") or payload.get("resetLink") or "",
+        "link": payload.get("signupLink") or payload.get("resetLink") or payload.get("signinLink") or "",
         "expires": _date(payload.get("expiresAt")),
         "payload": payload,
     }

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from roomee.kit.events import emit_many
 from roomee.kit.metrics import notifications_sent_total
 from roomee.notification import clock, directory
-from roomee.notification.catalog import DIRECT_EMAILS, EventKind, kind_of
+from roomee.notification.catalog import DIRECT_EMAILS, EventKind, kind_for, kind_of
 from roomee.notification.dispatcher import SocketDispatcher, delivery_jobs, email_requests, push_requests
 from roomee.notification.factory import NotificationFactory, Rendered, context_of, resolve_locale
 from roomee.notification.preferences import SUPPORTED_CHANNELS, Decision, Preferences, decide
@@ -71,6 +71,25 @@ def _is_plain(envelope: dict[str, Any]) -> bool:
         return False
     metadata = envelope.get("metadata")
     return isinstance(metadata, dict) and any(metadata.get("receiverIds") or ())
+
+
+def _asks_email(kind: EventKind, channels: frozenset[str], prefs: dict[str, Any] | None) -> bool:
+    """An article or a comment is emailed to a receiver whose preferences ask for it explicitly
+    (``categoryPrefs[category].email: true``): one email per notification, quiet hours applying."""
+    if not kind.email_opt_in or "email" in channels or not channels & {"push", "socket"} or not prefs:
+        return False
+    per_category = (prefs.get("category_prefs") or {}).get(kind.category)
+    return isinstance(per_category, dict) and per_category.get("email") is True
+
+
+def _removed_by(envelope: dict[str, Any]) -> list[str]:
+    """Members an event removes (``member.deleted``, ``workspace.deleted``): they get no UI update of it."""
+    payload = envelope.get("payload") if isinstance(envelope.get("payload"), dict) else {}
+    if envelope.get("type") == "member.deleted" and isinstance(payload.get("member"), dict):
+        return [str(payload["member"]["id"])] if payload["member"].get("id") else []
+    if envelope.get("type") == "workspace.deleted":
+        return [str(m) for m in payload.get("removedMemberIds") or () if m]
+    return []
 
 
 class Recipient(NamedTuple):
@@ -175,7 +194,7 @@ class NotificationProcessor:
             events.append(
                 (
                     envelope,
-                    kind_of(str(envelope["type"])),
+                    kind_for(envelope),
                     frozenset(c for c in envelope.get("channels") or () if c in SUPPORTED_CHANNELS),
                     str(envelope["workspaceId"]),
                     list(dict.fromkeys(str(r) for r in metadata.get("receiverIds") or () if r)),
@@ -289,7 +308,7 @@ class NotificationProcessor:
     async def handle(self, session: AsyncSession, envelope: dict[str, Any]) -> None:
         now = clock.now(self.ctx)
         await directory.apply_event(session, envelope, now)
-        kind = kind_of(str(envelope.get("type") or ""))
+        kind = kind_for(envelope)
         if kind is None:
             log.debug("no notification for event type %s", envelope.get("type"))
             return
@@ -344,7 +363,8 @@ class NotificationProcessor:
     ) -> None:
         """The invitee's email, which holds the sign-up link: a delivery job whose outbox row is deleted
         once published; never in a notification's renders, another member's copy, or the logs."""
-        email = self.factory.render_email(kind.type, locale, context, self.factory.render(kind.type, locale, context))
+        email = self.factory.render_email(kind.templates, locale, context,
+                                         self.factory.render(kind.templates, locale, context))
         message = {
             "id": notification_id_for(envelope["id"]),
             "workspace_id": workspace_id,
@@ -420,8 +440,10 @@ class NotificationProcessor:
             key = (member_id if entry.has_preferences else None, timezone)
             decision = decided.get(key)
             if decision is None:
+                prefs = preferences_of(entry)
                 decision = decided[key] = decide(
-                    Preferences.from_row(preferences_of(entry)), category=kind.category, channels=channels,
+                    Preferences.from_row(prefs), category=kind.category,
+                    channels=channels | {"email"} if _asks_email(kind, channels, prefs) else channels,
                     member_timezone=timezone, now=now,
                 )
             if not decision.anything:
@@ -437,12 +459,12 @@ class NotificationProcessor:
     ) -> dict[str, dict[str, str]]:
         renders: dict[str, dict[str, str]] = {}
         for locale in sorted({r.locale for r in recipients}):
-            rendered = self.factory.render(kind.type, locale, context)
+            rendered = self.factory.render(kind.templates, locale, context)
             renders[locale] = {"title": rendered.title, "body": rendered.body}
         emailing = {r.locale for r in recipients if r.decision.email or "email" in r.decision.deferred}
         for locale in sorted(emailing):
             rendered = Rendered(renders[locale]["title"], renders[locale]["body"])
-            email = self.factory.render_email(kind.type, locale, context, rendered)
+            email = self.factory.render_email(kind.templates, locale, context, rendered)
             renders[locale].update(subject=email.subject, text=email.text, html=email.html)
         return renders
 
@@ -532,7 +554,7 @@ class NotificationProcessor:
     ) -> None:
         """A socket-only UI update (no receivers): one emit to the workspace room, without the actor."""
         locale = resolve_locale(workspace_locale)
-        rendered = self.factory.render(kind.type, locale, context)
+        rendered = self.factory.render(kind.templates, locale, context)
         actor = (envelope.get("metadata") or {}).get("actor") or {}
         row = {
             "id": None,
@@ -547,6 +569,7 @@ class NotificationProcessor:
             "created_at": now,
         }
         skip = [str(actor["id"])] if actor.get("id") and actor.get("type") != "system" else []
+        skip += _removed_by(envelope)  # nobody is told of their own removal
         self.sockets.broadcast_after_commit(
             session, workspace_id=workspace_id, payload=NotificationOut.of(row, locale).wire(), skip_member_ids=skip
         )

@@ -3,7 +3,9 @@
 Every backend sends a multipart/alternative message (text, then HTML) from ``settings.email_from``
 and returns one ``AttemptResult`` per message, in the order given.
 
-- ``file``: writes each message as an ``.eml`` file under ``<data_dir>/mail/`` and logs it.
+- ``file``: writes each message as an ``.eml`` file under ``<data_dir>/mail/``, with a ``.txt`` beside it
+  (the headers a person reads, then the text part as is: links and tokens whole, not quoted-printable
+  split), and logs it.
 - ``smtp``: aiosmtplib; one connection (STARTTLS or implicit TLS, and login, per settings) reused
   for the whole batch, re-opened once if the server drops it. ``smtp_ca_file`` replaces the system
   CAs for verifying the server's certificate; it is loaded at start-up. A 4xx reply, a timeout or
@@ -134,7 +136,9 @@ class FileEmail:
         results = []
         for message in messages:
             path = self.directory / f"{stamp}-{message.notification_id}-{uuid.uuid4().hex[:8]}.eml"
+            readable = f"From: {self.sender}\nTo: {message.to}\nSubject: {message.subject}\n\n{message.text}"
             try:
+                path.with_suffix(".txt").write_text(readable, encoding="utf-8")
                 path.write_bytes(bytes(build_mime(message, self.sender)))
             except OSError as exc:
                 results.append(_result(self.provider, message, error=f"cannot write {path}: {exc}"))
