@@ -55,9 +55,10 @@ async def test_the_platform_itself_refuses(tmp_path):
         await platform.start()
 
 
-async def test_the_default_sign_up_link_explains_itself(platform):
+async def test_the_default_sign_up_link_serves_the_built_in_form(platform):
     async with httpx.AsyncClient() as client:
-        response = await client.get(f"{platform.settings.signup_link_base}?token=abc")
-    assert response.status_code == 404
-    assert response.json()["error"] == "signup_page_not_configured"
-    assert "ROOMEE_SIGNUP_URL" in response.json()["detail"]
+        response = await client.get(f"{platform.settings.signup_link_base}?token=abcdefghijkl")
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+        assert 'name="token" value="abcdefghijkl"' in response.text
+        cut = await client.get(f"{platform.settings.signup_link_base}?token=abc")  # a link cut short
+    assert cut.status_code == 404 and cut.headers["content-type"].startswith("text/html")

@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Form, Query, Request, Response
+from fastapi.responses import HTMLResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from roomee.auth import schemas
+from roomee.auth import pages, schemas
 from roomee.auth.passwords import PasswordService
 from roomee.auth.service import AuthService
 from roomee.kit.auth import CurrentMember, OptionalPrincipal, Principal, require_service_scope
 from roomee.kit.deps import context_of, session_for
+from roomee.kit.html import html_responses
 from roomee.kit.platform import ServiceContext
-from roomee.kit.errors import BadRequest, NotFound, Unauthorized, error_responses
+from roomee.kit.errors import BadRequest, Unauthorized, error_responses
 
 router = APIRouter(tags=["auth"])
 
@@ -65,14 +67,17 @@ async def service_token(
     return await service.service_token(client_id, client_secret, scope, client_address(request))
 
 
-@router.get("/signup", include_in_schema=False)
-async def signup_page() -> Response:
-    """Where invitation links point when ROOMEE_SIGNUP_URL is unset: the platform has no sign-up page."""
-    raise NotFound(
-        "this platform serves no sign-up page: set ROOMEE_SIGNUP_URL to the page of your front end that "
-        "takes the `token` of this link and posts it with a password to POST /users/signUp",
-        code="signup_page_not_configured",
-    )
+@router.get(
+    "/signup", response_class=HTMLResponse,
+    responses={**html_responses({200: "The sign-up form (HTML).",
+                                 404: "The link carries no well-formed token (an HTML page)."}),
+               307: {"description": "To `ROOMEE_SIGNUP_URL` with the same `token`, when it is set."}},
+)
+async def signup_page(ctx: Context, token: str | None = None) -> Response:
+    """Where invitation links point when `ROOMEE_SIGNUP_URL` is unset: a minimal built-in sign-up form
+    (first name, last name, password) that posts the link's `token` to `POST /users/signUp`. With
+    `ROOMEE_SIGNUP_URL` set, a 307 redirect there (links sent before it was set keep working)."""
+    return pages.signup_answer(ctx.settings, token)
 
 
 @router.post("/users/signUp", responses=error_responses(404, 409, 410, 429, 503), status_code=201, response_model=schemas.Session)
