@@ -3,8 +3,6 @@ and nobody else's failures keep the owner of an account, with the right password
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 
 from tests.kit.served import served
@@ -13,18 +11,9 @@ ATTACKER = "198.51.100.66"
 OWNER = "203.0.113.10"
 
 
-def _credentials(running) -> dict:
-    path = running.settings.data_dir / "admin-credentials.json"
-    deadline = time.monotonic() + 60
-    while not path.exists():
-        assert time.monotonic() < deadline, running.log()[-3000:]
-        time.sleep(0.2)
-    return json.loads(path.read_text())
-
-
 def test_a_stranger_behind_the_same_proxy_cannot_lock_the_administrator_out(tmp_path):
     with served(tmp_path, "up") as running:
-        admin = _credentials(running)
+        admin = running.admin_credentials()
         limit = running.settings.address_max_failures
         with running.client(forwarded_for=ATTACKER) as attacker:
             for _ in range(limit):
@@ -55,7 +44,7 @@ def test_a_stranger_behind_the_same_proxy_cannot_lock_the_administrator_out(tmp_
 
 def test_the_per_email_limit_does_not_lock_the_owner_out(tmp_path):
     with served(tmp_path, "up", login_max_failures=2, login_max_failures_per_email=6) as running:
-        admin = _credentials(running)
+        admin = running.admin_credentials()
         # Wrong passwords for the administrator's email from three addresses reach the per-email limit.
         for n in range(3):
             with running.client(forwarded_for=f"198.51.100.{n + 1}") as attacker:

@@ -45,6 +45,15 @@ class Served:
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
 
+    def admin_credentials(self) -> dict:
+        """What ``roomee up`` wrote for the demo administrator (once its hotel is provisioned)."""
+        path = self.settings.data_dir / "admin-credentials.json"
+        deadline = time.monotonic() + 60
+        while not path.exists():
+            assert time.monotonic() < deadline, self.log()[-3000:]
+            time.sleep(0.2)
+        return json.loads(path.read_text())
+
     def client(self, forwarded_for: str | None = None, source: str | None = None) -> httpx.Client:
         """A client connecting from loopback address ``source`` (default 127.0.0.1), as a proxy giving
         ``X-Forwarded-For: forwarded_for`` when set."""

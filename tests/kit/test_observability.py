@@ -128,3 +128,50 @@ def test_propagation_headers_carry_trace_context_and_request_id():
     assert headers["Accept"] == "application/json"
     assert headers["X-Request-ID"] == "req-7"
     assert headers["traceparent"].split("-")[1] == trace_id
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("/members/invitations/Abc_123-xyz", "/members/invitations/[redacted]"),
+    ("/members/invitations/accept", "/members/invitations/accept"),
+    ("/members/invitations/lookup", "/members/invitations/lookup"),
+    ("/signup?token=Abc_123&lang=fr", "/signup?token=[redacted]&lang=fr"),
+    ("/media/objects/h/1/a.png?expires=99&signature=f00d", "/media/objects/h/1/a.png?expires=99&signature=[redacted]"),
+    ("/b/o?X-Goog-Date=1&X-Goog-Signature=abc&x-goog-credential=sa", "/b/o?X-Goog-Date=1&X-Goog-Signature=[redacted]&x-goog-credential=[redacted]"),
+    ("/socket.io/?EIO=4&transport=polling&TOKEN=eyJ", "/socket.io/?EIO=4&transport=polling&TOKEN=[redacted]"),
+    ("/cb?code=1&state=2&password=p&sig=s", "/cb?code=[redacted]&state=2&password=[redacted]&sig=[redacted]"),
+    ("/api/v1/pages?tokenizer=1&keyword=x", "/api/v1/pages?tokenizer=1&keyword=x"),  # only whole names
+    ("/health", "/health"),
+])
+def test_credentials_in_request_targets_are_redacted(target, expected):
+    assert observability.redact_target(target) == expected
+
+
+def test_access_lines_are_redacted_and_polls_and_probes_go_to_debug(restore_logging):
+    stream = io.StringIO()
+    observability.configure_logging(Settings(log_format="json", log_level="INFO"), "auth", stream=stream)
+    access = logging.getLogger("uvicorn.access")
+    line = '%s - "%s %s HTTP/%s" %d'
+    access.info(line, "203.0.113.7:0", "GET", "/members/invitations/s3cr3t-t0ken", "1.1", 200)
+    for path, status in (("/health", 200), ("/health/ready", 503), ("/metrics", 200),
+                         ("/members/access-changes?after=2", 200), ("/users/sessions/revocations", 200)):
+        access.info(line, "127.0.0.1:5", "GET", path, "1.1", status)
+    access.info(line, "127.0.0.1:5", "POST", "/users/signIn", "1.1", 200)
+    written = [entry["message"] for entry in lines(stream)]
+    assert written == ['203.0.113.7:0 - "GET /members/invitations/[redacted] HTTP/1.1" 200',
+                       '127.0.0.1:5 - "POST /users/signIn HTTP/1.1" 200']
+    logging.getLogger().setLevel(logging.DEBUG)  # wanted at DEBUG: there, at DEBUG
+    access.info(line, "127.0.0.1:5", "GET", "/health", "1.1", 200)
+    assert lines(stream)[-1]["level"] == "DEBUG"
+
+
+def test_a_retrying_task_says_so_once_and_once_when_it_recovers(caplog):
+    caplog.set_level(logging.DEBUG)
+    notice = observability.RetryNotice(logging.getLogger("roomee.test"), "syncing", level=logging.INFO)
+    for _ in range(5):
+        notice.failed(ConnectionRefusedError(111, "Connection refused"))
+    notice.succeeded()
+    notice.succeeded()
+    levels = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "roomee.test"]
+    assert [level for level, _ in levels] == [logging.INFO] + [logging.DEBUG] * 4 + [logging.INFO]
+    assert levels[0][1].startswith("syncing failed (ConnectionRefusedError: [Errno 111] Connection refused)")
+    assert levels[-1][1] == "syncing recovered after 5 failed attempt(s)"

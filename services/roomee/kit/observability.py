@@ -192,8 +192,8 @@ class DemoteFilter(logging.Filter):
 
 
 class AccessLogFilter(logging.Filter):
-    """uvicorn's access lines: credentials in the target redacted, and the successful calls of probes,
-    scrapers and polls (:data:`QUIET_PATHS`) moved to DEBUG."""
+    """uvicorn's access lines: credentials in the target redacted, and the calls of probes, scrapers and
+    polls (:data:`QUIET_PATHS`) moved to DEBUG."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
@@ -202,7 +202,9 @@ class AccessLogFilter(logging.Filter):
         client, method, target, version, status = args
         target = redact_target(str(target))
         record.args = (client, method, target, version, status)
-        quiet = target.partition("?")[0] in QUIET_PATHS and isinstance(status, int) and status < 400
+        # A readiness probe answered 503 every few seconds while a database is awaited says nothing the
+        # platform has not said once already (and /health/ready's body says why).
+        quiet = target.partition("?")[0] in QUIET_PATHS
         return _demote(record) if quiet and record.levelno == logging.INFO else True
 
 
