@@ -90,18 +90,18 @@ class PasswordService(AuthService):
         """Set a new password from a reset link (single use); every session of the account ends."""
         await self._throttle(ip)
         now, token_hash = utcnow(), _hash_token(token)
-        link = await self.resets.use(token_hash, now)
-        if link is None:
-            known = await self.resets.by_hash(token_hash)
-            if known is None:
-                await self._record_failure("password_reset", ip)
-                raise BadRequest("this password reset link is not valid; ask for a new one",
-                                 code="invalid_reset_token")
-            if known["used_at"] is not None:
-                raise Gone("this password reset link was used already (or a newer one was); ask for a new one",
-                           code="reset_token_used")
+        # Read first: a failure is recorded in a transaction of its own, before this one writes anything.
+        known = await self.resets.by_hash(token_hash)
+        if known is None:
+            await self._record_failure("password_reset", ip)
+            raise BadRequest("this password reset link is not valid; ask for a new one", code="invalid_reset_token")
+        if known["used_at"] is None and as_utc(known["expires_at"]) <= now:
             raise Gone("this password reset link expired (links work for 30 minutes); ask for a new one",
                        code="reset_token_expired")
+        link = await self.resets.use(token_hash, now) if known["used_at"] is None else None
+        if link is None:  # used before, or by a request racing with this one
+            raise Gone("this password reset link was used already (or a newer one was); ask for a new one",
+                       code="reset_token_used")
         user = await self.users.by_id(link["user_id"])
         await self._set_password(user, password, keep_session=None, how="reset", now=now,
                                  profile=await self._first_profile(user["email"]))
