@@ -218,10 +218,12 @@ class RetryNotice:
         self.logger, self.what, self.level, self.extra = logger, what, level, extra or {}
         self.failures = 0
 
-    def failed(self, exc: BaseException, retry: str = "retrying quietly") -> None:
+    def failed(self, exc: BaseException, retry: str = "retrying quietly", *, traceback: bool = False) -> None:
+        """``traceback``: the first line carries it (an unexpected error, not a peer that is down)."""
         self.failures += 1
-        level = self.level if self.failures == 1 else logging.DEBUG
-        self.logger.log(level, "%s failed (%s: %s); %s", self.what, type(exc).__name__, exc, retry, extra=self.extra)
+        first = self.failures == 1
+        self.logger.log(self.level if first else logging.DEBUG, "%s failed (%s: %s); %s", self.what,
+                        type(exc).__name__, exc, retry, extra=self.extra, exc_info=exc if first and traceback else None)
 
     def succeeded(self) -> None:
         if self.failures:

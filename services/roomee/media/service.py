@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect
 from roomee.kit.auth import PUBLISH_PAGES, Principal
 from roomee.kit.clock import as_utc, utcnow
 from roomee.kit.errors import Conflict, Forbidden, NotFound, RoomeeError, Unauthorized, Unprocessable
+from roomee.kit.observability import RetryNotice
 from roomee.kit.platform import ServiceContext
 from roomee.kit.schemas import decode_cursor, encode_cursor
 from roomee.media import imaging
@@ -541,11 +542,13 @@ class MediaService:
 async def sweep_forever(ctx: ServiceContext) -> None:
     wakeup: asyncio.Event = ctx.state[SWEEP_WAKEUP]
     service = MediaService(ctx)
+    notice = RetryNotice(log, "media sweep")  # a storage outage: said once, and its end once
     while True:
         try:
             expired, purged = await service.sweep()
-        except StorageError:
-            log.warning("storage unavailable during the sweep; retrying later")
+            notice.succeeded()
+        except StorageError as exc:
+            notice.failed(exc, "storage unavailable; retrying at the next sweep")
             expired = purged = 0
         if expired or purged:
             log.info("media sweep", extra={"expired": expired, "purged": purged})

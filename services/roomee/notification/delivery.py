@@ -20,10 +20,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.kit.events import Delivery, emit_many
 from roomee.kit.metrics import notifications_sent_total
+from roomee.kit.observability import RetryNotice
 from roomee.notification import clock
 from roomee.notification.channels import AttemptResult, EmailMessage, PushMessage
 from roomee.notification.processor import Planned, plan_deliveries
@@ -242,11 +244,13 @@ async def release_due(ctx, limit: int = DEFERRED_BATCH) -> int:
 
 async def deferred_worker(ctx) -> None:
     """Release deferred deliveries as their quiet periods end (polls the service's clock)."""
+    notice = RetryNotice(log, "releasing deferred deliveries")  # an outage: said once, and its end once
     while True:
         try:
             released = await release_due(ctx)
-        except Exception:
-            log.exception("releasing deferred deliveries failed")
+            notice.succeeded()
+        except Exception as exc:
+            notice.failed(exc, traceback=not isinstance(exc, (OSError, DBAPIError)))
             released = 0
         if released < DEFERRED_BATCH:
             await asyncio.sleep(ctx.state.get("deferred_poll_seconds", DEFERRED_POLL_SECONDS))
