@@ -6,10 +6,16 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python3 -m venv /opt/roomee
+# The dependencies first, in a layer of their own that a change of the sources does not rebuild.
 COPY pyproject.toml setup.py README.md ./
+RUN /opt/roomee/bin/python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && /opt/roomee/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 COPY services ./services
 COPY operator ./operator
-RUN /opt/roomee/bin/pip install --no-cache-dir . \
+# A wheel install (not editable): only what setuptools packages reaches the image, so a module the
+# wheel misses fails here, and `roomee --version` imports the command's modules.
+RUN /opt/roomee/bin/pip install --no-cache-dir --no-deps . \
     && /opt/roomee/bin/roomee --version
 
 FROM python:3.11-slim
