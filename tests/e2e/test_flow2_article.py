@@ -41,6 +41,7 @@ async def test_an_article_reaches_every_member_but_its_author_by_push_and_socket
             assert envelope["payload"] == {
                 "id": article["id"],
                 "title": "Nouvelle politique RH",
+                "pageType": "article",
                 "parent": {"id": feed["id"], "title": "Actualités", "pageType": "feed"},
                 "medias": [],
             }

@@ -35,7 +35,7 @@ async def test_preferences_read_defaults_replace_and_reject_bad_input(tmp_path):
         assert defaults["memberId"] == bob.member_id and defaults["workspaceId"] == bob.workspace_id
         assert defaults["isGlobalSilent"] is False and defaults["quietHours"] is None
         assert set(defaults["categoryPrefs"]) == {"page", "comment", "like", "member", "workspace", "hotel"}
-        assert defaults["categoryPrefs"]["page"] == {"app": True, "push": True, "email": True}
+        assert defaults["categoryPrefs"]["page"] == {"app": True, "push": True, "email": False}  # articles: email asked for
 
         saved = await set_preferences(
             client, bob, isGlobalSilent=False, categoryPrefs={"like": {"push": False}},

@@ -50,10 +50,11 @@ def _next_time_cursor(rows: list[dict], limit: int) -> str | None:
 
 
 def _page_event_payload(row: dict, parent: dict | None) -> dict[str, Any]:
-    """The seed's ``page.*`` payload, field for field."""
+    """The seed's ``page.*`` payload, field for field, and the page's type (a feed's events are no article's)."""
     return {
         "id": row["id"],
         "title": row["title"],
+        "pageType": row["page_type"],
         "parent": _page_ref(parent) if parent else None,
         "medias": [{"fileUrl": m.get("fileUrl"), "thumbnailUrl": m.get("thumbnailUrl")} for m in row["medias"]],
     }

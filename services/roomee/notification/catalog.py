@@ -18,13 +18,16 @@ DEFAULT_LOCALE = "fr"
 
 CATEGORIES = ("page", "comment", "like", "member", "workspace", "hotel")
 CHANNEL_PREFS = ("app", "push", "email")
+# Categories whose email a member asks for (``categoryPrefs[category].email: true``); off by default.
+EMAIL_OPT_IN_CATEGORIES = frozenset({"page", "comment"})
 
 
 @dataclass(frozen=True)
 class EventKind:
     """``type``: the event's; ``category``: what preferences are keyed by; ``template``: the templates it is
     rendered with (default its type); ``email_opt_in``: email goes out to the receivers whose preferences ask
-    for it explicitly (``categoryPrefs[category].email: true``), although the event names no email channel."""
+    for it (``categoryPrefs[category].email: true``, off by default: ``EMAIL_OPT_IN_CATEGORIES``), although
+    the event names no email channel."""
 
     type: str
     category: str
@@ -56,7 +59,6 @@ EVENT_KINDS: dict[str, EventKind] = {
 # Events that are one email to ``payload.email`` (it holds a secret link or concerns the account):
 # never a notification of a member, never filtered by preferences.
 DIRECT_EMAILS = frozenset({"member.onboarding", "user.password_reset", "user.password_changed"})
-
 
 
 # A feed is a page too, but its creation is no "New article": a UI update with templates of its own.

@@ -16,7 +16,7 @@ from roomee.kit.errors import Conflict, Forbidden, NotFound
 from roomee.kit.platform import ServiceContext
 from roomee.kit.schemas import decode_time_cursor, encode_cursor
 from roomee.notification import clock, directory, hooks
-from roomee.notification.catalog import CATEGORIES, CHANNEL_PREFS
+from roomee.notification.catalog import CATEGORIES, CHANNEL_PREFS, EMAIL_OPT_IN_CATEGORIES
 from roomee.notification.channels import UNREAD_COUNTERS, build_channels
 from roomee.notification.delivery import deferred_worker
 from roomee.notification.dispatcher import SocketDispatcher
@@ -67,7 +67,9 @@ async def recount_unread_in_bulk(db: Database, *, workspace_id: str | None = Non
 
 
 def _default_category_prefs() -> dict[str, dict[str, bool]]:
-    return {category: {pref: True for pref in CHANNEL_PREFS} for category in CATEGORIES}
+    """Every channel of every category, but email of articles and comments: a member asks for those."""
+    return {category: {pref: pref != "email" or category not in EMAIL_OPT_IN_CATEGORIES for pref in CHANNEL_PREFS}
+            for category in CATEGORIES}
 
 
 def present_preferences(member_id: str, workspace_id: str, row: dict[str, Any] | None) -> dict[str, Any]:
