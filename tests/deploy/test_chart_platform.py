@@ -245,8 +245,8 @@ def test_every_setting_the_chart_renders_exists_in_the_settings():
     names = set(re.findall(r"name: (ROOMEE_[A-Z0-9_]+)", rendered))
     fields = {f"ROOMEE_{name.upper()}" for name in Settings.model_fields}
     per_service = {f"ROOMEE_{t.upper()}_{f.upper()}" for t in ("media",) for f in Settings.model_fields}
-    # Being built: the /join redirect (hotel target) and uvicorn's forwarded_allow_ips.
-    contracted = {"ROOMEE_HOTEL_JOIN_APP_URL", "ROOMEE_FORWARDED_ALLOW_IPS"}
+    # Being built beside this chart: the /join redirect, uvicorn's forwarded_allow_ips, password reset.
+    contracted = {"ROOMEE_HOTEL_JOIN_APP_URL", "ROOMEE_FORWARDED_ALLOW_IPS", "ROOMEE_RESET_PASSWORD_URL"}
     assert names - fields - per_service - contracted == set()
 
 

@@ -205,6 +205,10 @@ each target answers, and the secrets by reference (never a value), all from the 
 - name: ROOMEE_SIGNUP_URL
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.resetPasswordUrl }}
+- name: ROOMEE_RESET_PASSWORD_URL
+  value: {{ . | quote }}
+{{- end }}
 {{- with .Values.hotelJoin.url }}
 - name: ROOMEE_HOTEL_JOIN_URL
   value: {{ . | quote }}
