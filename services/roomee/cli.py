@@ -79,6 +79,11 @@ async def _serve(settings: Settings, specs, on_started=None) -> None:
         typer.echo(f"error: could not serve on {settings.host}:{settings.port} (see the log above)", err=True)
         raise typer.Exit(code=1)
     if server.started and on_started is not None:
+        # The extra step uses the API: it waits for the databases at head and the workers (or a SIGTERM).
+        started = asyncio.create_task(application.state.platform.wait_started())
+        await asyncio.wait({started, serving}, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+    if server.started and on_started is not None and not serving.done():
         try:
             await on_started()
         except Exception as exc:  # the platform keeps serving; the operator sees why the extra step failed

@@ -66,7 +66,7 @@ class HotelProcess:
             while True:
                 assert self.process.poll() is None, self.log.read_text()[-3000:]
                 try:
-                    if (await client.get(f"{self.url}/health")).status_code == 200:
+                    if (await client.get(f"{self.url}/health/ready")).status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass

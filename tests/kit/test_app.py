@@ -26,7 +26,8 @@ async def test_health_ready_and_error_model(platform):
         assert health.status_code == 200 and health.json()["status"] == "ok"
         ready = await client.get("/health/ready")
         assert ready.status_code == 200, ready.text
-        assert ready.json()["checks"] == {"database:auth": "ok", "database:members": "ok", "broker": "ok"} | {
+        assert ready.json()["checks"] == {"database:auth": "ok", "database:members": "ok", "broker": "ok",
+                                          "workers": "running"} | {
             k: "ok" for k in ready.json()["checks"] if k.startswith("database:")
         }
         missing = await client.get("/no/such/route", headers={"X-Request-ID": "req-123"})
@@ -257,5 +258,7 @@ async def test_readiness_says_when_migrations_are_pending(tmp_path):
         assert pending.status_code == 503
         assert pending.json()["checks"]["migrations:members"].startswith("pending: at nothing, head ")
         await running.platform.migrate()
+        await running.platform.wait_started()  # start-up polls the revision and starts the workers at head
         ready = await client.get("/health/ready")
         assert ready.status_code == 200 and "migrations:members" not in ready.json()["checks"]
+        assert ready.json()["checks"]["workers"] == "running"

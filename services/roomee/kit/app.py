@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from roomee import __version__
 from roomee.kit.errors import RoomeeError
+from roomee.kit.limits import BodyLimit, PayloadTooLarge, too_large
 from roomee.kit.metrics import http_request_duration_seconds
 from roomee.kit.openapi import document
 from roomee.kit.observability import request_id_var
@@ -43,6 +44,8 @@ _DATABASE_MODULES = ("sqlalchemy.", "asyncpg.", "aiosqlite.")
 # A JSON string escape of NUL: an odd number of backslashes before "u0000".
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _TEXT_BODIES = (b"application/json", b"application/x-www-form-urlencoded")
+_SERVED_WHILE_STARTING = ("/health", "/metrics", "/docs", "/redoc", "/openapi")
+STARTING_RETRY_AFTER_SECONDS = "2"
 
 
 class ObservabilityMiddleware:
@@ -135,6 +138,22 @@ class TextGuard:
         await self.app(scope, replay, send)
 
 
+class StartGate:
+    """Until every database of the process is at its migrations' head, routes answer 503 ``starting``
+    (what start-up waits for in ``detail``); health, metrics and the documents answer at once."""
+
+    def __init__(self, app, platform: Platform) -> None:
+        self.app = app
+        self.platform = platform
+
+    async def __call__(self, scope, receive, send):
+        if self.platform.at_head or scope["type"] != "http" or scope["path"].startswith(_SERVED_WHILE_STARTING):
+            return await self.app(scope, receive, send)
+        waiting = dict(self.platform.waiting) or {"start-up": "checking the databases"}
+        await _error(503, "starting", {"waitingFor": waiting}, {"Retry-After": STARTING_RETRY_AFTER_SECONDS})(
+            scope, receive, send)
+
+
 def _database_unavailable(exc: BaseException) -> bool:
     """A connection to a service's database lost or refused, or none free in the pool in time (not an
     error of the statement)."""
@@ -155,6 +174,16 @@ def _database_unavailable(exc: BaseException) -> bool:
 
 def _error(status: int, code: str, detail, headers=None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def invalid_json(reason: str) -> JSONResponse:
+    return _error(400, "invalid_json", f"the body is not valid JSON: {reason}")
+
+
+def _json_body(request: Request) -> bool:
+    """Whether the request's body is read as JSON (FastAPI reads a body without a Content-Type as JSON)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return not content_type or content_type == "application/json" or content_type.endswith("+json")
 
 
 def create_app(settings: Settings, targets: list) -> FastAPI:
@@ -179,6 +208,11 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
+        malformed = next((err for err in exc.errors() if err.get("type") == "json_invalid"), None)
+        if malformed is not None:
+            reason = (malformed.get("ctx") or {}).get("error") or "JSON decode error"
+            position = list(malformed.get("loc", ()))[1:2]
+            return invalid_json(f"{reason} at position {position[0]}" if position else reason)
         detail = [
             {"loc": list(err.get("loc", ())), "msg": err.get("msg"), "type": err.get("type")} for err in exc.errors()
         ]
@@ -208,7 +242,12 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
         raise exc
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException):
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc, PayloadTooLarge):
+            return too_large(exc.limit)
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError) and _json_body(request):
+            # FastAPI's "There was an error parsing the body": a JSON body that is not UTF-8 (or too deep).
+            return invalid_json(f"{type(exc.__cause__).__name__}: {exc.__cause__}")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
 
@@ -261,7 +300,8 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After", "Location"],
             max_age=600,
         )
-    asgi = ObservabilityMiddleware(TextGuard(app), service_label)
+    # The body limit first: TextGuard reads a JSON body whole before the app runs.
+    asgi = ObservabilityMiddleware(StartGate(BodyLimit(TextGuard(app), app.routes, settings), platform), service_label)
     for spec in targets:
         mount = spec.load(spec.mount)
         if mount is not None:

@@ -2,7 +2,8 @@
 
 FastAPI documents validation failures with its own ``HTTPValidationError``; the platform answers
 every error with :class:`~roomee.kit.errors.ErrorDocument`, so 422 is rewritten to it, and every
-operation behind the bearer token lists 401. Other statuses are listed by each route
+operation behind the bearer token lists 401, every one with a body 413 (and 400 ``invalid_json`` for a
+JSON body), and every one 503 (starting, database down). Other statuses are listed by each route
 (``responses=error_responses(...)``).
 """
 
@@ -16,6 +17,16 @@ from roomee.kit.errors import ErrorDocument, error_responses
 
 ERROR_REF = f"#/components/schemas/{ErrorDocument.__name__}"
 _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+MALFORMED_JSON = "A body that is not valid JSON (`invalid_json`)."
+UNAVAILABLE = ("The process is starting (`starting`: `detail.waitingFor`) or its database is unreachable "
+               "(`database_unavailable`); retry after `Retry-After` seconds.")
+TOO_LARGE = "A body over the route's limit (`payload_too_large`; `detail.maxBytes` is the limit)."
+
+
+def _also(responses: dict[str, Any], status: str, meaning: str) -> None:
+    """List ``meaning`` under ``status``, beside what the route already documents there."""
+    response = responses.setdefault(status, {**_error_response(int(status)), "description": ""})
+    response["description"] = f"{response['description']} {meaning}".strip()
 
 
 def _error_response(status: int) -> dict[str, Any]:
@@ -40,4 +51,11 @@ def document(title: str, version: str, routes: list, description: str | None = N
                     response["content"] = _error_response(int(status))["content"]
             if operation.get("security"):
                 responses.setdefault("401", _error_response(401))
+            if "health" not in operation.get("tags", ()):  # any route, while its process starts or its database is down
+                _also(responses, "503", UNAVAILABLE)
+            content = operation.get("requestBody", {}).get("content", {})
+            if content:  # every body is bounded (roomee.kit.limits); a JSON one may not parse
+                _also(responses, "413", TOO_LARGE)
+            if "application/json" in content:
+                _also(responses, "400", MALFORMED_JSON)
     return spec

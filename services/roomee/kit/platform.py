@@ -19,14 +19,18 @@ from roomee.kit.events.consumer import BatchHandler, EventHandler
 from roomee.kit.events.gauges import dead_letters_waiting
 from roomee.kit.http import ServiceClient
 from roomee.kit.metrics import broker_connected, initialise_target_series
-from roomee.kit.observability import configure_logging, configure_tracing
+from roomee.kit.observability import RetryNotice, configure_logging, configure_tracing
 from roomee.kit.schemas import use_cursor_key
 from roomee.kit.settings import Settings
 
 log = logging.getLogger("roomee.platform")
 
-BROKER_START_FIRST_DELAY = 1.0
-BROKER_START_MAX_DELAY = 30.0
+# Backoff of what start-up waits for (a database, the broker); how often it reads a revision it waits for.
+START_FIRST_DELAY = 1.0
+START_MAX_DELAY = 30.0
+MIGRATIONS_POLL_SECONDS = 2.0
+READY_CHECK_SECONDS = 2.0
+BROKER_CONNECT_SECONDS = 10.0
 # How often the depth of this process's dead-letter queues is read (one passive declare each).
 DEAD_LETTER_SAMPLE_SECONDS = 15.0
 
@@ -89,6 +93,11 @@ class Platform:
         self._consumers: list[EventConsumer] = []
         self._workers: list[asyncio.Task] = []
         self._migrated: set[str] = set()
+        # Start-up: what it waits for (a readiness check each), and whether it is done.
+        self._bring_up: asyncio.Task | None = None
+        self.waiting: dict[str, str] = {}
+        self.at_head = False
+        self.started = asyncio.Event()
         self.label = targets[0].name if len(targets) == 1 else "all"
         use_cursor_key(settings.resolved_cursor_secret())
         for spec in targets:
@@ -115,18 +124,27 @@ class Platform:
         name = "+".join(spec.name for spec in self.targets)
         configure_logging(self.settings, name)
         configure_tracing(self.settings, name)
-        if self.settings.auto_migrate:
-            await self.migrate()
         self.broker = broker_from_settings(self.settings)
-        await self._start_broker()
-        # Every queue of every target exists before the first relay publishes: an event is never
-        # published to a topic nobody is bound to yet (a consumer in another process not started).
-        await declare_event_topology(self.broker, self.event_topology())
         for spec in self.targets:
             ctx = self.services[spec.name]
             setup = spec.load(spec.setup)
             if setup is not None:
                 await setup(ctx)
+        # What may wait on a database, the migrations or the broker runs in the background: the process
+        # listens at once (liveness), /health/ready tells what it waits for, and SIGTERM is heard.
+        self._bring_up = asyncio.create_task(self._start_workers())
+
+    async def wait_started(self) -> None:
+        """Until the start-up is done: databases at their migrations' head, broker connected, workers running."""
+        await self.started.wait()
+
+    async def _start_workers(self) -> None:
+        for spec in self.targets:
+            await self._reach_head(spec)
+        self.at_head = True
+        if self.targets:
+            self._workers.append(asyncio.create_task(_supervised("platform", self._follow_access_changes)))
+        await self._start_broker()
         for spec in self.targets:
             ctx = self.services[spec.name]
             relay = OutboxRelay(ctx.db, self.broker, spec.name)
@@ -147,10 +165,42 @@ class Platform:
             make_workers = spec.load(spec.workers)
             for worker in make_workers(ctx) if make_workers else ():
                 self._workers.append(asyncio.create_task(_supervised(spec.name, worker)))
-        self._workers.append(asyncio.create_task(_supervised("platform", self._follow_access_changes)))
         if self._consumers:
             self._workers.append(asyncio.create_task(_supervised("platform", self._sample_dead_letters)))
+        self.started.set()
         log.info("platform started", extra={"targets": [spec.name for spec in self.targets]})
+
+    async def _reach_head(self, spec) -> None:
+        """Migrate (``auto_migrate``) or wait for ``roomee migrate``, polling the revision quietly; a
+        database that cannot be reached is retried with backoff. Each wait is logged once."""
+        name, db = spec.name, self.services[spec.name].db
+        delay, waited = START_FIRST_DELAY, False
+        notice = RetryNotice(log, f"reaching the database of {name} at start")
+        while True:
+            try:
+                if self.settings.auto_migrate:
+                    await migrations.upgrade(spec.package, db)
+                behind = await migrations.pending(spec.package, db)
+            except Exception as exc:  # the database is down or slow: retried, never fatal
+                self.waiting[f"database:{name}"] = f"unavailable: {type(exc).__name__}: {exc}"
+                notice.failed(exc, f"retrying quietly with backoff up to {START_MAX_DELAY:.0f} s")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, START_MAX_DELAY)
+                continue
+            notice.succeeded()
+            self.waiting.pop(f"database:{name}", None)
+            if behind is None:
+                self._migrated.add(name)
+                self.waiting.pop(f"migrations:{name}", None)
+                if waited:
+                    log.info("the database of %s is at its migrations' head: its workers start", name)
+                return
+            self.waiting[f"migrations:{name}"] = f"pending: {behind}; workers wait for `roomee migrate`"
+            if not waited:
+                waited = True
+                log.info("waiting for the migrations of %s (%s): workers start at head", name, behind)
+            delay = START_FIRST_DELAY
+            await asyncio.sleep(MIGRATIONS_POLL_SECONDS)
 
     async def _follow_access_changes(self) -> None:
         """Learn removed members, changed permissions and ended sessions, so this process refuses their old tokens."""
@@ -202,25 +252,35 @@ class Platform:
         return topology
 
     async def _start_broker(self) -> None:
-        """Connect to the broker, waiting for it with backoff: a broker still starting (or down)
-        must not make every replica exit and crash-loop."""
-        delay, attempt = BROKER_START_FIRST_DELAY, 0
+        """Connect to the broker and declare the topology, waiting for it with backoff: a broker still
+        starting (or down) must not make every replica exit and crash-loop. Every queue of every target
+        exists before the first relay publishes: an event is never published to a topic nobody is bound
+        to yet (a consumer in another process not started)."""
+        delay = START_FIRST_DELAY
+        notice = RetryNotice(log, "connecting to the broker at start")
+        topology = self.event_topology()
+        self.waiting["broker"] = "connecting"
         while True:
-            attempt += 1
             try:
-                await self.broker.start()
+                # Bounded: a broker that accepts the connection and never answers is retried too.
+                await asyncio.wait_for(self.broker.start(), BROKER_CONNECT_SECONDS)
+                await declare_event_topology(self.broker, topology)
                 broker_connected.labels(self.label).set(1)
-                if attempt > 1:
-                    log.info("broker reached after %d attempts", attempt)
+                self.waiting.pop("broker", None)
+                notice.succeeded()
                 return
             except Exception as exc:
                 broker_connected.labels(self.label).set(0)
-                log.warning("broker unreachable at start (attempt %d: %s: %s); retrying in %.0f s",
-                            attempt, type(exc).__name__, exc, delay)
+                await self.broker.close()  # a half-made connection is not reused: the next attempt starts over
+                self.waiting["broker"] = f"connecting: {type(exc).__name__}: {exc} (retried with backoff)"
+                notice.failed(exc, f"retrying quietly with backoff up to {START_MAX_DELAY:.0f} s")
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, BROKER_START_MAX_DELAY)
+                delay = min(delay * 2, START_MAX_DELAY)
 
     async def stop(self) -> None:
+        if self._bring_up is not None:
+            self._bring_up.cancel()
+            await asyncio.gather(self._bring_up, return_exceptions=True)
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -247,29 +307,37 @@ class Platform:
         for spec in self.targets:
             name, db = spec.name, self.services[spec.name].db
             try:
-                await db.ping()
+                await asyncio.wait_for(db.ping(), READY_CHECK_SECONDS)  # a slow database is not ready, not a hung probe
                 checks[f"database:{name}"] = "ok"
             except Exception as exc:  # readiness reports every failure rather than raising
-                checks[f"database:{name}"], ready = f"error: {exc}", False
+                checks[f"database:{name}"], ready = f"error: {type(exc).__name__}: {exc}", False
                 continue
-            if name not in self._migrated:
-                try:
-                    behind = await migrations.pending(spec.package, db)
-                except Exception as exc:
-                    behind = f"unknown ({exc})"
-                if behind is None:
-                    self._migrated.add(name)  # a database does not fall behind its code again
-                else:
-                    checks[f"migrations:{name}"], ready = f"pending: {behind}", False
+            if name not in self._migrated:  # start-up polls it (a database does not fall behind its code again)
+                checks[f"migrations:{name}"], ready = await self._migrations_check(spec), False
         try:
             if self.broker is None:
                 raise BrokerUnavailable("not connected yet")
+            if "broker" in self.waiting:
+                raise BrokerUnavailable(self.waiting["broker"])
             await self.broker.ping()
             checks["broker"] = "ok"
         except Exception as exc:
             checks["broker"] = f"unavailable: {exc}"
         broker_connected.labels(self.label).set(1 if checks["broker"] == "ok" else 0)
+        # Relays, consumers and periodic work start once every database is at head and the broker answers.
+        checks["workers"] = "running" if self.started.is_set() else "waiting for " + (
+            ", ".join(sorted(self.waiting)) or "the start-up")
         return ready, checks
+
+    async def _migrations_check(self, spec) -> str:
+        """What start-up last saw of a database's revision, else what it is now."""
+        if f"migrations:{spec.name}" in self.waiting:
+            return self.waiting[f"migrations:{spec.name}"]
+        try:
+            behind = await migrations.pending(spec.package, self.services[spec.name].db)
+        except Exception as exc:  # readiness reports every failure rather than raising
+            return f"unknown ({type(exc).__name__}: {exc})"
+        return f"pending: {behind}" if behind else "at head; workers starting"
 
     @asynccontextmanager
     async def lifespan(self, _app):

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from roomee.kit.auth import CurrentMember, CurrentPrincipal, Principal, require_service_scope
 from roomee.kit.deps import context_of
+from roomee.kit.limits import UPLOAD
 from roomee.kit.platform import ServiceContext
 from roomee.kit.schemas import Page
 from roomee.media import schemas
@@ -66,7 +67,7 @@ async def generate_presigned_url(body: schemas.PresignRequest, service: Media, p
 
 
 @router.put(
-    "/media/objects/{key:path}", status_code=200, include_in_schema=True,
+    "/media/objects/{key:path}", status_code=200, include_in_schema=True, openapi_extra=UPLOAD,
     responses={400: {"description": "Body length differs from the signed length."},
                403: {"description": "Invalid or expired signature."},
                409: {"description": "The upload is no longer expected."}},
@@ -93,7 +94,8 @@ async def upload_complete(body: schemas.CompleteRequest, service: Media, princip
     return await service.complete(principal, body.id)
 
 
-@router.post("/media/upload", status_code=201, response_model=schemas.MediaOut, responses=_errors(401, 403, 409, 413, 415, 422, 503))
+@router.post("/media/upload", status_code=201, response_model=schemas.MediaOut, openapi_extra=UPLOAD,
+             responses=_errors(401, 403, 409, 413, 415, 422, 503))
 async def upload(
     service: Media,
     caller: Annotated[Principal, Depends(require_service_scope(MEDIA_UPLOAD))],

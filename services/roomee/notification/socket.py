@@ -60,8 +60,9 @@ log = logging.getLogger("roomee.notification.socket")
 SOCKETIO_PATH = "socket.io"
 MEMBER_ROOM_PREFIX = "member:"
 WORKSPACE_ROOM_PREFIX = "workspace:"
-# How long start() waits for the RabbitMQ listener of the shared manager to be bound.
-LISTENER_READY_TIMEOUT_SECONDS = 10.0
+# How long start() waits for the RabbitMQ listener of the shared manager to be bound (a bound queue takes
+# a few tens of ms): short, since the process listens (answers /health) only after it.
+LISTENER_READY_TIMEOUT_SECONDS = 1.0
 # Messages the shared manager's listener takes before acknowledging (python-socketio: 1).
 LISTENER_PREFETCH = 256
 # Emits carried by one RabbitMQ message of ``emit_many``.
