@@ -161,6 +161,8 @@ FAST_SAGA = {
     "saga_poll_interval_seconds": 0.2,
     "hotel_storage_wait_seconds": 1.0,
     "breaker_reset_timeout_ms": 500,
+    # Compensate as soon as a step's attempts are spent (waiting and retrying later: test_retry.py).
+    "saga_retry_later_limit_seconds": 0,
 }
 
 

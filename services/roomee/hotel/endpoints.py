@@ -103,6 +103,21 @@ async def update_hotel(hotel_id: HotelId, body: schemas.HotelUpdate, service: Ho
     return await service.update(caller, hotel_id, body.model_dump(mode="json", exclude_unset=True))
 
 
+@router.post(
+    "/hotel/{hotel_id}/retry", status_code=202, response_model=schemas.HotelOut,
+    responses={**_READ, 409: {"description": "`hotel_not_failed`: only a failed hotel is retried."}},
+)
+async def retry_hotel(hotel_id: HotelId, service: Hotels, caller: Provisioner, background: BackgroundTasks):
+    """Provision a failed hotel again, without a new submission (scope `hotel:provision`): 202.
+
+    A hotel failed by a provider outage longer than a step's retries waits and is retried on its own
+    with backoff (`nextRetryAt` in its provisioning document); this retries it now. A hotel whose
+    provisioning was undone runs again from its first step (status `provisioning` at once)."""
+    hotel = await service.retry(caller, hotel_id)
+    background.add_task(service.kick, hotel_id)
+    return hotel
+
+
 @router.delete(
     "/hotel/{hotel_id}", status_code=202, response_model=schemas.HotelOut,
     responses={**_READ, 409: {"description": "`hotel_provisioning`: wait until provisioning ends."}},

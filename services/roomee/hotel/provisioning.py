@@ -42,8 +42,16 @@ def policy_of(ctx: ServiceContext) -> SagaPolicy:
     return SagaPolicy(
         lease_seconds=s.saga_lease_seconds, max_attempts=s.saga_max_attempts,
         backoff_base_seconds=s.saga_backoff_base_seconds, backoff_max_seconds=s.saga_backoff_max_seconds,
-        poll_interval_seconds=s.saga_poll_interval_seconds,
+        poll_interval_seconds=s.saga_poll_interval_seconds, retry_later_base_seconds=s.saga_retry_later_base_seconds,
+        retry_later_max_seconds=s.saga_retry_later_max_seconds, retry_later_limit_seconds=s.saga_retry_later_limit_seconds,
     )
+
+
+def _qr_key(hotel_id: str, data: dict[str, Any]) -> str:
+    """Media's idempotency key of the QR upload: one per provisioning generation (a hotel run again
+    after an undo uploads anew; the first generation keeps the key it always had)."""
+    generation = data.get("generation", 0)
+    return f"hotel-qr:{hotel_id}" if not generation else f"hotel-qr:{hotel_id}:{generation}"
 
 
 def _gone_is_fine(response: httpx.Response) -> None:
@@ -102,6 +110,7 @@ class Provisioner:
                 SagaStep("announce", self.announce_created),
             ),
             on_failed=self.mark_failed,
+            retry_later=True, on_waiting=self.mark_waiting, on_resumed=self.mark_resumed,
         )
 
     async def _nothing(self, run: StepRun) -> StepResult:
@@ -112,7 +121,7 @@ class Provisioner:
         # Media keeps one object per idempotency key: a retry whose first answer was lost gets it back.
         form = httpx.Request(
             "POST", "http://media/media/upload",
-            data={"ecosystemId": hotel_id, "public": "true", "idempotencyKey": f"hotel-qr:{hotel_id}"},
+            data={"ecosystemId": hotel_id, "public": "true", "idempotencyKey": _qr_key(hotel_id, run.data)},
             files={"file": (f"qr-{hotel_id}.png", qr_png(run.data["joinLink"]), "image/png")},
         )
         body = form.read()
@@ -258,6 +267,14 @@ class Provisioner:
             )
 
         return StepResult(apply=apply)
+
+    async def mark_waiting(self, session: AsyncSession, hotel_id: str, data: dict[str, Any], error: str | None) -> None:
+        """A provider outage outlasted the step's attempts: ``failed`` until the saga retries it later
+        (``nextRetryAt`` in the provisioning document), or ``POST /hotel/{id}/retry``."""
+        await HotelRepository(session).update(hotel_id, {"status": "failed", "error": error, "updated_at": utcnow()})
+
+    async def mark_resumed(self, session: AsyncSession, hotel_id: str, data: dict[str, Any], error: str | None) -> None:
+        await HotelRepository(session).update(hotel_id, {"status": "provisioning", "error": None, "updated_at": utcnow()})
 
     async def mark_failed(self, session: AsyncSession, hotel_id: str, data: dict[str, Any], error: str | None) -> None:
         repository = HotelRepository(session)

@@ -21,7 +21,7 @@ from roomee.kit.clock import as_utc, utcnow
 from roomee.kit.errors import Conflict, Forbidden, NotFound, Unprocessable
 from roomee.kit.http import raise_for_status
 from roomee.kit.platform import ServiceContext
-from roomee.kit.saga import describe_step
+from roomee.kit.saga import COMPENSATING, RUNNING, WAITING, describe_step
 from roomee.kit.schemas import decode_cursor, encode_cursor
 
 log = logging.getLogger("roomee.hotel")
@@ -117,9 +117,11 @@ class HotelService:
             hotel = await self._visible(session, principal, hotel_id)
             creation = await self.provisioner.provisioning.state(session, hotel_id)
             deletion = await self.provisioner.deletion.state(session, hotel_id)
+        waiting = creation is not None and creation[0]["status"] == WAITING
         return {
             "hotel_id": hotel_id,
             "status": hotel["status"],
+            "next_retry_at": as_utc(creation[0]["next_attempt_at"]) if waiting else None,
             "steps": [describe_step(s) for s in creation[1]] if creation else [],
             "qr_link": hotel["qr_link"],
             "subscription_id": hotel["subscription_id"],
@@ -246,11 +248,45 @@ class HotelService:
             if found["status"] == "provisioning":
                 raise Conflict("the hotel is still being provisioned; delete it once it is ready or failed",
                                code="hotel_provisioning", headers={"Retry-After": "5"})
+            if found["status"] == "failed":
+                await self._end_waiting_provisioning(session, hotel_id)
             if found["status"] != "deleting":
                 await HotelRepository(session).update(hotel_id, {"status": "deleting", "updated_at": utcnow()})
                 await self.provisioner.deletion.start(session, hotel_id, {"qrMediaId": found["qr_media_id"]})
                 found = {**found, "status": "deleting"}
         return found
+
+    async def _end_waiting_provisioning(self, session, hotel_id: str) -> None:
+        """A failed hotel's provisioning may be waiting to retry: end it (the deletion undoes what it
+        made). A worker that took it up meanwhile wins: the hotel is provisioning again (409)."""
+        engine = self.provisioner.provisioning
+        if await engine.abandon(session, hotel_id, "abandoned: the hotel was deleted"):
+            return
+        found = await engine.state(session, hotel_id)
+        if found is not None and found[0]["status"] in (RUNNING, COMPENSATING):
+            raise Conflict("the hotel is being provisioned again; delete it once it is ready or failed",
+                           code="hotel_provisioning", headers={"Retry-After": "5"})
+
+    async def retry(self, caller: Principal, hotel_id: str) -> dict:
+        """Provision a failed hotel again without a new submission: a saga waiting after an outage
+        retries now; an undone (compensated) one runs again from its first step, as the next
+        generation (billing refuses late requests of the undone one)."""
+        async with self.db.transaction() as session:
+            hotels = HotelRepository(session)
+            await hotels.lock()
+            found = await self._visible(session, caller, hotel_id)
+            if found["status"] != "failed":
+                raise Conflict(f"only a failed hotel is retried (it is {found['status']})", code="hotel_not_failed")
+            engine = self.provisioner.provisioning
+            if not await engine.retry_now(session, hotel_id):
+                state = await engine.state(session, hotel_id)
+                generation = state[0]["data"].get("generation", 0) + 1 if state else 1
+                if not await engine.restart(session, hotel_id, {"generation": generation}):
+                    raise Conflict("the hotel's provisioning is already running again", code="hotel_not_failed")
+                await hotels.update(hotel_id, {"status": "provisioning", "error": None, "updated_at": utcnow()})
+            found = await hotels.get(hotel_id)
+        log.info("hotel provisioning retried", extra={"hotel_id": hotel_id})
+        return present(found)
 
     async def kick_deletion(self, hotel_id: str) -> None:
         self.provisioner.deletion.kick(hotel_id)

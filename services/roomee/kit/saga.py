@@ -14,6 +14,14 @@ metadata by :func:`add_saga_tables`), so any process of the service can carry it
   exponential backoff up to ``max_attempts``; a permanent failure (any other exception, or attempts
   exhausted) compensates the steps in reverse order, the failed step included (its call may have
   taken effect). A failing compensation is retried, with backoff, until it succeeds: no orphan.
+- A definition with ``retry_later`` does not give up on a transient failure that outlasts the
+  step's attempts (a provider down for minutes): the saga *waits* (status ``waiting``, hook
+  ``on_waiting``) and is taken up again later with capped exponential backoff
+  (``retry_later_base_seconds`` doubling up to ``retry_later_max_seconds``), each time with a fresh
+  budget of attempts, until ``retry_later_limit_seconds`` after it first waited; only then does it
+  compensate. :meth:`SagaEngine.retry_now` brings a waiting saga's next attempt forward,
+  :meth:`SagaEngine.restart` runs a compensated one again from its first undone step, and
+  :meth:`SagaEngine.abandon` ends a waiting one without running it (its owner undoes it otherwise).
 - A step's local effects (``StepResult.apply`` or ``StepRun.remember``) commit in the same
   transaction as its state, so "done" and its effect cannot disagree.
 """
@@ -28,7 +36,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -46,11 +54,16 @@ log = logging.getLogger("roomee.saga")
 
 # Saga statuses.
 RUNNING, COMPENSATING, SUCCEEDED, FAILED = "running", "compensating", "succeeded", "failed"
+# A transient failure outlasted the step's attempts: taken up again at ``next_attempt_at``.
+WAITING = "waiting"
+# Keys of the saga's data the engine keeps for waiting: when it first waited, how often, and the
+# attempt count each step's fresh budget starts from.
+WAITING_SINCE, WAITING_ROUNDS, BUDGET_FROM = "waitingSince", "waitingRounds", "attemptsBudgetFrom"
 # Step statuses (the wire contract of provisioning endpoints).
 PENDING, STEP_RUNNING, STEP_SUCCEEDED, STEP_FAILED = "pending", "running", "succeeded", "failed"
 STEP_COMPENSATING, STEP_COMPENSATED = "compensating", "compensated"
 # Outcomes of one step attempt (the ``outcome`` label of saga_steps_total).
-STEP_OUTCOMES = ("succeeded", "retry", "failed", "compensated", "compensation_retry")
+STEP_OUTCOMES = ("succeeded", "retry", "failed", "waiting", "compensated", "compensation_retry")
 
 # Failures that say "try again later": the callee is down, slow, overloaded, or the broker is.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -184,6 +197,12 @@ class SagaDefinition:
     on_succeeded: Hook | None = None
     on_failed: Hook | None = None
     compensate: bool = True
+    # Wait and retry later (see the module docstring) instead of compensating after a long outage:
+    # ``on_waiting(session, key, data, error)`` when it starts waiting, ``on_resumed(session, key, data,
+    # None)`` when it is taken up again; both in the transaction that changes the saga's status.
+    retry_later: bool = False
+    on_waiting: Hook | None = None
+    on_resumed: Hook | None = None
 
     def step(self, name: str) -> SagaStep:
         return next(s for s in self.steps if s.name == name)
@@ -197,11 +216,22 @@ class SagaPolicy:
     backoff_max_seconds: float = 30.0
     poll_interval_seconds: float = 1.0
     concurrency: int = 50
+    retry_later_base_seconds: float = 60.0
+    retry_later_max_seconds: float = 1800.0
+    retry_later_limit_seconds: float = 6 * 3600.0
 
     def backoff(self, attempt: int) -> float:
         """Exponential with full jitter on the upper half: ``base * 2^(attempt-1)``, capped."""
-        delay = min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** max(0, attempt - 1))
-        return delay * random.uniform(0.5, 1.0)
+        return _jittered(self.backoff_base_seconds, self.backoff_max_seconds, attempt)
+
+    def retry_later_delay(self, round_: int) -> float:
+        """How long a waiting saga waits before its ``round_``-th retry (1, 2, …)."""
+        return _jittered(self.retry_later_base_seconds, self.retry_later_max_seconds, round_)
+
+
+def _jittered(base: float, cap: float, attempt: int) -> float:
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return delay * random.uniform(0.5, 1.0)
 
 
 class SagaEngine:
@@ -327,7 +357,7 @@ class SagaEngine:
                 sa.update(self.run_table)
                 .where(
                     *self._run_where(key),
-                    self.run_table.c.status.in_((RUNNING, COMPENSATING)),
+                    self.run_table.c.status.in_((RUNNING, COMPENSATING, WAITING)),
                     self.run_table.c.next_attempt_at <= now,
                     sa.or_(
                         self.run_table.c.lease_owner.is_(None),
@@ -364,6 +394,10 @@ class SagaEngine:
                 if found is None:
                     return
                 saga, steps = found
+                if saga["status"] == WAITING:
+                    if not await self._resume_waiting(key, saga):
+                        return
+                    saga["status"] = RUNNING
                 if saga["status"] == RUNNING:
                     await self._forward(key, saga, steps)
                 else:
@@ -443,7 +477,8 @@ class SagaEngine:
         # An open circuit refused the call without making it: wait, but do not spend an attempt
         # (a burst of sagas behind one breaker would otherwise use them all in seconds).
         not_made = isinstance(exc, errors.ServiceUnavailable) and _retry_after(exc) > 0
-        retry = transient and (not_made or attempt < self.policy.max_attempts or not self.definition.compensate)
+        budget_used = attempt - saga["data"].get(BUDGET_FROM, {}).get(step.name, 0)
+        retry = transient and (not_made or budget_used < self.policy.max_attempts or not self.definition.compensate)
         log.warning("saga step %s failed (attempt %d): %s", step.name, attempt, error,
                     extra={"saga": self.definition.name, "key": key, "step": step.name, "retry": retry})
         if retry:
@@ -457,6 +492,8 @@ class SagaEngine:
             self.kick(key, delay)
             return
         saga["error"] = f"{step.name}: {error}"
+        if transient and self.definition.retry_later and await self._wait(key, saga, step, attempt, error):
+            return
         async with self.transaction(key) as session:
             await session.execute(
                 sa.update(self.step_table).where(*self.step_where(key, step.name)).values(
@@ -520,6 +557,99 @@ class SagaEngine:
         sagas_failed_total.labels(self.definition.name).inc()
         log.warning("saga failed and compensated", extra={"saga": self.definition.name, "key": key})
 
+    async def _wait(self, key: str, saga: dict, step: SagaStep, attempt: int, error: str) -> bool:
+        """Park the saga until a later retry (False once the limit since it first waited is past)."""
+        data, now = dict(saga["data"]), utcnow()
+        since = data.get(WAITING_SINCE)
+        if self.policy.retry_later_limit_seconds <= 0:
+            return False
+        if since is not None and (now - as_utc(datetime.fromisoformat(since))).total_seconds() >= self.policy.retry_later_limit_seconds:
+            log.warning("saga gives up retrying later after %.0f s", self.policy.retry_later_limit_seconds,
+                        extra={"saga": self.definition.name, "key": key, "step": step.name})
+            return False
+        data[WAITING_SINCE] = since or now.isoformat()
+        data[WAITING_ROUNDS] = data.get(WAITING_ROUNDS, 0) + 1
+        delay = self.policy.retry_later_delay(data[WAITING_ROUNDS])
+        async with self.transaction(key) as session:
+            await session.execute(
+                sa.update(self.step_table).where(*self.step_where(key, step.name))
+                .values(last_error=error, attempts=attempt)
+            )
+            await self._release(session, key, delay, status=WAITING, error=saga["error"], data=data)
+            if self.definition.on_waiting is not None:
+                await self.definition.on_waiting(session, key, data, saga["error"])
+        saga["data"] = data
+        saga_steps_total.labels(self.definition.name, step.name, "waiting").inc()
+        log.warning("saga waits %.1f s before retrying %s (round %d): %s", delay, step.name, data[WAITING_ROUNDS],
+                    error, extra={"saga": self.definition.name, "key": key, "step": step.name})
+        return True
+
+    async def _resume_waiting(self, key: str, saga: dict) -> bool:
+        """Take a waiting saga up again, each step with a fresh budget of attempts (False: it was
+        abandoned meanwhile)."""
+        async with self.transaction(key) as session:
+            steps = await session.execute(sa.select(self.step_table.c.name, self.step_table.c.attempts)
+                                          .where(*self.step_where(key)))
+            data = {**saga["data"], BUDGET_FROM: {name: attempts for name, attempts in steps.all()}}
+            resumed = await session.execute(
+                sa.update(self.run_table).where(*self._run_where(key), self.run_table.c.status == WAITING)
+                .values(status=RUNNING, error=None, data=data)
+            )
+            if resumed.rowcount != 1:
+                return False
+            if self.definition.on_resumed is not None:
+                await self.definition.on_resumed(session, key, data, None)
+        saga["data"] = data
+        log.info("saga taken up again after waiting", extra={"saga": self.definition.name, "key": key})
+        return True
+
+    # -- waiting sagas: brought forward, abandoned, or (compensated) run again --------------------
+
+    async def retry_now(self, session: AsyncSession, key: str) -> bool:
+        """Bring a waiting saga's next attempt forward to now (in the caller's transaction; kick after
+        commit). False when the saga is not waiting."""
+        moved = await session.execute(
+            sa.update(self.run_table).where(*self._run_where(key), self.run_table.c.status == WAITING)
+            .values(next_attempt_at=utcnow())
+        )
+        return moved.rowcount == 1
+
+    async def abandon(self, session: AsyncSession, key: str, reason: str) -> bool:
+        """End a waiting saga without running or compensating it (its owner undoes its effects, a
+        deletion say). False when it is not waiting (a worker took it up: it runs on)."""
+        ended = await session.execute(
+            sa.update(self.run_table).where(*self._run_where(key), self.run_table.c.status == WAITING)
+            .values(status=FAILED, error=reason, finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
+        )
+        return ended.rowcount == 1
+
+    async def restart(self, session: AsyncSession, key: str, data_changes: dict[str, Any]) -> bool:
+        """Run a failed (compensated) saga again from its first step that had to be undone: those
+        steps start afresh (attempts 0, no external id); ``data_changes`` merge into its data. In the
+        caller's transaction; kick after commit. False when the saga is not failed."""
+        found = await self.state(session, key)
+        if found is None or found[0]["status"] != FAILED:
+            return False
+        saga, steps = found
+        data = {k: v for k, v in saga["data"].items() if k not in (WAITING_SINCE, WAITING_ROUNDS, BUDGET_FROM)}
+        now = utcnow()
+        restarted = await session.execute(
+            sa.update(self.run_table).where(*self._run_where(key), self.run_table.c.status == FAILED).values(
+                status=RUNNING, error=None, finished_at=None, next_attempt_at=now, updated_at=now,
+                lease_owner=None, lease_expires_at=None, data={**data, **data_changes},
+            )
+        )
+        if restarted.rowcount != 1:
+            return False
+        undone = [row["name"] for row in steps if row["status"] != STEP_SUCCEEDED]
+        await session.execute(
+            sa.update(self.step_table).where(*self.step_where(key), self.step_table.c.name.in_(undone)).values(
+                status=PENDING, attempts=0, compensation_attempts=0, last_error=None, external_id=None,
+                started_at=None, finished_at=None, compensated_at=None,
+            )
+        )
+        return True
+
     def _observe(self, step: str, outcome: str, started: float) -> None:
         saga_steps_total.labels(self.definition.name, step, outcome).inc()
         saga_step_duration_seconds.labels(self.definition.name, step, outcome).observe(time.perf_counter() - started)
@@ -534,7 +664,7 @@ class SagaEngine:
                 sa.select(self.run_table.c.key)
                 .where(
                     self.run_table.c.saga == self.definition.name,
-                    self.run_table.c.status.in_((RUNNING, COMPENSATING)),
+                    self.run_table.c.status.in_((RUNNING, COMPENSATING, WAITING)),
                     self.run_table.c.next_attempt_at <= now,
                     sa.or_(self.run_table.c.lease_owner.is_(None), self.run_table.c.lease_expires_at < now),
                 )

@@ -224,6 +224,13 @@ class Settings(BaseSettings):
     saga_backoff_base_seconds: float = Field(default=0.25, gt=0, description="First retry delay; doubles per attempt.")
     saga_backoff_max_seconds: float = Field(default=30.0, gt=0, description="Largest retry delay.")
     saga_poll_interval_seconds: float = Field(default=1.0, gt=0, description="How often the worker looks for sagas to resume.")
+    saga_retry_later_base_seconds: float = Field(default=60.0, gt=0, description="A step whose transient failure "
+                                                 "outlasts its attempts (a provider outage) is retried after this "
+                                                 "long, then twice as long each time.")
+    saga_retry_later_max_seconds: float = Field(default=1800.0, gt=0, description="Largest wait between such retries.")
+    saga_retry_later_limit_seconds: float = Field(default=21600.0, ge=0, description="Retries go on this long after "
+                                                  "the first wait; then the saga is compensated (0: no waiting, "
+                                                  "compensate once a step's attempts are spent).")
     hotel_join_url: str | None = Field(default=None, description="Base of the join link a hotel's QR code "
                                        "encodes (<hotel_join_url>/<hotel id>); default <public_url>/join.")
     hotel_join_app_url: str | None = Field(default=None, description="Where GET /join/{hotelId} redirects (307 to "
