@@ -181,9 +181,9 @@ def invalid_json(reason: str) -> JSONResponse:
 
 
 def _json_body(request: Request) -> bool:
-    """Whether the request's body is read as JSON (FastAPI reads a body without a Content-Type as JSON)."""
+    """Whether the request's body is read as JSON."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    return not content_type or content_type == "application/json" or content_type.endswith("+json")
+    return content_type == "application/json" or content_type.endswith("+json")
 
 
 def create_app(settings: Settings, targets: list) -> FastAPI:
@@ -245,8 +245,8 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException):
         if isinstance(exc, PayloadTooLarge):
             return too_large(exc.limit)
-        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError) and _json_body(request):
-            # FastAPI's "There was an error parsing the body": a JSON body that is not UTF-8 (or too deep).
+        if exc.status_code == 400 and isinstance(exc.__cause__, (ValueError, RecursionError)) and _json_body(request):
+            # FastAPI's "There was an error parsing the body": a JSON body that is not UTF-8, or nested too deep.
             return invalid_json(f"{type(exc.__cause__).__name__}: {exc.__cause__}")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
@@ -301,7 +301,7 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
             max_age=600,
         )
     # The body limit first: TextGuard reads a JSON body whole before the app runs.
-    asgi = ObservabilityMiddleware(StartGate(BodyLimit(TextGuard(app), app.routes, settings), platform), service_label)
+    asgi = ObservabilityMiddleware(StartGate(BodyLimit(TextGuard(app), [r for spec in targets for r in spec.router.routes], settings), platform), service_label)
     for spec in targets:
         mount = spec.load(spec.mount)
         if mount is not None:

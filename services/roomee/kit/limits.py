@@ -43,20 +43,19 @@ def upload_limit(settings: Settings) -> int:
 
 
 class BodyLimit:
-    """Pure ASGI middleware; ``routes`` are those of the app it guards (read only for large bodies)."""
+    """Pure ASGI middleware; ``routes``: the routes of the app it guards (only the upload routes among
+    them are kept, and looked at only for a body over the JSON limit)."""
 
     def __init__(self, app, routes: list, settings: Settings) -> None:
         self.app = app
-        self.routes = routes
+        self.upload_routes = [route for route in routes if (getattr(route, "openapi_extra", None) or {}).get(BODY_CLASS)
+                              == UPLOAD[BODY_CLASS]]
         self.json_limit = settings.max_json_body_bytes
         self.upload_limit = upload_limit(settings)
 
     def limit_of(self, scope) -> int:
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                extra = getattr(route, "openapi_extra", None) or {}
-                return self.upload_limit if extra.get(BODY_CLASS) == "upload" else self.json_limit
+        if any(route.matches(scope)[0] is Match.FULL for route in self.upload_routes):
+            return self.upload_limit
         return self.json_limit
 
     async def __call__(self, scope, receive, send):
@@ -99,6 +98,6 @@ class BodyLimit:
 
 
 def too_large(limit: int) -> JSONResponse:
-    # Connection: close: the rest of the body is never read, so the connection cannot carry another request.
-    return JSONResponse({"error": PayloadTooLarge.code, "detail": {"maxBytes": limit}}, status_code=413,
-                        headers={"Connection": "close"})
+    # No "Connection: close": closing with the rest of the body unread would reset the connection, and the
+    # client could lose this answer. The server drops what still arrives (never buffered), as a lingering close.
+    return JSONResponse({"error": PayloadTooLarge.code, "detail": {"maxBytes": limit}}, status_code=413)
