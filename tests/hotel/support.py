@@ -98,6 +98,8 @@ class FaultProxy:
 
     async def _handle(self, request: Request) -> Response:
         method, path = request.method, request.url.path
+        # Read before any delay: a request whose caller gave up meanwhile still reaches the service late.
+        body = await request.body()
         rule = next((r for r in self.rules if r.matches(method, path)), None)
         if rule is not None:
             rule.hits += 1
@@ -113,7 +115,7 @@ class FaultProxy:
                 return JSONResponse({"error": "dropped", "detail": "fault proxy: dropped"}, status_code=503)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         upstream = await self._client.request(method, path, params=request.query_params, headers=headers,
-                                              content=await request.body())
+                                              content=body)
         self.log.append((method, path, upstream.status_code))
         if rule is not None and rule.after:
             await self._wait(rule)
