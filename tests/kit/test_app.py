@@ -262,3 +262,39 @@ async def test_readiness_says_when_migrations_are_pending(tmp_path):
         ready = await client.get("/health/ready")
         assert ready.status_code == 200 and "migrations:members" not in ready.json()["checks"]
         assert ready.json()["checks"]["workers"] == "running"
+
+
+def _timestamps(document, path: str = "") -> dict[str, str]:
+    """Every ``...At`` string of a JSON document, by its path."""
+    found = {}
+    if isinstance(document, dict):
+        for key, value in document.items():
+            if key.endswith("At") and isinstance(value, str):
+                found[f"{path}.{key}"] = value
+            found |= _timestamps(value, f"{path}.{key}")
+    elif isinstance(document, list):
+        for n, value in enumerate(document):
+            found |= _timestamps(value, f"{path}[{n}]")
+    return found
+
+
+async def test_every_timestamp_on_the_wire_carries_its_zone(platform):
+    """On SQLite too (it keeps no zone): DELETE /hotel/{id} answered createdAt without one, from the row
+    as read back; the kit's SQLite DateTime reads every DateTime(timezone=True) as UTC."""
+    from datetime import datetime
+
+    from tests.hotel.support import add_hotel, hotel_body, wait_for_status
+
+    async with platform.client() as client:
+        operator = await platform.service_headers("operator")
+        hotel_id = await add_hotel(client, operator, hotel_body())
+        await wait_for_status(client, operator, hotel_id, statuses=("ready",))
+        answers = {"get": (await client.get(f"/hotel/{hotel_id}", headers=operator)).json(),
+                   "provisioning": (await client.get(f"/hotel/{hotel_id}/provisioning", headers=operator)).json()}
+        deleted = await client.delete(f"/hotel/{hotel_id}", headers=operator)
+        assert deleted.status_code == 202, deleted.text
+        answers["delete"] = deleted.json()
+    stamps = _timestamps(answers)
+    assert {".delete.createdAt", ".delete.updatedAt"} <= set(stamps), stamps
+    for where, value in stamps.items():
+        assert datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is not None, (where, value)

@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from sqlalchemy import MetaData, event, text
+from datetime import datetime, timezone
+
+from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from roomee.kit.settings import Settings
@@ -71,6 +74,8 @@ class Database:
             path = sqlite_path(settings, service)
             self.url = f"sqlite+aiosqlite:///{path}"
             self.engine = create_async_engine(self.url, connect_args={"timeout": 30})
+            # Every DateTime(timezone=True) of every model read back with its zone, as on PostgreSQL.
+            self.engine.dialect.colspecs = {**self.engine.dialect.colspecs, DateTime: UtcSQLiteDateTime}
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         # Reads on PostgreSQL run in autocommit: under READ COMMITTED each statement takes its own snapshot
@@ -115,6 +120,34 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+class UtcSQLiteDateTime(SQLITE_DATETIME):
+    """SQLite keeps no zone: a ``DateTime(timezone=True)`` is stored in UTC and read back as UTC (aware),
+    so a timestamp on the wire carries its zone on both backends. Naive ``DateTime`` stays naive."""
+
+    def bind_processor(self, dialect):
+        store = super().bind_processor(dialect)
+        if not self.timezone:
+            return store
+
+        def process(value):
+            if isinstance(value, datetime) and value.tzinfo is not None:
+                value = value.astimezone(timezone.utc)
+            return store(value)
+
+        return process
+
+    def result_processor(self, dialect, coltype):
+        read = super().result_processor(dialect, coltype)
+        if not self.timezone:
+            return read
+
+        def process(value):
+            value = read(value)
+            return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+        return process
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
