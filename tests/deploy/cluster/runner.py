@@ -49,6 +49,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,7 @@ HERE = Path(__file__).resolve().parent
 CONTAINERS_CONF = HERE / "containers.conf"
 INGRESS_IMAGE = "localhost/roomee-test-ingress:nginx"
 HOOK = "helm.sh/hook"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class ClusterError(AssertionError):
@@ -207,16 +209,16 @@ def _hooks(doc: dict) -> set[str]:
 class Cluster:
     """A release of rendered manifests running on podman. Use as a context manager."""
 
-    def __init__(self, docs: Iterable[dict], *, name: str | None = None, ingress_port: int = 0, extra_env: dict[str, dict[str, str]] | None = None,
-                 extra_files: dict[str, dict[str, str]] | None = None) -> None:
-        """``extra_env`` / ``extra_files``: per workload name, environment or files (path -> text)
-        a cluster would give its pods (e.g. a service account's kubeconfig)."""
+    def __init__(self, docs: Iterable[dict], *, name: str | None = None, ingress_port: int = 0,
+                 kubeconfig: str | None = None) -> None:
+        """``kubeconfig``: the Kubernetes API credentials a pod that mounts its service account's
+        token gets (``automountServiceAccountToken`` not false), as a file named by ``KUBECONFIG``;
+        ``__NODE__`` in it stands for the address of the machine as the pods reach it."""
         self.rendered = Rendered(docs)
         self.run_id = name or f"rt{uuid.uuid4().hex[:8]}"
         self.network = self.run_id
         self.gateway = ""
-        self.extra_env = extra_env or {}
-        self.extra_files = extra_files or {}
+        self.kubeconfig = kubeconfig
         self.pods: dict[str, Pod] = {}
         self.finished: list[Pod] = []  # pods of Jobs, and replaced or killed pods (their logs are kept)
         self.logs_of_removed: dict[str, str] = {}
@@ -241,25 +243,21 @@ class Cluster:
         self.close()
 
     def start(self, timeout: float = 300) -> None:
-        podman("network", "create", "--label", f"roomee-test-run={self.run_id}", self.network)
+        reap_stale_runs()
+        podman("network", "create", "--label", f"roomee-test-run={self.run_id}", "--label", f"roomee-test-pid={os.getpid()}",
+               self.network)
         self.gateway = json.loads(podman("network", "inspect", self.network).stdout)[0]["subnets"][0]["gateway"]
         started = time.monotonic()
         self._run_hooks({"pre-install"}, timeout)
-        for workload in self._workloads():
-            self._start_workload(workload)
+        with ThreadPoolExecutor(6) as pool:  # as `helm install` applies everything at once
+            list(pool.map(self._start_workload, self._workloads()))
         self._start_ingress()
         self.wait_ready(timeout)
         self._run_hooks({"post-install"}, timeout)
         self.timings["first container to every probe ready (s)"] = round(time.monotonic() - started, 1)
 
     def close(self) -> None:
-        containers = podman("ps", "-a", "-q", "--filter", f"label=roomee-test-run={self.run_id}", check=False).stdout.split()
-        if containers:
-            podman("rm", "-f", "-t", "0", *containers, check=False, timeout=180)
-        podman("rm", "-f", "-t", "0", self.ingress_container, check=False)
-        podman("network", "rm", "-f", self.network, check=False)
-        if self.volumes:
-            podman("volume", "rm", "-f", *sorted(self.volumes), check=False)
+        remove_run(self.run_id)
         shutil.rmtree(self.files, ignore_errors=True)
 
     def upgrade(self, docs: Iterable[dict], timeout: float = 300) -> None:
@@ -349,7 +347,14 @@ class Cluster:
                 "--restart", "no" if kind == "Job" or spec.get("restartPolicy") == "Never" else "on-failure"]
         for alias in self._aliases(workload, pod_name, labels):
             args += ["--network-alias", alias]
-        env = {**self.rendered.env(container, pod_name, where), **self.extra_env.get(name, {})}
+        env = self.rendered.env(container, pod_name, where)
+        if self.kubeconfig and spec.get("automountServiceAccountToken") is not False:
+            host = self.files / pod_name / "serviceaccount" / "kubeconfig"
+            host.parent.mkdir(parents=True, exist_ok=True)
+            host.write_text(self.kubeconfig.replace("__NODE__", self.gateway))
+            host.chmod(0o644)
+            args += ["-v", f"{host.parent}:{SERVICE_ACCOUNT_DIR}:ro"]
+            env["KUBECONFIG"] = f"{SERVICE_ACCOUNT_DIR}/kubeconfig"
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
         if "runAsUser" in ctx:
@@ -368,12 +373,6 @@ class Cluster:
         if memory:
             args += ["--memory", self._bytes(memory)]
         args += self._volume_args(workload, spec, container, pod_name, where)
-        for path, text in self.extra_files.get(name, {}).items():
-            host = self.files / pod_name / "extra" / path.lstrip("/")
-            host.parent.mkdir(parents=True, exist_ok=True)
-            host.write_text(text)
-            host.chmod(0o644)
-            args += ["-v", f"{host}:{path}:ro"]
         if container.get("command"):
             args += ["--entrypoint", json.dumps([_expand(part, env) for part in container["command"]])]
         args.append(container["image"])
@@ -417,9 +416,9 @@ class Cluster:
             if mount.get("subPath") and not ("secret" in volume or "configMap" in volume):
                 raise ClusterError(f"{where}: subPath of a {sorted(volume)} volume is not emulated")
             if "emptyDir" in volume:
+                # Empty (not a copy of the image's directory), writable by the pod's users.
                 size = (volume["emptyDir"] or {}).get("sizeLimit")
-                options = ",tmpfs-mode=1777" + (f",tmpfs-size={self._bytes(size)}" if size else "")
-                args += ["--mount", f"type=tmpfs,destination={path}{options}"]
+                args += ["--tmpfs", f"{path}:rw,mode=1777,notmpcopyup" + (f",size={self._bytes(size)}" if size else "")]
             elif "persistentVolumeClaim" in volume:
                 claim = volume["persistentVolumeClaim"]["claimName"]
                 if not claim.endswith(pod_name) and self.rendered.get("PersistentVolumeClaim", claim) is None:
@@ -659,6 +658,28 @@ http {{
   }}
 }}
 """
+
+
+def remove_run(run_id: str) -> None:
+    """Every container, volume and the network of a run."""
+    label = f"label=roomee-test-run={run_id}"
+    containers = podman("ps", "-a", "-q", "--filter", label, check=False).stdout.split()
+    if containers:
+        podman("rm", "-f", "-t", "0", *containers, check=False, timeout=180)
+    podman("network", "rm", "-f", run_id, check=False)
+    volumes = podman("volume", "ls", "-q", "--filter", label, check=False).stdout.split()
+    if volumes:
+        podman("volume", "rm", "-f", *volumes, check=False)
+
+
+def reap_stale_runs() -> None:
+    """What runs whose test process was killed (no clean-up) left behind."""
+    listed = podman("network", "ls", "--filter", "label=roomee-test-run", "--format", "json", check=False).stdout
+    for network in json.loads(listed or "[]"):
+        labels = network.get("labels") or {}
+        pid = labels.get("roomee-test-pid", "")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            remove_run(labels["roomee-test-run"])
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
