@@ -161,6 +161,10 @@ class SessionRepository:
             )
         return ended
 
+    async def forget_revocations_before(self, when: datetime) -> None:
+        """Feed rows older than an access token's lifetime matter no more (their tokens have expired)."""
+        await self.session.execute(sa.delete(session_revocation).where(session_revocation.c.revoked_at < when))
+
     async def _next_position(self) -> int:
         result = await self.session.execute(
             sa.update(revocation_counter)

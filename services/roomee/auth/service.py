@@ -352,14 +352,19 @@ class AuthService:
     async def end_sessions(self, session_ids: list[str], reason: str) -> list[dict]:
         """End sessions now: their refresh tokens are refused here at once, their access tokens and sockets on
         every service within one poll of the feed (``access_changes_poll_seconds``)."""
-        ended = await self.sessions.revoke(session_ids, utcnow(), reason)
+        now = utcnow()
+        ended = await self.sessions.revoke(session_ids, now, reason)
         if ended:
+            await self.sessions.forget_revocations_before(now - self._revocations_kept())
             log.info("sessions ended", extra={"reason": reason, "sessions": len(ended)})
         return ended
 
+    def _revocations_kept(self) -> timedelta:
+        return timedelta(seconds=self.settings.access_token_ttl_seconds + 60)
+
     async def session_revocations(self, after: int | None, limit: int) -> dict:
         """The feed: sessions ended within one access-token lifetime (older ones' tokens have expired)."""
-        since = utcnow() - timedelta(seconds=self.settings.access_token_ttl_seconds + 60)
+        since = utcnow() - self._revocations_kept()
         rows, position = await self.sessions.revocations(after=after or 0, since=since, limit=limit)
         items = [{"session_id": r["session_id"], "user_id": r["user_id"], "revoked_at": as_utc(r["revoked_at"])}
                  for r in rows]
