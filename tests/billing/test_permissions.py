@@ -12,6 +12,7 @@ SERVICE_ROUTES = [
     ("GET", "/sub/customers/h-perm/subscription", None),
     ("POST", "/sub/customers/h-perm/cancel", None),
     ("POST", "/sub/customers/h-perm/change-plan", {"productId": "premium"}),
+    ("DELETE", "/sub/customers/h-perm", None),
 ]
 
 
