@@ -110,7 +110,8 @@ async def refresh(body: schemas.RefreshRequest, service: Auth, request: Request)
     return await service.refresh(body.refresh_token, client_address(request))
 
 
-@router.post("/users/signOut", responses=error_responses(401, 403), status_code=204)
+# The bearer token is optional here (a refresh token alone signs out too): `{}` in the alternatives.
+@router.post("/users/signOut", responses=error_responses(401, 403), status_code=204, openapi_extra={"security": [{}]})
 async def sign_out(
     service: Auth, principal: OptionalPrincipal, body: Annotated[schemas.SignOutRequest | None, Body()] = None
 ) -> Response:
