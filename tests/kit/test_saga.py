@@ -16,6 +16,7 @@ from roomee.kit.saga import (
     COMPENSATING,
     FAILED,
     SUCCEEDED,
+    WAITING,
     SagaDefinition,
     SagaEngine,
     SagaPolicy,
@@ -200,3 +201,109 @@ async def test_compensating_sagas_resume_after_a_crash(db):
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
     assert status == FAILED and recorder.compensated == ["c", "b", "a"] and recorder.calls == []
+
+
+async def until(engine: SagaEngine, db: Database, key: str, wanted: str, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await status_of(engine, db, key))[0] != wanted:
+        assert asyncio.get_running_loop().time() < deadline, await status_of(engine, db, key)
+        await asyncio.sleep(0.02)
+
+
+def waiting_definition(recorder: Recorder, waits: list, resumes: list) -> SagaDefinition:
+    base = recorder.definition()
+
+    async def on_waiting(_session, key, _data, error):
+        waits.append((key, error))
+
+    async def on_resumed(_session, key, _data, _error):
+        resumes.append(key)
+
+    return SagaDefinition(base.name, base.steps, on_succeeded=base.on_succeeded, on_failed=base.on_failed,
+                          retry_later=True, on_waiting=on_waiting, on_resumed=on_resumed)
+
+
+RETRY_LATER = SagaPolicy(lease_seconds=10, max_attempts=3, backoff_base_seconds=0.01, backoff_max_seconds=0.05,
+                         poll_interval_seconds=0.05, retry_later_base_seconds=0.1, retry_later_max_seconds=0.2,
+                         retry_later_limit_seconds=3600)
+
+
+async def test_an_outage_longer_than_the_attempts_waits_and_resumes_with_a_fresh_budget(db):
+    database, tables = db
+    recorder, waits, resumes = Recorder(), [], []
+    recorder.failures["b"] = [UpstreamError("down")] * 7  # two budgets of 3, then one more
+    engine = SagaEngine(database, waiting_definition(recorder, waits, resumes), tables, RETRY_LATER)
+    await start(engine, database, "w1")
+    await engine.run("w1")
+    await until(engine, database, "w1", WAITING)
+    worker = asyncio.create_task(engine.worker())
+    status, steps = await settle(engine, database, "w1")
+    await engine.stop()
+    worker.cancel()
+    assert status == SUCCEEDED and recorder.compensated == []
+    assert [key for key, _ in waits] == ["w1", "w1"] and resumes == ["w1", "w1"]
+    assert steps[1]["attempts"] == 8
+    # The attempt that found the call's intent recorded looks for its effect first, across waits too.
+    assert [c for c in recorder.calls if c[0] == "b"][-1] == ("b", 8, True)
+
+
+async def test_past_the_limit_a_waiting_saga_compensates(db):
+    database, tables = db
+    recorder, waits, resumes = Recorder(), [], []
+    recorder.failures["b"] = [UpstreamError("down")] * 100
+    policy = SagaPolicy(**{**RETRY_LATER.__dict__, "retry_later_limit_seconds": 0.15})
+    engine = SagaEngine(database, waiting_definition(recorder, waits, resumes), tables, policy)
+    await start(engine, database, "w2")
+    await engine.run("w2")
+    worker = asyncio.create_task(engine.worker())
+    status, steps = await settle(engine, database, "w2")
+    await engine.stop()
+    worker.cancel()
+    assert status == FAILED and recorder.compensated == ["b", "a"] and len(waits) >= 1
+    assert recorder.closed == [("w2", "b: upstream_error: down")]
+
+
+async def test_a_waiting_saga_is_brought_forward_abandoned_or_restarted(db):
+    database, tables = db
+    recorder, waits, resumes = Recorder(), [], []
+    recorder.failures["b"] = [UpstreamError("down")] * 3
+    slow = SagaPolicy(**{**RETRY_LATER.__dict__, "retry_later_base_seconds": 3600, "retry_later_max_seconds": 3600})
+    engine = SagaEngine(database, waiting_definition(recorder, waits, resumes), tables, slow)
+    for key in ("f1", "f2"):
+        await start(engine, database, key)
+        await engine.run(key)
+        await until(engine, database, key, WAITING)
+        recorder.failures["b"] = [UpstreamError("down")] * 3
+    async with database.transaction() as session:
+        assert await engine.retry_now(session, "f1")
+        assert await engine.abandon(session, "f2", "abandoned: deleted")
+        assert not await engine.retry_now(session, "f2") and not await engine.abandon(session, "f2", "again")
+    recorder.failures["b"] = []
+    await engine.run("f1")
+    await until(engine, database, "f1", SUCCEEDED)
+    await engine.run("f2")  # abandoned: never runs again, nothing compensated
+    status, _ = await status_of(engine, database, "f2")
+    assert status == FAILED and recorder.compensated == []
+
+    # A compensated saga runs again from its undone steps, with new data.
+    recorder.failures["c"] = [BadRequest("refused")]
+    await start(engine, database, "f3")
+    await engine.run("f3")
+    assert (await settle(engine, database, "f3"))[0] == FAILED
+    async with database.transaction() as session:
+        assert await engine.restart(session, "f3", {"generation": 1})
+        assert not await engine.restart(session, "f3", {"generation": 2})
+    await engine.run("f3")
+    status, steps = await settle(engine, database, "f3")
+    await engine.stop()
+    assert status == SUCCEEDED and [s["attempts"] for s in steps] == [1, 1, 1]
+    async with database.transaction() as session:
+        saga, _ = await engine.state(session, "f3")
+    assert saga["data"]["generation"] == 1
+
+
+def test_retry_later_delays_grow_and_are_capped():
+    policy = SagaPolicy(retry_later_base_seconds=60, retry_later_max_seconds=1800)
+    for round_, upper in ((1, 60), (2, 120), (5, 960), (6, 1800), (20, 1800)):
+        delay = policy.retry_later_delay(round_)
+        assert upper / 2 <= delay <= upper, (round_, delay)
