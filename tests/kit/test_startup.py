@@ -280,3 +280,27 @@ async def test_workers_start_only_once_roomee_migrate_brings_the_databases_to_he
     log = process.output()
     assert hotel_id and "no such table" not in log and "does not exist" not in log, log[-3000:]
     assert not process.error_lines(), log[-3000:]
+
+
+async def test_a_start_up_that_fails_unexpectedly_fails_liveness(settings, monkeypatch, caplog):
+    """What start-up waits for is retried; anything else that breaks it is an ERROR and /health 503,
+    so Kubernetes restarts the process instead of leaving it half started."""
+    import logging
+
+    from roomee.kit import platform as platform_module
+    from tests.fixtures.platform import running_platform
+
+    class BrokenRelay(platform_module.OutboxRelay):
+        async def start(self) -> None:
+            raise RuntimeError("relay refused")
+
+    monkeypatch.setattr(platform_module, "OutboxRelay", BrokenRelay)
+    settings = settings.model_copy(update={"auto_migrate": False})  # the fixture does not wait for the start-up
+    async with running_platform(settings, target="members") as running, running.client() as client:
+        await running.platform.migrate()
+        deadline = time.monotonic() + 30
+        while (health := await client.get("/health")).status_code == 200:
+            assert time.monotonic() < deadline, "start-up did not fail"
+            await asyncio.sleep(0.1)
+    assert health.status_code == 503 and health.json() == {"error": "start_failed", "detail": "RuntimeError: relay refused"}
+    assert [r for r in caplog.records if r.levelno == logging.ERROR and r.getMessage().startswith("start-up failed")]

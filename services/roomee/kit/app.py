@@ -256,9 +256,11 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
         # Only the answer: ObservabilityMiddleware logs the error once, when it reaches it.
         return _error(500, "internal_error", "an unexpected error occurred")
 
-    @app.get("/health", tags=["health"])
-    async def health() -> dict:
-        """Liveness: the process answers."""
+    @app.get("/health", tags=["health"], responses={503: {"description": "`start_failed`: its start-up failed; restart it."}})
+    async def health():
+        """Liveness: the process answers (503 once its start-up failed for an unexpected reason)."""
+        if platform.failed:
+            return _error(503, "start_failed", platform.failed)
         return {"status": "ok", "targets": names, "version": __version__}
 
     @app.get("/health/ready", tags=["health"])

@@ -98,6 +98,7 @@ class Platform:
         self.waiting: dict[str, str] = {}
         self.at_head = False
         self.started = asyncio.Event()
+        self.failed: str | None = None
         self.label = targets[0].name if len(targets) == 1 else "all"
         use_cursor_key(settings.resolved_cursor_secret())
         for spec in targets:
@@ -133,6 +134,16 @@ class Platform:
         # What may wait on a database, the migrations or the broker runs in the background: the process
         # listens at once (liveness), /health/ready tells what it waits for, and SIGTERM is heard.
         self._bring_up = asyncio.create_task(self._start_workers())
+        self._bring_up.add_done_callback(self._start_ended)
+
+    def _start_ended(self, task: asyncio.Task) -> None:
+        """A start-up that failed for an unexpected reason (what it waits for is retried, never fatal)
+        is logged and fails liveness, so the process is restarted rather than left half started."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        self.failed = f"{type(exc).__name__}: {exc}"
+        log.error("start-up failed; /health answers 503 until the process is restarted", exc_info=exc)
 
     async def wait_started(self) -> None:
         """Until the start-up is done: databases at their migrations' head, broker connected, workers running."""
