@@ -146,10 +146,14 @@ def test_credentials_in_request_targets_are_redacted(target, expected):
     assert observability.redact_target(target) == expected
 
 
-def test_access_lines_are_redacted_and_polls_and_probes_go_to_debug(restore_logging):
+def test_access_lines_are_redacted_and_polls_and_probes_go_to_debug(restore_logging, monkeypatch):
     stream = io.StringIO()
     observability.configure_logging(Settings(log_format="json", log_level="INFO"), "auth", stream=stream)
     access = logging.getLogger("uvicorn.access")
+    # As `roomee run` leaves it (log_config=None), whatever an earlier uvicorn.Config of this process did.
+    for logger in (access, logging.getLogger("uvicorn")):
+        for name, value in (("propagate", True), ("handlers", []), ("level", logging.NOTSET), ("disabled", False)):
+            monkeypatch.setattr(logger, name, value)
     line = '%s - "%s %s HTTP/%s" %d'
     access.info(line, "203.0.113.7:0", "GET", "/members/invitations/s3cr3t-t0ken", "1.1", 200)
     for path, status in (("/health", 200), ("/health/ready", 503), ("/metrics", 200),
