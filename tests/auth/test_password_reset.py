@@ -136,7 +136,7 @@ async def test_reset_bad_input_expiry_and_throttles(platform, monkeypatch):
     async with platform.client() as client, event_tap(platform) as tap:
         admin = await make_admin(platform, client, "admin@example.com")
         invalid = await client.post("/users/password/reset", json={"token": "x" * 43, "password": NEW_PASSWORD})
-        assert invalid.status_code == 400 and invalid.json()["error"] == "invalid_reset_token"
+        assert invalid.status_code == 404 and invalid.json()["error"] == "invalid_reset_token"
         for body in ({"token": "x" * 43, "password": "short"}, {"token": "not a token!", "password": NEW_PASSWORD},
                      {"token": "x" * 43}, {}):
             response = await client.post("/users/password/reset", json=body)

@@ -155,11 +155,11 @@ async def forgot_password(body: schemas.ForgotPasswordRequest, service: Password
     return await service.forgot(body.email, client_address(request))
 
 
-@router.post("/users/password/reset", responses=error_responses(400, 410, 429), status_code=204)
+@router.post("/users/password/reset", responses=error_responses(404, 410, 429), status_code=204)
 async def reset_password(body: schemas.ResetPasswordRequest, service: Passwords, request: Request) -> Response:
     """Choose a new password with the `token` of a reset link; every session of the account ends.
 
-    400 `invalid_reset_token`: no such link; 410 `reset_token_used` (used, or another reset was done since) or
+    404 `invalid_reset_token`: no such link; 410 `reset_token_used` (used, or another reset was done since) or
     `reset_token_expired`; 422 for a password the sign-up would refuse; 429 `login_throttled` after repeated
     invalid tokens from one address.
     """

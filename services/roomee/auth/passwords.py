@@ -18,7 +18,7 @@ from roomee.auth.repository import PasswordResetRepository
 from roomee.auth.service import AuthService, hash_password, verify_password
 from roomee.kit.auth import Principal
 from roomee.kit.clock import as_utc, utcnow
-from roomee.kit.errors import BadRequest, Forbidden, Gone, RoomeeError, TooManyRequests
+from roomee.kit.errors import Forbidden, Gone, NotFound, RoomeeError, TooManyRequests
 from roomee.kit.events.envelope import format_timestamp
 
 RESET_LINK_SECONDS = 30 * 60
@@ -94,7 +94,7 @@ class PasswordService(AuthService):
         known = await self.resets.by_hash(token_hash)
         if known is None:
             await self._record_failure("password_reset", ip)
-            raise BadRequest("this password reset link is not valid; ask for a new one", code="invalid_reset_token")
+            raise NotFound("this password reset link is not valid; ask for a new one", code="invalid_reset_token")
         if known["used_at"] is None and as_utc(known["expires_at"]) <= now:
             raise Gone("this password reset link expired (links work for 30 minutes); ask for a new one",
                        code="reset_token_expired")
