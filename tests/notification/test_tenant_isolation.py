@@ -57,7 +57,7 @@ async def test_every_route_is_scoped_to_the_callers_member_and_workspace(tmp_pat
         assert (await client.get("/api/v1/preferences", headers=bob.headers)).json()["isGlobalSilent"] is False
 
         # Devices: registered only for one's own workspace; another account's device is neither
-        # listed, removable nor takeable.
+        # listed, removable nor takeable (tests/notification/test_subscriptions.py: nor confirmed).
         foreign = await client.post("/api/v1/subscriptions", json={"workspaceId": bob.workspace_id, "platform": "ios",
                                                                    "subscriptionId": "eve-phone"}, headers=eve.headers)
         assert foreign.status_code == 403 and foreign.json()["error"] == "workspace_mismatch"
@@ -66,7 +66,7 @@ async def test_every_route_is_scoped_to_the_callers_member_and_workspace(tmp_pat
         assert (await client.delete("/api/v1/subscriptions/bob-phone", headers=ada.headers)).status_code == 404
         taken = await client.post("/api/v1/subscriptions", json={"workspaceId": eve.workspace_id, "platform": "ios",
                                                                  "subscriptionId": "bob-phone"}, headers=eve.headers)
-        assert taken.status_code == 409 and taken.json()["error"] == "subscription_taken"
+        assert taken.status_code == 201 and taken.json()["memberId"] == eve.member_id
         [device] = (await client.get("/api/v1/subscriptions", headers=bob.headers)).json()
         assert (device["subscriptionId"], device["memberId"], device["workspaceId"], device["isActive"]) == (
             "bob-phone", bob.member_id, bob.workspace_id, True)

@@ -98,15 +98,21 @@ async def list_subscriptions(service: Notifications, principal: CurrentMember):
     return await service.list_subscriptions(principal)
 
 
-@router.post("/subscriptions", responses=error_responses(403, 409), response_model=schemas.SubscriptionOut, status_code=201)
+@router.post(
+    "/subscriptions", status_code=201, response_model=schemas.SubscriptionOut,
+    responses={**error_responses(403), 200: {"model": schemas.SubscriptionOut,
+                                              "description": "The caller's registration of this device, updated."}},
+)
 async def register_subscription(
     body: schemas.SubscriptionIn, service: Notifications, principal: CurrentMember, response: Response
 ):
     """Register a push device (OneSignal subscription id) for the caller in this workspace.
 
-    Idempotent by `subscriptionId`: 201 when new, 200 when it updated an existing registration
-    (the same account may move its device to the workspace it now acts in). `workspaceId` must be
-    the caller's (403); a device registered by another account answers 409 until it is unregistered.
+    Idempotent per caller, workspace and `subscriptionId`: 201 when new, 200 when it updated the
+    caller's registration. Registering in this workspace ends the caller's own registrations of the
+    device in other workspaces (it moved). A device id another account registered answers as an
+    unknown one does and leaves that account's registration as it is. `workspaceId` must be the
+    caller's (403).
     """
     row, created = await service.register_subscription(principal, body.model_dump())
     if not created:

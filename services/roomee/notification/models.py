@@ -99,11 +99,15 @@ push_subscription = sa.Table(
     sa.Column("workspace_id", sa.String(36), nullable=False),
     sa.Column("user_id", sa.String(64), nullable=False),  # the account: only it may move the device
     sa.Column("platform", sa.String(16), nullable=False),
-    sa.Column("subscription_id", sa.String(128), nullable=False, unique=True),  # OneSignal subscription id
+    sa.Column("subscription_id", sa.String(128), nullable=False),  # OneSignal subscription id
     sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_push_subscription_member", "workspace_id", "member_id"),
+    # One registration per (workspace, member, device): a device id another account registered is
+    # neither refused (which would confirm it exists) nor taken over (its pushes stay where they go).
+    sa.UniqueConstraint("workspace_id", "member_id", "subscription_id"),
+    sa.Index("ix_push_subscription_device", "subscription_id"),
 )
 
 # The local copy of the members service's directory (POST /members/sync and member events).

@@ -420,28 +420,43 @@ class PreferenceRepository(Repository):
 
 
 class SubscriptionRepository(Repository):
-    async def by_subscription_id(self, subscription_id: str) -> dict | None:
+    """Device registrations, one per (workspace, member, OneSignal subscription id)."""
+
+    async def registration(self, workspace_id: str, member_id: str, subscription_id: str) -> dict | None:
         row = (
             await self.session.execute(
-                sa.select(push_subscription).where(push_subscription.c.subscription_id == subscription_id)
+                sa.select(push_subscription).where(
+                    push_subscription.c.workspace_id == workspace_id,
+                    push_subscription.c.member_id == member_id,
+                    push_subscription.c.subscription_id == subscription_id,
+                )
             )
         ).mappings().first()
         return dict(row) if row else None
 
     async def upsert(self, row: dict[str, Any]) -> None:
-        """Insert, or update the registration of an existing OneSignal subscription id."""
+        """Insert, or update the member's registration of this device in this workspace."""
         stmt = self._insert(push_subscription).values(**row)
         await self.session.execute(
             stmt.on_conflict_do_update(
-                index_elements=[push_subscription.c.subscription_id],
+                index_elements=[push_subscription.c.workspace_id, push_subscription.c.member_id,
+                                push_subscription.c.subscription_id],
                 set_={
-                    "member_id": stmt.excluded.member_id,
-                    "workspace_id": stmt.excluded.workspace_id,
                     "user_id": stmt.excluded.user_id,
                     "platform": stmt.excluded.platform,
                     "is_active": stmt.excluded.is_active,
                     "updated_at": stmt.excluded.updated_at,
                 },
+            )
+        )
+
+    async def forget_elsewhere(self, user_id: str, subscription_id: str, workspace_id: str) -> None:
+        """The account's own registrations of this device in its other workspaces (the device moved)."""
+        await self.session.execute(
+            sa.delete(push_subscription).where(
+                push_subscription.c.user_id == user_id,
+                push_subscription.c.subscription_id == subscription_id,
+                push_subscription.c.workspace_id != workspace_id,
             )
         )
 

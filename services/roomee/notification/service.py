@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from roomee.kit.auth import Principal
 from roomee.kit.clock import as_utc, utcnow
 from roomee.kit.db import Database
-from roomee.kit.errors import Conflict, Forbidden, NotFound
+from roomee.kit.errors import Forbidden, NotFound
 from roomee.kit.platform import ServiceContext
 from roomee.kit.schemas import decode_time_cursor, encode_cursor
 from roomee.notification import clock, directory, hooks
@@ -185,15 +185,18 @@ class NotificationService:
     # --- device subscriptions ---------------------------------------------------------------
 
     async def register_subscription(self, principal: Principal, data: dict[str, Any]) -> tuple[dict, bool]:
-        """Register (or update) a device; idempotent by OneSignal subscription id."""
+        """Register (or update) the caller's device in this workspace: ``(row, created)``.
+
+        Registrations are the caller's own, one per (workspace, member, device id): a device id
+        another account registered answers as an unknown one does (no oracle) and takes nothing
+        from that account. The same account's registrations of the device in its other workspaces
+        end: the device moved to the workspace the account now acts in.
+        """
         if data["workspace_id"] != principal.workspace_id:
             raise Forbidden("a device can only be registered for your current workspace", code="workspace_mismatch")
         now = clock.now(self.ctx)
-        existing = await self.subscriptions.by_subscription_id(data["subscription_id"])
-        if existing is not None and existing["user_id"] != principal.subject:
-            # Another account's device: it must unregister first (sign-out), or anyone knowing a
-            # subscription id could divert someone else's pushes.
-            raise Conflict("this device is registered by another account", code="subscription_taken")
+        existing = await self.subscriptions.registration(principal.workspace_id, principal.member_id, data["subscription_id"])
+        await self.subscriptions.forget_elsewhere(principal.subject, data["subscription_id"], principal.workspace_id)
         row = {
             "id": existing["id"] if existing else str(uuid.uuid4()),
             "member_id": principal.member_id,
