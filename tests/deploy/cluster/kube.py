@@ -14,7 +14,7 @@ from pathlib import Path
 import kmock
 import yaml
 
-from tests.fixtures.kube import CRD_DIR, ConformingKubernetes, RunningKube, kubectl_binary, write_kubeconfig
+from tests.fixtures.kube import CRD_DIR, ConformingKubernetes, Kind, RunningKube, kubectl_binary, write_kubeconfig
 
 
 class KubeApiInThread:
@@ -52,6 +52,10 @@ class KubeApiInThread:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         api = ConformingKubernetes()
+        # Secrets: what helm's `lookup` reads when an upgrade renders (the release's generated Secret).
+        api.register(Kind("", "v1", "secrets", "Secret", namespaced=True))
+        api._write(api.kinds["", "v1", "namespaces"], None, self.namespace,
+                   api._created({"metadata": {"name": self.namespace}}, None, self.namespace), "ADDED")
         async with api, kmock.Server(api, host="0.0.0.0") as server:
             self.port = server.port
             url = f"http://127.0.0.1:{self.port}"

@@ -261,27 +261,38 @@ class Cluster:
         shutil.rmtree(self.files, ignore_errors=True)
 
     def upgrade(self, docs: Iterable[dict], timeout: float = 300) -> None:
-        """`helm upgrade` with the new rendering: hook Jobs, then pods replaced one by one."""
+        """`helm upgrade` with the new rendering: hook Jobs, the new revision's Jobs, and every
+        workload whose pod template changed rolled (RollingUpdate pod by pod, Recreate, StatefulSet
+        highest ordinal first), all workloads at once."""
         self.rendered = Rendered(docs)
         self.revision += 1
         self._run_hooks({"pre-upgrade"}, timeout)
-        for workload in self._workloads():
+
+        def roll(workload: dict) -> None:
             kind, name = workload["kind"], workload["metadata"]["name"]
-            old = [pod for pod in self.pods.values() if pod.owner == f"{kind}/{name}"]
+            old = self.pods_of(kind, name)
             if kind == "Job":
                 self._start_workload(workload)
-            elif kind == "StatefulSet":
-                for index, pod in enumerate(sorted(old, key=lambda p: p.name)):
+            elif old and all(pod.workload["spec"]["template"] == workload["spec"]["template"] for pod in old):
+                return  # an unchanged pod template rolls nothing
+            elif kind == "StatefulSet":  # ordered, highest ordinal first, each keeping its volumes
+                for pod in reversed(old):
                     self.remove_pod(pod)
-                    self._start_pod(workload, pod.name, index)
-            else:
+                    self._wait_pods([self._start_pod(workload, pod.name, int(pod.name.rsplit("-", 1)[1]))], timeout)
+            elif (workload["spec"].get("strategy") or {}).get("type") == "Recreate":
+                for pod in old:
+                    self.remove_pod(pod)
+                self._wait_pods(self._start_workload(workload), timeout)
+            else:  # RollingUpdate with maxUnavailable 0: a new pod ready before an old one goes
                 replicas = workload["spec"].get("replicas", 1)
                 for index in range(max(replicas, len(old))):
                     if index < replicas:
-                        new = self._start_pod(workload, f"{name}-r{self.revision}-{index}", index)
-                        self._wait_pods([new], timeout)
+                        self._wait_pods([self._start_pod(workload, f"{name}-r{self.revision}-{index}", index)], timeout)
                     if index < len(old):
                         self.remove_pod(old[index])
+
+        with ThreadPoolExecutor(6) as pool:  # every workload rolls at once, as the controllers do
+            list(pool.map(roll, self._workloads()))
         self._write_ingress_config()
         podman("exec", self.ingress_container, "nginx", "-s", "reload")
         self.wait_ready(timeout)
@@ -416,9 +427,9 @@ class Cluster:
             if mount.get("subPath") and not ("secret" in volume or "configMap" in volume):
                 raise ClusterError(f"{where}: subPath of a {sorted(volume)} volume is not emulated")
             if "emptyDir" in volume:
-                # Empty (not a copy of the image's directory), writable by the pod's users.
+                # Empty (not a copy of the image's directory), owned by the pod's user (as fsGroup gives).
                 size = (volume["emptyDir"] or {}).get("sizeLimit")
-                args += ["--tmpfs", f"{path}:rw,mode=1777,notmpcopyup" + (f",size={self._bytes(size)}" if size else "")]
+                args += ["--tmpfs", f"{path}:rw,U,notmpcopyup" + (f",size={self._bytes(size)}" if size else "")]
             elif "persistentVolumeClaim" in volume:
                 claim = volume["persistentVolumeClaim"]["claimName"]
                 if not claim.endswith(pod_name) and self.rendered.get("PersistentVolumeClaim", claim) is None:
