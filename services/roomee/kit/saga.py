@@ -49,6 +49,7 @@ from roomee.kit.clock import as_utc, utcnow
 from roomee.kit.db import Database
 from roomee.kit.events import BrokerUnavailable
 from roomee.kit.metrics import saga_step_duration_seconds, saga_steps_total, sagas_failed_total, sagas_in_flight
+from roomee.kit.observability import RetryNotice
 
 log = logging.getLogger("roomee.saga")
 
@@ -682,15 +683,19 @@ class SagaEngine:
 
     async def worker(self) -> None:
         """Resume unfinished sagas forever (one per process; leases keep replicas from colliding)."""
+        # A database outage: said once (with its traceback when unexpected), and its end once.
+        name = self.definition.name
+        notice = RetryNotice(log, f"the {name} saga worker's poll", extra={"saga": name})
         while not self._stopping:
             try:
                 for key in await self.due():
                     if key not in self._active:
                         self.kick(key)
+                notice.succeeded()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("saga worker poll failed", extra={"saga": self.definition.name})
+            except Exception as exc:
+                notice.failed(exc, traceback=not isinstance(exc, (OSError, sa_exc.DBAPIError)))
             await asyncio.sleep(self.policy.poll_interval_seconds)
 
 
