@@ -65,6 +65,7 @@ class Served:
 @contextmanager
 def served(tmp_path: Path, *command: str, env: dict[str, str] | None = None, **overrides):
     """Run ``roomee <command>`` (default ``run --target all``) until it answers /health/ready 200."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     settings = make_settings(tmp_path / "data", **overrides)
     log_file = tmp_path / "roomee.log"
     args = list(command) or ["run", "--target", "all"]

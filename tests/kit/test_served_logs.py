@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from PIL import Image
 
+from tests.fixtures.platform import free_port
 from tests.kit.served import served
 
 # Secrets of the flow that must never reach a log line, whatever its form in a URL.
@@ -93,3 +94,26 @@ def test_a_fresh_up_writes_what_a_person_reads(tmp_path):
     # The whole start-up (migrations, the demo hotel's provisioning, the banner) and the sign-in: a screenful.
     assert len(lines) < 100, f"{len(lines)} lines:\n" + "\n".join(lines)
     assert [line for line in lines if re.search(r'"POST /users/signIn HTTP/1.1" 200', line)]
+
+
+def test_a_peer_not_up_yet_is_said_once_and_its_arrival_once(tmp_path):
+    peer_port = free_port()
+    peer_url = f"http://127.0.0.1:{peer_port}"
+    with served(tmp_path / "news", "run", "--target", "news", log_level="INFO", auth_url=peer_url,
+                members_url=peer_url) as news:
+        deadline = time.monotonic() + 30
+        while news.log().count("failed (") < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(4)  # several retries of every poll and of the directory sync
+        with served(tmp_path / "peer", "run", "--target", "auth,members", log_level="INFO", port=peer_port):
+            deadline = time.monotonic() + 60
+            while "member directory sync recovered" not in news.log() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(2)
+    lines = news.log().splitlines()
+    said = [line for line in lines if "member directory sync" in line]
+    assert len(said) == 2, "\n".join(lines)
+    assert " INFO " in said[0] and "member directory sync failed (" in said[0] and "retrying quietly" in said[0]
+    assert " INFO " in said[1] and re.search(r"member directory sync recovered after \d+ failed attempt", said[1])
+    # The rest of the waiting (the access-change and session feeds, the calls themselves) is no line a tick.
+    assert len([line for line in lines if " WARNING " in line or " ERROR " in line]) <= 2, "\n".join(lines)
