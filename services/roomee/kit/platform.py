@@ -99,6 +99,7 @@ class Platform:
         self.at_head = False
         self.started = asyncio.Event()
         self.failed: str | None = None
+        self.broker_failures = 0
         self.label = targets[0].name if len(targets) == 1 else "all"
         use_cursor_key(settings.resolved_cursor_secret())
         for spec in targets:
@@ -281,6 +282,7 @@ class Platform:
                 notice.succeeded()
                 return
             except Exception as exc:
+                self.broker_failures += 1
                 broker_connected.labels(self.label).set(0)
                 await self.broker.close()  # a half-made connection is not reused: the next attempt starts over
                 self.waiting["broker"] = f"connecting: {type(exc).__name__}: {exc} (retried with backoff)"
@@ -336,8 +338,11 @@ class Platform:
             checks["broker"] = f"unavailable: {exc}"
         broker_connected.labels(self.label).set(1 if checks["broker"] == "ok" else 0)
         # Relays, consumers and periodic work start once every database is at head and the broker answers.
+        # Ready once they run, or while the broker alone is missing (the outbox holds events meanwhile).
         checks["workers"] = "running" if self.started.is_set() else "waiting for " + (
             ", ".join(sorted(self.waiting)) or "the start-up")
+        if not self.started.is_set() and not (self.broker_failures and set(self.waiting) == {"broker"}):
+            ready = False
         return ready, checks
 
     async def _migrations_check(self, spec) -> str:
