@@ -43,6 +43,8 @@ async def recorder():
             return JSONResponse({"items": [], "nextCursor": None})
         if path == "/sub/assign-subscription/":
             return JSONResponse({"id": "sub-1"}, status_code=201)
+        if path.startswith("/sub/customers/") and request.method == "DELETE":
+            return JSONResponse({"customerId": "closed"})
         return JSONResponse({"error": "not_found", "detail": "gone"}, status_code=404)
 
     app = Starlette(routes=[Route("/{path:path}", answer, methods=["GET", "POST", "DELETE"])])
@@ -95,7 +97,7 @@ async def test_every_remote_id_is_one_encoded_segment():
         ("GET", "/sub/plans"),
         ("GET", f"/media/storage/{ENCODED}"),
         ("DELETE", f"/media/storage/{ENCODED}"),
-        ("POST", f"/sub/customers/{ENCODED}/cancel"),
+        ("DELETE", f"/sub/customers/{ENCODED}"),  # ?generation=0 in the query
         ("GET", f"/members/get/by/hotel_id/{ENCODED}"),
         ("DELETE", f"/members/by/hotel_id/{ENCODED}"),
         ("DELETE", f"/media/{ENCODED}"),
