@@ -179,3 +179,19 @@ def test_a_retrying_task_says_so_once_and_once_when_it_recovers(caplog):
     assert [level for level, _ in levels] == [logging.INFO] + [logging.DEBUG] * 4 + [logging.INFO]
     assert levels[0][1].startswith("syncing failed (ConnectionRefusedError: [Errno 111] Connection refused)")
     assert levels[-1][1] == "syncing recovered after 5 failed attempt(s)"
+
+
+async def test_server_spans_are_named_by_route_not_by_a_path_holding_a_secret(platform):
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported = InMemorySpanExporter()
+    configure_tracing(platform.settings, "members").add_span_processor(SimpleSpanProcessor(exported))
+    async with platform.client() as client:
+        answer = await client.get("/members/invitations/SeCrEtInViTaTiOnToKeN")
+        assert answer.status_code == 401
+    servers = [span for span in exported.get_finished_spans()
+               if span.kind == trace.SpanKind.SERVER and span.attributes.get("http.route") == "/members/invitations/{token}"]
+    assert [span.name for span in servers] == ["GET /members/invitations/{token}"]
+    assert not [span for span in exported.get_finished_spans() if "SeCrEt" in span.name + str(dict(span.attributes))]
+    exported.shutdown()

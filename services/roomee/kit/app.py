@@ -72,7 +72,8 @@ class ObservabilityMiddleware:
 
         started = time.perf_counter()
         parent = propagate.extract(headers)
-        with tracer.start_as_current_span(f"{scope['method']} {scope['path']}", context=parent, kind=trace.SpanKind.SERVER) as span:
+        # Named by its route once routed ("GET /members/invitations/{token}"): a path may carry a secret.
+        with tracer.start_as_current_span(scope["method"], context=parent, kind=trace.SpanKind.SERVER) as span:
             try:
                 await self.app(scope, receive, send_wrapper)
             except Exception as exc:
@@ -90,6 +91,7 @@ class ObservabilityMiddleware:
                 method = scope["method"] if scope["method"] in HTTP_METHODS else "OTHER"
                 duration = time.perf_counter() - started
                 span.set_attribute("http.route", endpoint)
+                span.update_name(f"{method} {endpoint}")
                 span.set_attribute("http.status_code", status["code"])
                 if endpoint not in ("/metrics",):
                     http_request_duration_seconds.labels(self.service, endpoint, method, str(status["code"])).observe(
