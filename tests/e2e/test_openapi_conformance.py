@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -21,12 +22,20 @@ from roomee.kit.auth import SERVICE_SCOPES
 from tests.fixtures.people import make_admin
 from tests.fixtures.platform import make_settings, running_platform
 
-CHECKS = "not_a_server_error,response_schema_conformance"
+CHECKS = os.environ.get("ROOMEE_SCHEMATHESIS_CHECKS", "all")
 MAX_EXAMPLES = int(os.environ.get("ROOMEE_SCHEMATHESIS_EXAMPLES", "5"))
 SEED = 20261130
 ST = Path(sys.executable).with_name("st")
 # Targets served by the platform's app (a target with a runner of its own, the operator, has no HTTP API).
 HTTP_TARGETS = sorted(name for name, spec in targets.TARGETS.items() if getattr(spec, "runner", None) is None)
+
+
+def _summary(output: str) -> str:
+    """Operations tested, test cases and failures, from the run's summary."""
+    tested = re.search(r"Tested: (\d+)", output)
+    cases = re.search(r"(\d+) generated, (?:(\d+) found )?.*", output)
+    parts = [f"{tested.group(1) if tested else '?'} operations", cases.group(0).strip() if cases else "no test cases"]
+    return "; ".join(parts)
 
 
 def _service_token_with_every_scope(running) -> str:
@@ -65,6 +74,38 @@ async def test_every_route_of_the_target_answers_its_documented_responses(target
         failures = []
         for caller, (token, phases) in callers.items():
             code, output = await _schemathesis(running.url, target, token, tmp_path / f"{caller}.xml", phases)
+            print(f"schemathesis {target} as {caller}: {_summary(output)}")  # the figures, with pytest -s
             if code != 0:
                 failures.append(f"--- as {caller} (exit {code}) ---\n{output[-12000:]}")
         assert not failures, "\n".join(failures)
+
+
+async def test_a_405_allows_every_method_of_the_path_and_binary_routes_are_documented_as_such(tmp_path):
+    async with running_platform(make_settings(tmp_path, log_level="ERROR")) as running, running.client() as client:
+        documents = {target: (await client.get(f"/openapi/{target}.json")).json() for target in HTTP_TARGETS}
+        for document in documents.values():
+            # Paths of one shape (/invitations/{id} and /invitations/{token}) are one URL.
+            shapes: dict[str, set[str]] = {}
+            for path, operations in document["paths"].items():
+                shapes.setdefault(re.sub(r"\{[^}]+\}", "x", path), set()).update(operations)
+            for concrete, methods in shapes.items():
+                response = await client.request("OPTIONS", concrete)
+                assert response.status_code == 405, (concrete, response.status_code)
+                allowed = {method.strip().lower() for method in response.headers["allow"].split(",")}
+                assert allowed == methods, (concrete, response.headers["allow"])
+        media = documents["media"]["paths"]
+        for path, kinds in (("/media/{media_id}/file", {"image/*", "application/octet-stream"}),
+                            ("/media/{media_id}/thumbnail", {"image/*"})):
+            operation = media[path]["get"]
+            assert kinds <= set(operation["responses"]["200"]["content"]), path
+            assert "application/json" not in operation["responses"]["200"]["content"], path
+            assert "Location" in operation["responses"]["307"]["headers"], path
+            assert {} in operation["security"] and {"HTTPBearer": []} in operation["security"], path
+
+
+async def test_the_documents_can_be_turned_off(tmp_path):
+    async with running_platform(make_settings(tmp_path, log_level="ERROR", api_docs=False)) as running, \
+            running.client() as client:
+        for path in ("/docs", "/redoc", "/openapi.json", "/openapi/news.json"):
+            assert (await client.get(path)).status_code == 404, path
+        assert (await client.get("/health")).status_code == 200

@@ -21,7 +21,7 @@ from roomee import __version__
 from roomee.kit.errors import RoomeeError
 from roomee.kit.limits import BodyLimit, PayloadTooLarge, too_large
 from roomee.kit.metrics import http_request_duration_seconds
-from roomee.kit.openapi import document
+from roomee.kit.openapi import allowed_methods, document
 from roomee.kit.observability import request_id_var
 from roomee.kit.platform import Platform
 from roomee.kit.settings import Settings
@@ -200,6 +200,7 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
         # ObservabilityMiddleware already makes the server span (with the request id) and the latency
         # histogram; FastAPI's own would record each request a second time.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        **({} if settings.api_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
     )
     app.state.platform = platform
     app.state.service_label = service_label
@@ -251,7 +252,10 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
             # FastAPI's "There was an error parsing the body": a JSON body that is not UTF-8, or nested too deep.
             return invalid_json(f"{type(exc.__cause__).__name__}: {exc.__cause__}")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # every method of the path, not only those of the first route matched
+            headers = {**(headers or {}), "Allow": allowed_methods([*app.routes, *target_routes], request.scope)}
+        return _error(exc.status_code, code, exc.detail, headers)
 
     @app.exception_handler(Exception)
     async def unexpected_error(_request: Request, _exc: Exception):
@@ -278,6 +282,7 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
 
     for spec in targets:
         app.include_router(spec.router)
+    target_routes = [route for spec in targets for route in spec.router.routes]  # FastAPI nests included routers
 
     def openapi() -> dict:
         if app.openapi_schema is None:
@@ -290,7 +295,7 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
     async def target_openapi(target: str) -> JSONResponse:
         """The OpenAPI document of one target served by this process."""
         spec = next((s for s in targets if s.name == target), None)
-        if spec is None:
+        if spec is None or not settings.api_docs:
             return _error(404, "not_found", f"target '{target}' is not served here")
         return JSONResponse(document(f"Roomee {target} ({spec.seed_name})", __version__, spec.router.routes))
 
@@ -304,8 +309,9 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After", "Location"],
             max_age=600,
         )
-    # The body limit first: TextGuard reads a JSON body whole before the app runs.
-    asgi = ObservabilityMiddleware(StartGate(BodyLimit(TextGuard(app), [r for spec in targets for r in spec.router.routes], settings), platform), service_label)
+    # The body limit before TextGuard, which reads a JSON body whole before the app runs.
+    bounded = BodyLimit(TextGuard(app), [route for spec in targets for route in spec.router.routes], settings)
+    asgi = ObservabilityMiddleware(StartGate(bounded, platform), service_label)
     for spec in targets:
         mount = spec.load(spec.mount)
         if mount is not None:

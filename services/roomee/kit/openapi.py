@@ -9,9 +9,11 @@ JSON body), and every one 503 (starting, database down). Other statuses are list
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import Match
 
 from roomee.kit.errors import ErrorDocument, error_responses
 
@@ -34,11 +36,25 @@ def _error_response(status: int) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": ERROR_REF}}}}
 
 
+def _takes_null(schema: dict[str, Any]) -> bool:
+    return schema.get("type") == "null" or any(_takes_null(part) for part in schema.get("anyOf", ()))
+
+
+def _no_null_defaults(schemas: dict[str, Any]) -> None:
+    """A PATCH field that may not be null (``str = None``: absent means unchanged) is documented
+    without its ``default: null``, which the field itself refuses."""
+    for schema in schemas.values():
+        for field in schema.get("properties", {}).values():
+            if "default" in field and field["default"] is None and not _takes_null(field):
+                del field["default"]
+
+
 def document(title: str, version: str, routes: list, description: str | None = None) -> dict[str, Any]:
     spec = get_openapi(title=title, version=version, description=description, routes=routes)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for name in _FASTAPI_VALIDATION_SCHEMAS:
         schemas.pop(name, None)
+    _no_null_defaults(schemas)
     schemas[ErrorDocument.__name__] = ErrorDocument.model_json_schema(ref_template="#/components/schemas/{model}")
     for operations in spec.get("paths", {}).values():
         for operation in operations.values():
@@ -59,3 +75,19 @@ def document(title: str, version: str, routes: list, description: str | None = N
             if "application/json" in content:
                 _also(responses, "400", MALFORMED_JSON)
     return spec
+
+
+def allowed_methods(routes: list, scope: dict[str, Any]) -> str:
+    """The ``Allow`` of a 405: the methods of every route of the most literal path template the URL
+    matches, as the documents list them under that path (``/hotel/add`` is not ``/hotel/{id}``).
+    Starlette's own lists only the first route's: ``GET`` where ``GET`` and ``PATCH`` are two routes."""
+    matched = [route for route in routes if getattr(route, "methods", None) and route.matches(scope)[0] is not Match.NONE]
+    if not matched:
+        return ""
+    # Templates of one shape (``/x/{id}`` and ``/x/{token}``) are one URL: their methods add up.
+    shape = _shape(min(matched, key=lambda route: route.path.count("{")))  # the most literal template
+    return ", ".join(sorted({method for route in matched if _shape(route) == shape for method in route.methods}))
+
+
+def _shape(route) -> str:
+    return re.sub(r"\?P<\w+>", "", route.path_regex.pattern)

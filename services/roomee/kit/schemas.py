@@ -8,10 +8,12 @@ import hmac
 import json
 from datetime import datetime
 from functools import lru_cache
-from typing import Annotated, Any, Generic, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 from zoneinfo import available_timezones
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic.alias_generators import to_camel
 
 from roomee.kit.clock import as_utc
@@ -20,8 +22,26 @@ from roomee.kit.errors import Unprocessable
 T = TypeVar("T")
 
 
+def _is_bool_field(annotation: Any) -> bool:
+    """``bool`` or ``bool | None``."""
+    return annotation is bool or (get_origin(annotation) in (Union, UnionType) and set(get_args(annotation)) == {bool, type(None)})
+
+
 class CamelModel(BaseModel):
+    """camelCase on the wire; a boolean is ``true`` or ``false`` only (not ``0``, ``1``, ``"yes"``,
+    ``"no"``, which pydantic's lax mode would take), as the documents' ``boolean`` says."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None or isinstance(value, bool) or info.field_name is None:
+            return value
+        field = cls.model_fields.get(info.field_name)
+        if field is not None and _is_bool_field(field.annotation):
+            raise PydanticCustomError("bool_type", "Input should be a valid boolean (true or false)")
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
         description="Proxies trusted to give the client address in X-Forwarded-For (comma-separated IPs or "
         "CIDRs, '*' for any): behind an Ingress, its pods' addresses, so throttles key on the real client.",
     )
+    api_docs: bool = Field(
+        default=True, description="Serve /docs, /redoc and /openapi/{target}.json (false: 404, e.g. in production).",
+    )
     # Where each target is reachable for inter-service calls; default: this process (public_url).
     auth_url: str | None = None
     members_url: str | None = None

@@ -180,7 +180,8 @@ async def _serve(service: MediaService, principal: Principal | None, media_id: s
     )
 
 
-@router.get("/media/{media_id}/file", responses={**_errors(401, 404, 503), 307: {"description": "Signed GET (gcs)."}})
+@router.get("/media/{media_id}/file", response_class=Response, responses={**_errors(401, 404, 503), **schemas.FILE_RESPONSES},
+            openapi_extra=schemas.OPTIONAL_BEARER)
 async def media_file(
     media_id: MediaId, service: Media, principal: Annotated[Principal | None, Depends(_optional_principal)]
 ) -> Response:
@@ -189,7 +190,8 @@ async def media_file(
     return await _serve(service, principal, media_id, thumbnail=False)
 
 
-@router.get("/media/{media_id}/thumbnail", responses={**_errors(401, 404, 503), 307: {"description": "Signed GET (gcs)."}})
+@router.get("/media/{media_id}/thumbnail", response_class=Response,
+            responses={**_errors(401, 404, 503), **schemas.THUMBNAIL_RESPONSES}, openapi_extra=schemas.OPTIONAL_BEARER)
 async def media_thumbnail(
     media_id: MediaId, service: Media, principal: Annotated[Principal | None, Depends(_optional_principal)]
 ) -> Response:

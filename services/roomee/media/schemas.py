@@ -54,3 +54,22 @@ class StorageOut(CamelModel):
     reserved_bytes: int = Field(description="Bytes held by presigned uploads not completed yet.")
     max_size: int | None
     unit: str | None
+
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_REDIRECT = {
+    "description": "A redirect to a short-lived signed GET of the object (gcs backend); `Cache-Control: no-store`.",
+    "headers": {"Location": {"description": "The signed URL.", "schema": {"type": "string", "format": "uri"}}},
+}
+# The stable fileUrl / thumbnailUrl answer the bytes themselves (local backend) or a 307 (gcs), not JSON.
+FILE_RESPONSES = {
+    200: {"description": "The file's bytes, inline, in its stored type (one of `ROOMEE_MEDIA_ALLOWED_TYPES`).",
+          "content": {kind: _BINARY for kind in ("image/*", "video/*", "application/pdf", "application/octet-stream")}},
+    307: _REDIRECT,
+}
+THUMBNAIL_RESPONSES = {
+    200: {"description": "The thumbnail's bytes (an image).", "content": {"image/*": _BINARY}},
+    307: _REDIRECT,
+}
+# No token for public media: the bearer token is optional (`{}` is "no security" in OpenAPI).
+OPTIONAL_BEARER = {"security": [{}]}

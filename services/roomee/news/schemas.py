@@ -31,11 +31,13 @@ class PageCreate(CamelModel):
 
 
 class PageUpdate(CamelModel):
-    title: str | None = Field(default=None, min_length=1, max_length=300)
-    content: str | None = Field(default=None, max_length=MAX_CONTENT)
-    medias: list[MediaId] | None = Field(default=None, max_length=MAX_MEDIAS)
-    enable_notifications: bool | None = None
-    requires_acknowledgement: bool | None = None
+    """The fields sent change; `null` empties `content` and `medias` (a title and the flags may not be null)."""
+
+    title: str = Field(default=None, min_length=1, max_length=300)
+    content: str | None = Field(default=None, max_length=MAX_CONTENT, description="`null` empties it.")
+    medias: list[MediaId] | None = Field(default=None, max_length=MAX_MEDIAS, description="`null` removes every media.")
+    enable_notifications: bool = None
+    requires_acknowledgement: bool = None
 
 
 class MediaRef(CamelModel):

@@ -230,7 +230,8 @@ class NewsService:
         found = await self._live_page(principal, page_id)
         if not self._may_change(principal, found):
             raise Forbidden(f"permission '{PUBLISH_PAGES}' required (or be the author)", code="permission_denied")
-        changes = {k: v for k, v in changes.items() if v is not None}
+        # Only content and medias may be null (the schema refuses it elsewhere): null empties them.
+        changes = {k: ("" if k == "content" else []) if v is None else v for k, v in changes.items()}
         if "title" in changes:
             changes["title"] = changes["title"].strip()
         if "content" in changes:
