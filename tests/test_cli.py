@@ -216,3 +216,80 @@ def test_token_of_an_unknown_client_is_a_one_line_error(tmp_path):
     assert out.stdout == ""
     assert len(out.stderr.strip().splitlines()) == 1
     assert "unknown client 'nobody'" in out.stderr and "operator" in out.stderr
+
+
+# --- bootstrap's errors: one line naming what failed and what to set, the exit code of the README ---
+
+BOOTSTRAP = [*ROOMEE, "bootstrap", "--hotel-name", "Hôtel Test", "--email", "admin@test.example.com",
+             "--phone", "+33 1 02 03 04 05", "--address", "1 rue de Test"]
+
+
+def _one_error_line(out: subprocess.CompletedProcess) -> str:
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert "Traceback" not in out.stderr and "developer.mozilla.org" not in out.stderr
+    return lines[0]
+
+
+def test_bootstrap_with_the_platform_unreachable_names_the_url_and_the_setting(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    out = subprocess.run(BOOTSTRAP, capture_output=True, text=True, timeout=60,
+                         env=_env(ROOMEE_PUBLIC_URL=url, ROOMEE_DATA_DIR=str(tmp_path)))
+    assert out.returncode == 3, out.stderr
+    line = _one_error_line(out)
+    assert f"{url}/oauth/token" in line and "ROOMEE_PUBLIC_URL" in line
+    # Without ROOMEE_PUBLIC_URL: the default it tried is named, and that the setting is not set.
+    unset = subprocess.run(BOOTSTRAP, capture_output=True, text=True, timeout=60,
+                           env=_env(ROOMEE_DATA_DIR=str(tmp_path), ROOMEE_PORT=str(free_port())))
+    assert unset.returncode == 3, unset.stderr
+    assert "ROOMEE_PUBLIC_URL (not set" in _one_error_line(unset)
+
+
+def test_bootstrap_with_bad_settings_is_one_line_and_exit_2(tmp_path):
+    out = subprocess.run(BOOTSTRAP, capture_output=True, text=True, timeout=60,
+                         env=_env(ROOMEE_PORT="eighty", ROOMEE_DATA_DIR=str(tmp_path)))
+    assert out.returncode == 2, out.stderr
+    assert "ROOMEE_PORT" in _one_error_line(out)
+
+
+def test_bootstrap_with_members_answering_500_prints_the_status_and_the_error_code(tmp_path):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Platform(BaseHTTPRequestHandler):
+        """Auth and hotel answer; members fails as a broken service does."""
+
+        def _answer(self, status: int, body: dict) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_POST(self):
+            answers = {"/oauth/token": (200, {"access_token": "t", "token_type": "Bearer"}),
+                       "/hotel/add": (202, {"id": "hotel-1", "status": "provisioning"}),
+                       "/members/add/hotel/member": (500, {"error": "internal_error",
+                                                           "detail": "an unexpected error occurred"})}
+            self._answer(*answers.get(self.path, (404, {"error": "not_found", "detail": "no route"})))
+
+        def do_GET(self):
+            self._answer(200, {"id": "hotel-1", "status": "ready"})
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Platform)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        out = subprocess.run(BOOTSTRAP, capture_output=True, text=True, timeout=60,
+                             env=_env(ROOMEE_PUBLIC_URL=url, ROOMEE_DATA_DIR=str(tmp_path)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out.returncode == 1, out.stderr
+    line = _one_error_line(out)
+    assert f"{url}/members/add/hotel/member answered 500 internal_error" in line, line

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from roomee.cli_errors import answer_error
 from roomee.kit.settings import Settings
 
 
@@ -70,7 +71,7 @@ async def provision_hotel(
         headers = {"Authorization": f"Bearer {await _service_token(client, settings)}"}
         added = await client.post(f"{hotel_url}/hotel/add", json=body, headers=headers | {"Idempotency-Key": key})
         if added.status_code not in (200, 201, 202):
-            raise ProvisioningFailed(f"POST /hotel/add answered {added.status_code}: {added.text[:300]}")
+            raise ProvisioningFailed(answer_error(added))
         hotel_id = added.json()["id"]
         deadline = time.monotonic() + timeout_seconds
         while True:

@@ -422,7 +422,17 @@ def recount_notifications(
 
 
 def main() -> None:
-    app()
+    from roomee.cli_errors import explain
+
+    try:
+        app()
+    except Exception as exc:  # expected failures in one line; anything else keeps its traceback
+        explained = explain(exc)
+        if explained is None:
+            raise
+        code, message = explained
+        typer.echo(f"error: {message}", err=True)
+        raise SystemExit(code) from None
 
 
 if __name__ == "__main__":
