@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
 import subprocess
+import threading
+from urllib.parse import urlsplit
 
-from tests.fixtures.platform import free_port, make_settings
+from tests.fixtures.platform import PG_URL, RUN_ID, free_port, make_settings
 from tests.kit.served import ROOMEE, environment, served
 
 
@@ -60,3 +64,75 @@ def test_migrate_with_wait_seconds_migrates_a_database_that_answers(tmp_path):
     out = _migrate(tmp_path, "--target", "auth", "--wait-seconds", "30")
     assert out.returncode == 0, out.stderr
     assert re.search(r"^auth: at \w+$", out.stdout, re.M) and "waiting" not in out.stderr
+
+
+class LateDatabase:
+    """A port in front of this machine's PostgreSQL that refuses connections until ``open()``."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        self.port = self.socket.getsockname()[1]
+
+    def open(self) -> None:
+        self.socket.listen()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.socket.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((urlsplit(PG_URL).hostname, urlsplit(PG_URL).port or 5432))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def test_migrate_waits_for_a_database_that_comes_up_late(tmp_path):
+    late = LateDatabase()
+    prefix = f"t{RUN_ID}_late_"
+    url = urlsplit(PG_URL)._replace(netloc=f"{urlsplit(PG_URL).username or 'postgres'}@127.0.0.1:{late.port}").geturl()
+    settings = make_settings(tmp_path / "data", database_url=url, schema_prefix=prefix, allow_unsafe_defaults=True)
+    process = subprocess.Popen([*ROOMEE, "migrate", "--target", "auth", "--wait-seconds", "120"], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment(settings))
+    try:
+        first = process.stderr.readline()  # said once it was refused...
+        assert first.startswith("waiting up to 120 s for the auth database at postgresql+asyncpg://"), first
+        late.open()  # ...and the database comes up
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        late.close()
+        asyncio.run(_drop_schema(f"{prefix}auth"))
+    assert process.returncode == 0, first + err
+    assert "waiting" not in err, err  # said once, however many attempts
+    assert re.search(r"^auth: at \w+$", out, re.M)
+
+
+async def _drop_schema(name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
