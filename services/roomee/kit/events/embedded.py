@@ -47,6 +47,7 @@ from roomee.kit.events.broker import (
 )
 from roomee.kit.events.envelope import format_timestamp
 from roomee.kit.events.topic import topic_matches
+from roomee.kit.observability import RetryNotice
 
 log = logging.getLogger("roomee.events")
 
@@ -172,6 +173,7 @@ class EmbeddedBroker(Broker):
                 await conn.execute("COMMIT")
 
     async def _renew_leases(self) -> None:
+        notice = RetryNotice(log, "renewing the bus leases")  # said once, and its recovery once
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
@@ -180,8 +182,9 @@ class EmbeddedBroker(Broker):
                         "UPDATE bus_messages SET claimed_until = ? WHERE claimed_by LIKE ?",
                         (time.time() + self.lease_seconds, f"{self.instance_id}:%"),
                     )
-            except Exception:
-                log.warning("could not renew bus leases", exc_info=True)
+                notice.succeeded()
+            except Exception as exc:
+                notice.failed(exc, traceback=True)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -396,13 +399,15 @@ class _EmbeddedSubscription(Subscription):
 
     async def _run(self) -> None:
         backoff = 0.5
+        notice = RetryNotice(log, "the embedded bus consumer", extra={"queue": self.queue})
         while not self._closing:
             self._wake.clear()
             try:
                 rows, next_due = await self._settle_and_claim()
                 backoff = 0.5
-            except Exception:
-                log.warning("embedded bus consumer error", extra={"queue": self.queue}, exc_info=True)
+                notice.succeeded()
+            except Exception as exc:
+                notice.failed(exc, "retrying with backoff up to 5 s", traceback=True)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
