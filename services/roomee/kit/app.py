@@ -21,6 +21,7 @@ from roomee import __version__
 from roomee.kit.errors import RoomeeError
 from roomee.kit.limits import BodyLimit, PayloadTooLarge, too_large
 from roomee.kit.metrics import http_request_duration_seconds
+from roomee.kit.metrics_listener import with_metrics_listener
 from roomee.kit.openapi import allowed_methods, document
 from roomee.kit.observability import request_id_var
 from roomee.kit.platform import Platform
@@ -196,7 +197,8 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
         title=f"Roomee {service_label}",
         version=__version__,
         description="Roomee Platform API (" + ", ".join(f"{s.name} = {s.seed_name}" for s in targets) + ").",
-        lifespan=platform.lifespan,
+        lifespan=platform.lifespan if settings.metrics_port is None else with_metrics_listener(
+            platform.lifespan, settings.host, settings.metrics_port),
         # ObservabilityMiddleware already makes the server span (with the request id) and the latency
         # histogram; FastAPI's own would record each request a second time.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -276,9 +278,10 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
         ok, checks = await platform.readiness()
         return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
-    @app.get("/metrics", tags=["health"], include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    if settings.metrics_port is None:  # else on its own port only (roomee.kit.metrics_listener)
+        @app.get("/metrics", tags=["health"], include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     for spec in targets:
         app.include_router(spec.router)

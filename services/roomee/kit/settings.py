@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     api_docs: bool = Field(
         default=True, description="Serve /docs, /redoc and /openapi/{target}.json (false: 404, e.g. in production).",
     )
+    metrics_port: int | None = Field(
+        default=None, description="Serve /metrics on this port only (a second listener on <host>), not on the API "
+        "port; unset: /metrics on the API port.",
+    )
     # Where each target is reachable for inter-service calls; default: this process (public_url).
     auth_url: str | None = None
     members_url: str | None = None
