@@ -83,7 +83,8 @@ async def _serve(settings: Settings, specs, on_started=None) -> None:
         started = asyncio.create_task(application.state.platform.wait_started())
         await asyncio.wait({started, serving}, return_when=asyncio.FIRST_COMPLETED)
         started.cancel()
-    if server.started and on_started is not None and not serving.done():
+        await asyncio.gather(started, return_exceptions=True)  # a failed start-up is logged by the platform
+    if server.started and on_started is not None and not serving.done() and application.state.platform.started.is_set():
         try:
             await on_started()
         except Exception as exc:  # the platform keeps serving; the operator sees why the extra step failed

@@ -147,8 +147,11 @@ class Platform:
         log.error("start-up failed; /health answers 503 until the process is restarted", exc_info=exc)
 
     async def wait_started(self) -> None:
-        """Until the start-up is done: databases at their migrations' head, broker connected, workers running."""
-        await self.started.wait()
+        """Until the start-up is done: databases at their migrations' head, broker connected, workers
+        running. Raises what made it fail; cancelling the wait leaves the start-up running."""
+        if self._bring_up is None:
+            raise RuntimeError("the platform was not started")
+        await asyncio.shield(self._bring_up)
 
     async def _start_workers(self) -> None:
         for spec in self.targets:
