@@ -9,7 +9,6 @@ JSON body), and every one 503 (starting, database down). Other statuses are list
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi.openapi.utils import get_openapi
@@ -78,16 +77,28 @@ def document(title: str, version: str, routes: list, description: str | None = N
 
 
 def allowed_methods(routes: list, scope: dict[str, Any]) -> str:
-    """The ``Allow`` of a 405: the methods of every route of the most literal path template the URL
-    matches, as the documents list them under that path (``/hotel/add`` is not ``/hotel/{id}``).
-    Starlette's own lists only the first route's: ``GET`` where ``GET`` and ``PATCH`` are two routes."""
-    matched = [route for route in routes if getattr(route, "methods", None) and route.matches(scope)[0] is not Match.NONE]
-    if not matched:
+    """The ``Allow`` of a 405: the methods of the path template the URL belongs to, as the documents
+    list them under that path. The template is the most literal one the URL matches (``/hotel/add``,
+    not ``/hotel/{id}``) among those whose path parameters take the URL's values (``/x/{id}`` with a
+    UUID id does not take ``/x/accept``), the first declared on a tie. Starlette's own lists only the
+    first route's methods: ``GET`` where ``GET`` and ``PATCH`` are two routes of one path."""
+    matched = []
+    for route in routes:
+        if not getattr(route, "methods", None):
+            continue
+        match, child = route.matches(scope)
+        if match is not Match.NONE:
+            matched.append((route, _takes(route, child.get("path_params", {}))))
+    candidates = [route for route, takes in matched if takes] or [route for route, _ in matched]
+    if not candidates:
         return ""
-    # Templates of one shape (``/x/{id}`` and ``/x/{token}``) are one URL: their methods add up.
-    shape = _shape(min(matched, key=lambda route: route.path.count("{")))  # the most literal template
-    return ", ".join(sorted({method for route in matched if _shape(route) == shape for method in route.methods}))
+    chosen = min(candidates, key=lambda route: route.path.count("{")).path  # min keeps the first of a tie
+    return ", ".join(sorted({method for route, _ in matched if route.path == chosen for method in route.methods}))
 
 
-def _shape(route) -> str:
-    return re.sub(r"\?P<\w+>", "", route.path_regex.pattern)
+def _takes(route, values: dict[str, Any]) -> bool:
+    """Whether every path parameter of ``route`` validates the URL's value."""
+    for field in getattr(getattr(route, "dependant", None), "path_params", ()):
+        if field.name in values and field.validate(values[field.name], {}, loc=("path", field.name))[1]:
+            return False
+    return True

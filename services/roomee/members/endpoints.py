@@ -109,7 +109,7 @@ async def add_hotel_member(body: schemas.HotelMemberRequest, service: Members, c
     return await service.add_hotel_member(caller, body.model_dump())
 
 
-@router.get("/members/get/by/hotel_id/{hotel_id}", responses=error_responses(403), response_model=Page[schemas.MemberOut])
+@router.get("/members/get/by/hotel_id/{hotel_id}", responses=error_responses(403, 404), response_model=Page[schemas.MemberOut])
 async def members_of_hotel(
     hotel_id: str, service: Members, principal: CurrentPrincipal, limit: Limit = 200, cursor: Cursor = None
 ):
@@ -146,7 +146,7 @@ async def sync_members(
     return await service.changed_members(body.model_dump())
 
 
-@router.post("/members/lookup", response_model=list[schemas.SyncedMember])
+@router.post("/members/lookup", responses=error_responses(403), response_model=list[schemas.SyncedMember])
 async def lookup_members(
     body: schemas.LookupRequest,
     service: Members,
