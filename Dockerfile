@@ -6,11 +6,12 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python3 -m venv /opt/roomee
-# The dependencies first, in a layer of their own that a change of the sources does not rebuild.
-COPY pyproject.toml setup.py README.md ./
+# The dependencies first, in a layer of their own that only a change of pyproject.toml rebuilds.
+COPY pyproject.toml ./
 RUN /opt/roomee/bin/python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
     && /opt/roomee/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+COPY setup.py README.md ./
 COPY services ./services
 COPY operator ./operator
 # A wheel install (not editable): only what setuptools packages reaches the image, so a module the

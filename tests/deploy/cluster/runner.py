@@ -11,27 +11,35 @@ here"); this plays their part for the workloads a chart renders, from the render
   selected pod's network namespace (an iptables REDIRECT, what kube-proxy's DNAT does);
 - each container with its rendered image, command, args, env (values, `configMapKeyRef`,
   `secretKeyRef`, `fieldRef`, `envFrom`, `$(VAR)` expansion, resolved from the rendered objects),
-  volumes (emptyDir: tmpfs; PersistentVolumeClaim and volumeClaimTemplates: named podman volumes
-  kept across upgrades and owned by the pod's fsGroup user; Secret and ConfigMap: files, items and
-  defaultMode honoured), securityContext (user, read-only root, dropped capabilities, no new
-  privileges) and memory limit; restarted when it fails, as restartPolicy Always does;
+  volumes (emptyDir: an empty tmpfs owned by the pod's user; PersistentVolumeClaim and
+  volumeClaimTemplates: named podman volumes kept across upgrades, owned by the pod's user when it
+  has an fsGroup; Secret and ConfigMap: files, items and defaultMode honoured), securityContext
+  (user, read-only root, dropped capabilities, no new privileges) and memory limit; restarted when
+  it fails, as restartPolicy Always does; a pod that mounts its service account's token gets a
+  kubeconfig (`KUBECONFIG`) for the Kubernetes API the test gives (cluster/kube.py);
 - `replicas` pods per Deployment and StatefulSet; helm's pre-install/pre-upgrade hook Jobs run
   first, then everything else starts at once (as `helm install` applies it) and the release is up
-  once every Job has exited 0 and every readiness probe (httpGet from the node to the pod's
-  address, tcpSocket, exec through `podman exec`) passes;
+  once every Job has exited 0 (a failed Job pod is replaced up to its backoffLimit) and every
+  readiness probe (httpGet from the node to the pod's address, tcpSocket, exec through
+  `podman exec`) passes;
 - an ingress controller (Debian's nginx in a container on the host's network, listening on a
   local port) configured from the rendered Ingresses: each rule's paths (Prefix/Exact, longest
   first) to its Service's name resolved through the network's DNS at request time (so a killed
-  replica leaves it), `X-Forwarded-For` set to the client's address, WebSocket upgrades passed;
-- `upgrade(docs)`: hook Jobs again, then each Deployment replaced pod by pod (a new pod ready
-  before an old one goes, maxUnavailable 0), StatefulSets keeping their volumes;
+  replica leaves it), `X-Forwarded-For` set to the client's address (replacing what the client
+  sent), WebSocket upgrades passed, an access log without query strings;
+- `upgrade(docs)`: hook Jobs, the new revision's Jobs, and every workload whose pod template
+  changed rolled at once (RollingUpdate: a new pod ready before an old one goes; Recreate;
+  StatefulSets keeping their volumes);
+- `replace_pod(pod, kill=True)`: a pod killed (SIGKILL) and a new one started, as a ReplicaSet does;
 - everything the run made (containers, network, volumes, files) is removed by `close()`, also
   after a failure.
 
 What it does not do: scheduling, resource requests, PodDisruptionBudgets, RBAC (the operator's
 permissions are the Kubernetes API stand-in's concern), Ingress TLS and ingress-nginx annotations
-other than the body size and timeouts, NetworkPolicies; a pod is in its Services' DNS from its
-start, not from its first passing readiness probe.
+other than the body size and timeouts (the Socket.IO Ingress's cookie affinity is not: clients
+connect with the WebSocket transport), NetworkPolicies, liveness probes (nothing restarts a live but
+stuck pod); a pod is in its Services' DNS from its start, not from its first passing readiness probe.
+Runs whose test process was killed are removed by the next run (`reap_stale_runs`).
 """
 
 from __future__ import annotations
