@@ -110,6 +110,10 @@ async def test_a_405_allows_every_method_of_the_path_and_binary_routes_are_docum
                 assert response.status_code == 405, (concrete, response.status_code)
                 allowed = {method.strip().lower() for method in response.headers["allow"].split(",")}
                 assert allowed == set(operations), (path, concrete, response.headers["allow"])
+        # A path without parameters is a resource of its own, not a value of a template's parameter.
+        for method, path, allow in (("DELETE", "/members/invitations/accept", "POST"), ("GET", "/hotel/add", "POST")):
+            response = await client.request(method, path)
+            assert (response.status_code, response.headers.get("allow")) == (405, allow), (method, path, response.text)
         media = documents["media"]["paths"]
         for path, kinds in (("/media/{media_id}/file", {"image/*", "application/octet-stream"}),
                             ("/media/{media_id}/thumbnail", {"image/*"})):

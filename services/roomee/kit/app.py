@@ -22,7 +22,7 @@ from roomee.kit.errors import RoomeeError
 from roomee.kit.limits import BodyLimit, PayloadTooLarge, too_large
 from roomee.kit.metrics import http_request_duration_seconds
 from roomee.kit.metrics_listener import with_metrics_listener
-from roomee.kit.openapi import allowed_methods, document
+from roomee.kit.openapi import allowed_methods, document, literal_path_guards
 from roomee.kit.observability import request_id_var
 from roomee.kit.platform import Platform
 from roomee.kit.settings import Settings
@@ -286,6 +286,7 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
     for spec in targets:
         app.include_router(spec.router)
     target_routes = [route for spec in targets for route in spec.router.routes]  # FastAPI nests included routers
+    app.router.routes[:0] = literal_path_guards(target_routes)
 
     def openapi() -> dict:
         if app.openapi_schema is None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.openapi.utils import get_openapi
-from starlette.routing import Match
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 
 from roomee.kit.errors import ErrorDocument, error_responses
 
@@ -84,7 +85,7 @@ def allowed_methods(routes: list, scope: dict[str, Any]) -> str:
     first route's methods: ``GET`` where ``GET`` and ``PATCH`` are two routes of one path."""
     matched = []
     for route in routes:
-        if not getattr(route, "methods", None):
+        if not getattr(route, "methods", None) or getattr(route, "endpoint", None) is _not_allowed:
             continue
         match, child = route.matches(scope)
         if match is not Match.NONE:
@@ -102,3 +103,23 @@ def _takes(route, values: dict[str, Any]) -> bool:
         if field.name in values and field.validate(values[field.name], {}, loc=("path", field.name))[1]:
             return False
     return True
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+async def _not_allowed(_request) -> None:
+    raise HTTPException(405)
+
+
+def literal_path_guards(routes: list) -> list[Route]:
+    """Routes answering 405 for the methods a documented path without parameters does not have, to be
+    placed before every other route: such a path is a resource of its own, so ``DELETE
+    /members/invitations/accept`` is a 405 (Allow: POST), not a revoke of an invitation "accept"
+    through ``DELETE /members/invitations/{id}``."""
+    methods: dict[str, set[str]] = {}
+    for route in routes:
+        if getattr(route, "methods", None) and "{" not in route.path and getattr(route, "include_in_schema", False):
+            methods.setdefault(route.path, set()).update(route.methods)
+    return [Route(path, _not_allowed, methods=sorted(_METHODS - allowed), include_in_schema=False)
+            for path, allowed in methods.items()]
