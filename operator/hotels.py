@@ -21,6 +21,12 @@ HOTEL_FIELDS = {
 FACTS = ("qrLink", "subscriptionId", "adminMemberId")
 
 
+def idempotency_key(uid: str) -> str:
+    """The ``Idempotency-Key`` of a Hotel's ``POST /hotel/add``: the hotel service finds (and
+    deletes) the hotel by it even when its id never reached the status."""
+    return f"hotel-{uid}"
+
+
 def _at(spec: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         spec = spec.get(key) if isinstance(spec, dict) else None
@@ -46,7 +52,11 @@ def differences(wanted: dict[str, Any], actual: dict[str, Any]) -> dict[str, Any
 
 
 def post_events(body: Any, changed: list[dict]) -> None:
+    """One Event per real change: a step done or failing, Ready reached or lost. A step waiting or
+    running (Unknown) and Ready's "still provisioning" are in the conditions, not worth an Event."""
     for condition in changed:
+        if condition["status"] == "Unknown" or (condition["type"] == READY and condition["reason"] == "Provisioning"):
+            continue
         message = f"{condition['type']}={condition['status']}: {condition['message']}"
         failing = condition["status"] == "False" and condition["reason"] not in ("Provisioning", "Deleting")
         if failing:

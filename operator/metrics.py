@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 reconciliations_total = Counter(
     "roomee_operator_reconciliations_total", "Handler runs of the operator by resource, handler and outcome.",
@@ -45,3 +45,5 @@ def measured(resource: str, handler: str):
     finally:
         reconciliations_total.labels(resource, handler, outcome).inc()
         reconciliation_duration_seconds.labels(resource, handler).observe(time.perf_counter() - started)
+
+leader_gauge = Gauge("roomee_operator_leader", "1 while this replica holds the Lease and runs kopf, else 0.")

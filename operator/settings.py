@@ -26,3 +26,23 @@ class OperatorSettings(Settings):
         default=16, ge=1, description="Requests in flight to the platform at once (many Hotels at once queue here "
         "instead of timing out and opening the circuit breaker).",
     )
+    # Leader election (two replicas, one active): the Lease and this replica's identity (the pod's
+    # name and namespace, given by the chart through fieldRef).
+    operator_leader_election: bool = Field(
+        default=True, description="Run kopf only while holding the Lease (off: this replica always acts).",
+    )
+    operator_lease_name: str = Field(default="roomee-operator", description="Name of the coordination.k8s.io Lease.")
+    operator_lease_namespace: str | None = Field(
+        default=None, description="Namespace of the Lease; unset: the pod's own (its service account's), else the "
+        "kubeconfig context's.",
+    )
+    operator_identity: str | None = Field(
+        default=None, description="This replica's holder identity (the pod name); unset: host name and process id.",
+    )
+    operator_lease_duration_seconds: float = Field(
+        default=15.0, ge=2, description="How long a Lease not renewed stays its holder's before another takes over.",
+    )
+    operator_lease_renew_seconds: float = Field(default=5.0, gt=0, description="How often the holder renews it.")
+    operator_lease_retry_seconds: float = Field(
+        default=2.0, gt=0, description="How often a standing-by replica tries to take the Lease.",
+    )

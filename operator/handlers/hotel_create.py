@@ -1,25 +1,27 @@
 """Hotel created (or found when the operator starts): ``POST /hotel/add`` once, keyed by the
 object's uid, then follow ``GET /hotel/{id}/provisioning`` until the saga ends, mirroring each step
-into a condition. kopf re-runs this handler after each TemporaryError (its delay is the poll)."""
+into a condition. kopf re-runs this handler after each TemporaryError (its delay is the poll).
+A Hotel the hotel service refused is submitted again by the update handler once its spec changes."""
 
 from __future__ import annotations
 
 import kopf
 
 from roomee.operator import hotels
+from roomee.operator.conditions import READY, Condition
 from roomee.operator.metrics import measured
 from roomee.operator.platform import PlatformAPI, error_detail
 from roomee.operator.settings import GROUP, VERSION
-from roomee.operator.conditions import READY, Condition
 
 
 async def _submit(api: PlatformAPI, body, spec, uid: str, patch: kopf.Patch, generation: int, retry: int) -> str:
     response = await api.call(api.hotel, "POST", "/hotel/add", retry=retry, endpoint="/hotel/add",
-                              json=hotels.add_body(dict(spec)), headers={"Idempotency-Key": f"hotel-{uid}"})
+                              json=hotels.add_body(dict(spec)), headers={"Idempotency-Key": hotels.idempotency_key(uid)})
     if response.status_code == 409:  # the first request with this key is still running
         raise kopf.TemporaryError(error_detail(response), delay=1)
-    if response.status_code in (400, 409, 422):
+    if response.status_code in (400, 410, 422):
         hotels.set_conditions(body, patch, [Condition(READY, "False", "Rejected", error_detail(response))], generation)
+        patch.status["observedGeneration"] = generation  # seen and refused: an edit submits it again
         raise kopf.PermanentError(f"the hotel service refused this Hotel: {error_detail(response)}")
     if response.status_code not in (200, 201, 202):
         raise kopf.TemporaryError(f"POST /hotel/add answered {response.status_code}: {error_detail(response)}",
@@ -30,29 +32,33 @@ async def _submit(api: PlatformAPI, body, spec, uid: str, patch: kopf.Patch, gen
     return hotel_id
 
 
+async def provision(api: PlatformAPI, body, spec, status, uid: str, patch: kopf.Patch, generation: int,
+                    retry: int) -> None:
+    """Submit the Hotel unless its hotel exists, then follow the saga until the hotel is ready."""
+    hotel_id = status.get("hotelId") or await _submit(api, body, spec, uid, patch, generation, retry)
+    response = await api.call(api.hotel, "GET", f"/hotel/{hotel_id}/provisioning", retry=retry,
+                              endpoint="/hotel/{id}/provisioning")
+    if response.status_code == 404:
+        hotels.not_found(body, patch, hotel_id, generation)
+        raise kopf.PermanentError(f"hotel {hotel_id} was deleted outside Kubernetes")
+    if response.status_code != 200:
+        raise kopf.TemporaryError(f"provisioning answered {response.status_code}: {error_detail(response)}",
+                                  delay=api.poll_delay(retry))
+    document = response.json()
+    hotels.mirror(body, patch, document, generation)
+    if document["status"] == "failed":
+        raise kopf.PermanentError(f"provisioning of hotel {hotel_id} failed")
+    if document["status"] != "ready":
+        raise kopf.TemporaryError(f"hotel {hotel_id} is {document['status']}", delay=api.poll_delay(retry))
+    await _converge(api, body, spec, hotel_id, retry)
+    patch.status["observedGeneration"] = generation
+
+
 @kopf.on.resume(GROUP, VERSION, "hotels", id="hotel-resume")
 @kopf.on.create(GROUP, VERSION, "hotels", id="hotel-create")
 async def create_hotel(body, spec, status, meta, uid, patch: kopf.Patch, memo, retry: int, **_) -> None:
     with measured("hotel", "create"):
-        api: PlatformAPI = memo.api
-        generation = meta.get("generation")
-        hotel_id = status.get("hotelId") or await _submit(api, body, spec, uid, patch, generation, retry)
-        response = await api.call(api.hotel, "GET", f"/hotel/{hotel_id}/provisioning", retry=retry,
-                                  endpoint="/hotel/{id}/provisioning")
-        if response.status_code == 404:
-            hotels.not_found(body, patch, hotel_id, generation)
-            raise kopf.PermanentError(f"hotel {hotel_id} was deleted outside Kubernetes")
-        if response.status_code != 200:
-            raise kopf.TemporaryError(f"provisioning answered {response.status_code}: {error_detail(response)}",
-                                      delay=api.poll_delay(retry))
-        document = response.json()
-        hotels.mirror(body, patch, document, generation)
-        if document["status"] == "failed":
-            raise kopf.PermanentError(f"provisioning of hotel {hotel_id} failed")
-        if document["status"] != "ready":
-            raise kopf.TemporaryError(f"hotel {hotel_id} is {document['status']}", delay=api.poll_delay(retry))
-        await _converge(api, body, spec, hotel_id, retry)
-        patch.status["observedGeneration"] = generation
+        await provision(memo.api, body, spec, status, uid, patch, meta.get("generation"), retry)
 
 
 async def _converge(api: PlatformAPI, body, spec, hotel_id: str, retry: int) -> None:

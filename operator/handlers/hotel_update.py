@@ -7,19 +7,22 @@ import kopf
 
 from roomee.operator import hotels
 from roomee.operator.conditions import READY, Condition
+from roomee.operator.handlers.hotel_create import provision
 from roomee.operator.metrics import measured
 from roomee.operator.platform import PlatformAPI, error_detail
 from roomee.operator.settings import GROUP, VERSION
 
 
 @kopf.on.update(GROUP, VERSION, "hotels", id="hotel-update", field="spec")
-async def update_hotel(old, new, body, status, meta, patch: kopf.Patch, memo, retry: int, **_) -> None:
+async def update_hotel(old, new, body, status, meta, uid, patch: kopf.Patch, memo, retry: int, **_) -> None:
     with measured("hotel", "update"):
         api: PlatformAPI = memo.api
         generation = meta.get("generation")
         hotel_id = status.get("hotelId")
         if not hotel_id:
-            raise kopf.TemporaryError("the hotel is not created yet", delay=1)
+            # Updates follow a finished create: without a hotel it was refused, and the edit may fix it.
+            await provision(api, body, new, status, uid, patch, generation, retry)
+            return
         changes = hotels.differences(hotels.wanted_fields(dict(new or {})), hotels.wanted_fields(dict(old or {})))
         if changes:
             response = await api.call(api.hotel, "PATCH", f"/hotel/{hotel_id}", retry=retry, endpoint="/hotel/{id}",

@@ -41,6 +41,8 @@ _READ = {401: _AUTH[401], 403: _AUTH[403],
     "/hotel/add", status_code=202, response_model=schemas.HotelAccepted,
     responses={**_AUTH, 409: {"description": "`idempotency_key_in_flight`: the first request with this key is "
                                              "still being handled (retry after `Retry-After`)."},
+               410: {"description": "`idempotency_key_deleted`: the hotel of this key was deleted "
+                                    "(`DELETE /hotel/by-idempotency-key/{key}`); nothing was created."},
                422: {"description": "Invalid body, or `idempotency_key_reused` with another body."}},
 )
 async def add_hotel(
@@ -75,6 +77,37 @@ async def list_hotels(
 ):
     """Hotels, oldest first, paginated by cursor (scope `hotel:provision`)."""
     return await service.list(cursor=cursor, limit=limit, status=status)
+
+
+IdempotencyKey = Annotated[str, Path(min_length=1, max_length=255, description="The `Idempotency-Key` of `POST /hotel/add`.")]
+
+
+@router.get("/hotel/by-idempotency-key/{key}", response_model=schemas.HotelOut,
+            responses={**_AUTH, 404: {"description": "`idempotency_key_unknown`: no hotel was added with this key "
+                                                     "by this caller (yet), or it is deleted."}})
+async def get_hotel_by_key(key: IdempotencyKey, service: Hotels, caller: Provisioner):
+    """The hotel that this caller's `POST /hotel/add` with this `Idempotency-Key` created
+    (scope `hotel:provision`): how a client whose answer was lost finds its hotel."""
+    return await service.find_by_key(caller, key)
+
+
+@router.delete(
+    "/hotel/by-idempotency-key/{key}", status_code=202, response_model=schemas.HotelOut,
+    responses={**_AUTH, 204: {"description": "No hotel exists for this key (none was added, the add is still in "
+                                             "flight, or it is deleted): the key is marked deleted, so that add "
+                                             "creates nothing and a later one answers 410."},
+               409: {"description": "`hotel_provisioning`: the hotel is still being provisioned; retry after "
+                                    "`Retry-After`."}},
+)
+async def delete_hotel_by_key(key: IdempotencyKey, service: Hotels, caller: Provisioner, background: BackgroundTasks):
+    """Delete what this caller's `POST /hotel/add` with this `Idempotency-Key` made or is making
+    (scope `hotel:provision`), whatever the timing: before the add, while it is in flight, or
+    after its answer was lost. 202 with the hotel being deleted, as `DELETE /hotel/{id}`."""
+    hotel = await service.delete_by_key(caller, key)
+    if hotel is None:
+        return Response(status_code=204)
+    background.add_task(service.kick_deletion, hotel["id"])
+    return hotel
 
 
 @router.get("/hotel/{hotel_id}", response_model=schemas.HotelOut, responses=_READ)

@@ -59,8 +59,10 @@ class IdempotencyRepository:
     async def lock(self) -> None:
         await take_write_lock(self.session, idempotency_key)
 
-    async def get(self, caller: str, key: str) -> dict | None:
+    async def get(self, caller: str, key: str, *, for_update: bool = False) -> dict | None:
         query = sa.select(idempotency_key).where(idempotency_key.c.caller == caller, idempotency_key.c.key == key)
+        if for_update:  # PostgreSQL: a delete of the key and the add it races with take turns
+            query = query.with_for_update()
         found = (await self.session.execute(query)).mappings().first()
         return dict(found) if found else None
 

@@ -18,7 +18,7 @@ from roomee.hotel.qr import join_link
 from roomee.hotel.repository import HotelRepository, IdempotencyRepository
 from roomee.kit.auth import Principal
 from roomee.kit.clock import as_utc, utcnow
-from roomee.kit.errors import Conflict, Forbidden, NotFound, Unprocessable
+from roomee.kit.errors import Conflict, Forbidden, Gone, NotFound, Unprocessable
 from roomee.kit.http import raise_for_status
 from roomee.kit.platform import ServiceContext
 from roomee.kit.saga import COMPENSATING, RUNNING, WAITING, describe_step
@@ -65,6 +65,10 @@ def present(row: dict[str, Any]) -> dict[str, Any]:
 def accepted(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "status": row["status"], "plan": row["plan"],
             "qr_link": row["qr_link"], "links": {"provisioning": provisioning_path(row["id"])}}
+
+
+def raise_key_deleted() -> None:
+    raise Gone("the hotel of this Idempotency-Key was deleted; use a new key", code="idempotency_key_deleted")
 
 
 def provisioning_path(hotel_id: str) -> str:
@@ -158,6 +162,8 @@ class HotelService:
             "joinLink": join_link(join_base, hotel_id),
         }
         async with self.db.transaction() as session:
+            if idempotency_key:
+                await self._refuse_deleted_key(session, caller.subject, idempotency_key)
             await HotelRepository(session).insert(row)
             await self.provisioner.provisioning.start(session, hotel_id, saga_data, done={"hotel": hotel_id})
             if idempotency_key:
@@ -186,6 +192,8 @@ class HotelService:
                             "expires_at": now + timedelta(seconds=self.ctx.settings.hotel_idempotency_ttl_seconds),
                         })
                         return None
+                    if found["state"] == "deleted":
+                        raise_key_deleted()
                     if found["request_hash"] != digest:
                         raise Unprocessable("this Idempotency-Key was used with another request body",
                                             code="idempotency_key_reused")
@@ -201,6 +209,58 @@ class HotelService:
                 continue  # another request reserved the key between our read and insert: read again
         raise Conflict("a request with this Idempotency-Key is still being handled; retry shortly",
                        code="idempotency_key_in_flight", headers={"Retry-After": "1"})
+
+    @staticmethod
+    async def _refuse_deleted_key(session, caller: str, key: str) -> None:
+        """In the transaction creating the hotel: a delete of the key that came meanwhile wins."""
+        keys = IdempotencyRepository(session)
+        await keys.lock()
+        current = await keys.get(caller, key, for_update=True)
+        if current is None or current["state"] == "deleted":
+            raise_key_deleted()
+
+    async def find_by_key(self, caller: Principal, key: str) -> dict:
+        """The hotel that ``POST /hotel/add`` with this caller's ``Idempotency-Key`` created."""
+        async with self.db.transaction() as session:
+            found = await IdempotencyRepository(session).get(caller.subject, key)
+            if found is None or found["state"] != "done":
+                raise NotFound("no hotel was added with this Idempotency-Key", code="idempotency_key_unknown")
+            return present(await self._visible(session, caller, found["hotel_id"]))
+
+    async def delete_by_key(self, caller: Principal, key: str) -> dict | None:
+        """Delete whatever ``POST /hotel/add`` with this ``Idempotency-Key`` made or is making.
+
+        No hotel yet (the add is in flight, or not even sent): the key is marked deleted, so that
+        add creates nothing and a later one answers 410; None. A hotel: its deletion as
+        :meth:`delete` (409 while it is provisioning); None once it is deleted.
+        """
+        for _ in range(3):
+            try:
+                async with self.db.transaction() as session:
+                    keys = IdempotencyRepository(session)
+                    await keys.lock()
+                    found = await keys.get(caller.subject, key, for_update=True)
+                    if found is None:
+                        now = utcnow()
+                        await keys.insert({
+                            "caller": caller.subject, "key": key, "request_hash": "", "state": "deleted",
+                            "created_at": now,
+                            "expires_at": now + timedelta(seconds=self.ctx.settings.hotel_idempotency_ttl_seconds),
+                        })
+                    elif found["state"] == "in_flight":
+                        await keys.update(caller.subject, key, {"state": "deleted"})
+                break
+            except IntegrityError:
+                continue  # an add reserved the key between our read and insert: read again
+        else:
+            raise Conflict("the Idempotency-Key is being reserved; retry shortly", code="idempotency_key_in_flight",
+                           headers={"Retry-After": "1"})
+        if found is None or found["state"] != "done":
+            return None
+        try:
+            return await self.delete(caller, found["hotel_id"])
+        except NotFound:
+            return None
 
     async def kick(self, hotel_id: str) -> None:
         """Start provisioning in this process now (after the response; the worker would in a second)."""
