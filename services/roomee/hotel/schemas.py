@@ -37,11 +37,13 @@ class HotelCreate(CamelModel):
 
 
 class HotelUpdate(CamelModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    email: EmailStr | None = None
-    phone: str | None = Field(default=None, min_length=3, max_length=64, pattern=r"^[0-9+()./\- ]+$")
-    address: str | None = Field(default=None, min_length=1, max_length=500)
-    plan: Plan | None = Field(default=None, description="A new plan: changed through billing, with the new storage quota.")
+    """The fields sent change; none of them may be null (absent means unchanged)."""
+
+    name: str = Field(default=None, min_length=1, max_length=200)
+    email: EmailStr = None
+    phone: str = Field(default=None, min_length=3, max_length=64, pattern=r"^[0-9+()./\- ]+$")
+    address: str = Field(default=None, min_length=1, max_length=500)
+    plan: Plan = Field(default=None, description="A new plan: changed through billing, with the new storage quota.")
 
     @model_validator(mode="after")
     def _not_empty(self) -> "HotelUpdate":
