@@ -69,3 +69,16 @@ def test_operator_runs_alone():
 
     out = subprocess.run([*ROOMEE, "run", "--target", "operator,hotel"], capture_output=True, text=True)
     assert out.returncode != 0 and "runs alone" in out.stderr
+
+
+def test_without_a_cluster_the_operator_says_what_it_looked_for_in_one_line_and_exits_2(tmp_path):
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMEE_") and k != "KUBECONFIG"} | {
+        "HOME": str(tmp_path), "ROOMEE_DATA_DIR": str(tmp_path / "data"),
+        **{f"ROOMEE_{target}_URL": "http://127.0.0.1:9" for target in ("AUTH", "HOTEL", "MEMBERS")}}
+    out = subprocess.run([*ROOMEE, "run", "--target", "operator"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "service account" in lines[0] and "KUBECONFIG" in lines[0] and "Traceback" not in out.stderr
