@@ -53,6 +53,17 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the HTTP API (CORS) and to open Socket.IO connections "
         '(JSON list; ["*"] for any). Empty: the same origin only.',
     )
+    socket_ping_interval_seconds: float = Field(
+        default=25.0, gt=0, description="Socket.IO (engine.io) ping interval: the server pings each client this often."
+    )
+    socket_ping_timeout_seconds: float = Field(
+        default=20.0, gt=0, description="Socket.IO (engine.io) ping timeout: a client that has not answered a ping "
+        "within interval + timeout is closed, whatever else it sends."
+    )
+    socket_recovery_window_seconds: float = Field(
+        default=120.0, ge=0, description="Socket.IO connection state recovery: a reconnecting client is sent the "
+        "notifications it missed when none of them is older than this; otherwise recovered is false (it refetches)."
+    )
     signup_url: str | None = Field(
         default=None, description="Sign-up page the invitation link points to; default <public_url>/signup "
         "(a minimal built-in form)."

@@ -158,6 +158,12 @@ class _Socket(engineio.async_socket.AsyncSocket):
     ws: _WebSocket | None = None
     flusher: asyncio.Task | None = None
     ping_timer: asyncio.TimerHandle | None = None
+    # Loop time by which the client must have answered a ping (interval + timeout after the last
+    # pong, or after the websocket opened); only a pong moves it, not other frames.
+    pong_deadline: float = 0.0
+
+    def _arm_pong_deadline(self) -> None:
+        self.pong_deadline = asyncio.get_running_loop().time() + self.server.ping_interval + self.server.ping_timeout
 
     def deliver(self, pkt: engineio.packet.Packet, frame: bytes | None = None) -> None:
         """Send ``pkt`` after every packet sent or queued before it (``frame``: its encoding)."""
@@ -199,6 +205,7 @@ class _Socket(engineio.async_socket.AsyncSocket):
         self.deliver(pkt)
 
     def schedule_ping(self):
+        self._arm_pong_deadline()
         if self.last_ping:
             self.last_ping = None
             self.ping_timer = asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping)
@@ -213,7 +220,16 @@ class _Socket(engineio.async_socket.AsyncSocket):
         if self.ping_timer is not None:
             self.ping_timer.cancel()
             self.ping_timer = None
+        was_open = not self.closed and not self.closing
         await super().close(wait=wait, abort=abort, reason=reason)
+        ws = self.ws
+        if was_open and not abort and ws is not None:
+            # Closed by the server (a disconnect, an invalid packet): after the CLOSE packet the
+            # transport closes too, so a client that ignores CLOSE is not left holding it.
+            flusher = self.flusher
+            if flusher is not None:
+                await asyncio.gather(flusher, return_exceptions=True)
+            await ws.close()
 
     async def _websocket_handler(self, ws):
         max_size = self.server.max_http_buffer_size
@@ -254,20 +270,33 @@ class _Socket(engineio.async_socket.AsyncSocket):
         self.ws = ws
         if not self.queue.empty() and self.flusher is None:
             self.flusher = asyncio.ensure_future(self._flush(ws))
-        timeout = self.server.ping_interval + self.server.ping_timeout
+        self._arm_pong_deadline()
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
-                    async with asyncio.timeout(timeout):
+                    # The deadline is not re-armed by frames other than a pong: a client that
+                    # sends but never answers a ping is closed after interval + timeout.
+                    async with asyncio.timeout_at(self.pong_deadline):
                         data = await receive()
                 except (TimeoutError, OSError, ValueError):
                     break
                 if data is None:
                     break
                 try:
-                    await self.receive(engineio.packet.Packet(encoded_packet=data))
-                except engineio.exceptions.UnknownPacketError:
-                    pass
+                    pkt = engineio.packet.Packet(encoded_packet=data)
+                    if not 0 <= pkt.packet_type < len(engineio.packet.packet_names):
+                        raise ValueError(f"unknown packet type {pkt.packet_type}")
+                except Exception:  # a malformed engine.io packet ends the session (as engine.io's reference server does)
+                    log.info("socket %s closed: malformed engine.io packet", self.sid)
+                    break
+                if loop.time() >= self.pong_deadline and pkt.packet_type != engineio.packet.PONG:
+                    break
+                try:
+                    await self.receive(pkt)
+                except engineio.exceptions.UnknownPacketError:  # a packet type a client must not send
+                    log.info("socket %s closed: unexpected engine.io packet type", self.sid)
+                    break
                 except engineio.exceptions.SocketIsClosedError:
                     break
                 except Exception:
@@ -298,9 +327,63 @@ class _EngineIOServer(engineio.AsyncServer):
         return await super()._trigger_event(event, *args, **kwargs)
 
 
+class Accepted:
+    """What a connect handler returns to accept a socket: ``answer`` goes into the CONNECT
+    packet beside ``sid`` (e.g. ``pid``), ``after`` runs once the CONNECT was sent (events the
+    socket is due come after the acknowledgement, never before it)."""
+
+    def __init__(self, answer: dict[str, Any] | None = None, after: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.answer = answer or {}
+        self.after = after
+
+
 class _AsyncServer(socketio.AsyncServer):
+    """python-socketio's server with the protocol v5 points it leaves out: an unknown namespace's
+    CONNECT_ERROR carries ``{message}``, a packet that is not valid Socket.IO closes the
+    connection, and nothing is sent to a socket before its CONNECT acknowledgement."""
+
     def _engineio_server_class(self):
         return _EngineIOServer
+
+    async def _handle_eio_message(self, eio_sid, data):
+        try:
+            if isinstance(data, bytes) and eio_sid not in self._binary_packet:
+                raise ValueError("binary attachment without a binary packet")
+            await super()._handle_eio_message(eio_sid, data)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            log.info("socket %s closed: invalid Socket.IO packet (%s)", eio_sid, exc)
+            await self.eio.disconnect(eio_sid)
+
+    async def _handle_connect(self, eio_sid, namespace, data):
+        namespace = namespace or "/"
+        sid = None
+        if namespace in self.handlers or namespace in self.namespace_handlers \
+                or self.namespaces == "*" or namespace in self.namespaces:
+            sid = await self.manager.pre_connect(eio_sid, namespace)
+        if sid is None:
+            await self._send_packet(eio_sid, self.packet_class(
+                socketio.packet.CONNECT_ERROR, data={"message": "Invalid namespace"}, namespace=namespace))
+            return
+        if data is not None and not isinstance(data, dict):
+            # protocol v5: the CONNECT payload is an object (or absent)
+            await self.manager.disconnect(sid, namespace, ignore_queue=True)
+            raise ValueError("CONNECT payload is not an object")
+        fail_reason: Any = {"message": "Connection refused by server"}
+        try:
+            result = await self._trigger_event("connect", namespace, sid, self.environ[eio_sid], data)
+        except socketio.exceptions.ConnectionRefusedError as exc:
+            result, fail_reason = False, exc.error_args
+        if result is False:
+            await self._send_packet(eio_sid, self.packet_class(
+                socketio.packet.CONNECT_ERROR, data=fail_reason, namespace=namespace))
+            await self.manager.disconnect(sid, namespace, ignore_queue=True)
+            return
+        answer = result if isinstance(result, Accepted) else Accepted()
+        await self._send_packet(eio_sid, self.packet_class(
+            socketio.packet.CONNECT, {**answer.answer, "sid": sid}, namespace=namespace))
+        await self.manager.connect(sid, namespace)
+        if answer.after is not None:
+            await answer.after()
 
 
 class _MemberRoomSkip(AsyncManager):
@@ -533,6 +616,8 @@ class SocketServer:
         exchange: str = "roomee",
         service: str = "notification",
         allowed_origins: Sequence[str] = (),
+        ping_interval: float = 25.0,
+        ping_timeout: float = 20.0,
     ) -> None:
         self.verifier = verifier
         self.service = service
@@ -548,6 +633,8 @@ class SocketServer:
             client_manager=self.manager,
             cors_allowed_origins="*" if "*" in allowed_origins else (list(allowed_origins) or None),
             cors_credentials=False,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
         )
         self._expiries: dict[str, asyncio.TimerHandle] = {}
         access_changes = getattr(verifier, "access_changes", None)
@@ -599,7 +686,7 @@ class SocketServer:
         (e.g. to send the current unread counters with :meth:`to_sid`)."""
         self._connect_listeners.append(listener)
 
-    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> Accepted:
         token = token_from_handshake(environ, auth)
         if token is None:
             raise socketio.exceptions.ConnectionRefusedError(
@@ -639,11 +726,15 @@ class SocketServer:
         self._connected += 1
         self._gauge.set(self._connected)
         log.debug("socket %s connected for member %s", sid, principal.member_id)
-        for listener in self._connect_listeners:
-            try:
-                await listener(sid, principal)
-            except Exception:
-                log.exception("Socket.IO connect listener failed")
+
+        async def after_ack() -> None:
+            for listener in self._connect_listeners:
+                try:
+                    await listener(sid, principal)
+                except Exception:
+                    log.exception("Socket.IO connect listener failed")
+
+        return Accepted(after=after_ack)
 
     async def _on_disconnect(self, sid: str, *_reason: Any) -> None:
         expiry = self._expiries.pop(sid, None)
@@ -760,6 +851,8 @@ def socket_server(ctx: Any) -> SocketServer:
             exchange=settings.exchange,
             service=getattr(ctx, "name", "notification"),
             allowed_origins=settings.allowed_origins,
+            ping_interval=settings.socket_ping_interval_seconds,
+            ping_timeout=settings.socket_ping_timeout_seconds,
         )
         ctx.state["socket"] = server
         ctx.state["sio"] = server.sio
