@@ -30,9 +30,17 @@ SEED = 20261130
 # schema: a signed cursor, a Stripe signature, a single-use token, an IANA time zone, a content type
 # from the settings' allow-list, no NUL in text, a known plan. Those routes answer the documented
 # 400/410/415/422 with an error code; a 405, an undocumented status or a 5xx is still a failure.
+#
+# GET /members/invitations/{token} and DELETE /members/invitations/{invitation_id} share one URL space:
+# a UUID is both an invitation id and a (string) token, so no Allow can match both documented paths
+# for it. Invitation tokens are 43 URL-safe characters, never a UUID: {token} gets a value of that shape.
 CONFIG = """
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "410", "415", "422", "429", "5xx"]
+
+[[operations]]
+include-path = "/members/invitations/{token}"
+parameters = { "path.token" = "nOtAnInViTaTiOnToKeNbUtOfThEsAmEsHaPe0123456" }
 """
 ST = Path(sys.executable).with_name("st")
 # Targets served by the platform's app (a target with a runner of its own, the operator, has no HTTP API).
