@@ -291,11 +291,11 @@ def test_migrations_run_as_a_job_of_each_revision_not_a_hook(default_docs):
 
 def test_operator_runs_alone_with_least_privilege_rbac(default_docs):
     [operator] = [d for d in by_kind(default_docs, "Deployment") if target_of(d) == "operator"]
-    assert operator["spec"]["replicas"] == 1 and operator["spec"]["strategy"] == {"type": "Recreate"}
+    assert operator["spec"]["replicas"] == 2 and operator["spec"]["strategy"]["type"] == "RollingUpdate"
     pod = operator["spec"]["template"]["spec"]
     [binding] = by_kind(default_docs, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "roomee"}]
-    [role] = by_kind(default_docs, "ClusterRole")
+    [role] = [r for r in by_kind(default_docs, "ClusterRole") if r["metadata"]["name"] == binding["roleRef"]["name"]]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
                for resource in rule["resources"] for verb in rule["verbs"]}
