@@ -385,7 +385,7 @@ def test_contracted_paths_of_the_coming_targets_are_routed():
         "/api/v1/preferences": "notification", "/api/v1/notifications/counters": "notification",
         "/api/v1/subscriptions": "notification", "/socket.io/": "notification",
         "/users/signUp": "auth", "/.well-known/jwks.json": "auth", "/oauth/token": "auth",
-        "/signup": "auth", "/join/h1": "hotel",
+        "/signup": "auth", "/reset-password": "auth", "/join/h1": "hotel",
         "/members/": "members", "/workspaces/w1": "members",
     }
     for path, target in expected.items():

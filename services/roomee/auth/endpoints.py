@@ -80,6 +80,19 @@ async def signup_page(ctx: Context, token: str | None = None) -> Response:
     return pages.signup_answer(ctx.settings, token)
 
 
+@router.get(
+    "/reset-password", response_class=HTMLResponse,
+    responses={**html_responses({200: "The new-password form (HTML).",
+                                 404: "The link carries no well-formed token (an HTML page)."}),
+               307: {"description": "To `ROOMEE_RESET_PASSWORD_URL` with the same `token`, when it is set."}},
+)
+async def reset_password_page(ctx: Context, token: str | None = None) -> Response:
+    """Where password-reset links point when `ROOMEE_RESET_PASSWORD_URL` is unset: a minimal built-in form
+    (the new password, twice) that posts the link's `token` to `POST /users/password/reset`. With
+    `ROOMEE_RESET_PASSWORD_URL` set, a 307 redirect there."""
+    return pages.reset_password_answer(ctx.settings, token)
+
+
 @router.post("/users/signUp", responses=error_responses(404, 409, 410, 429, 503), status_code=201, response_model=schemas.Session)
 async def sign_up(body: schemas.SignUpRequest, service: Auth, request: Request):
     """Create the account of an invited person from the invitation token (single use, expiring).
