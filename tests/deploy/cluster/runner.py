@@ -52,6 +52,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -66,6 +67,10 @@ CONTAINERS_CONF = HERE / "containers.conf"
 INGRESS_IMAGE = "localhost/roomee-test-ingress:nginx"
 HOOK = "helm.sh/hook"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# Containers join and leave the network one at a time: in one run of many, a pod started while
+# others joined and left at once never resolved a peer's name (gaierror for 300 s); podman 4.3's
+# DNS (aardvark-dns) is updated on each join and leave, and this keeps those updates apart.
+NETWORK_CHANGES = threading.Lock()
 
 
 class ClusterError(AssertionError):
@@ -338,13 +343,15 @@ class Cluster:
         return self._start_pod(workload, new_name, 0)
 
     def remove_pod(self, pod: Pod, *, kill: bool = False) -> None:
-        if kill:
-            podman("kill", "-s", "KILL", pod.container, check=False)
-        else:
-            grace = str(pod.spec.get("terminationGracePeriodSeconds", 30))
-            podman("stop", "-t", grace, pod.container, check=False, timeout=120)
+        with NETWORK_CHANGES:
+            if kill:
+                podman("kill", "-s", "KILL", pod.container, check=False)
+            else:
+                grace = str(pod.spec.get("terminationGracePeriodSeconds", 30))
+                podman("stop", "-t", grace, pod.container, check=False, timeout=120)
         self.logs_of_removed[pod.container] = self._logs(pod.container)
-        podman("rm", "-f", "-t", "0", pod.container, check=False)
+        with NETWORK_CHANGES:
+            podman("rm", "-f", "-t", "0", pod.container, check=False)
         self.pods.pop(pod.container, None)
         self.finished.append(pod)
 
@@ -396,7 +403,8 @@ class Cluster:
             args += ["--entrypoint", json.dumps([_expand(part, env) for part in container["command"]])]
         args.append(container["image"])
         args += [_expand(str(part), env) for part in container.get("args") or []]
-        podman(*args)
+        with NETWORK_CHANGES:
+            podman(*args)
         pod = Pod(pod_name, f"{kind}/{name}", cname, spec, labels, workload,
                   {port["name"]: port["containerPort"] for port in container.get("ports") or [] if port.get("name")})
         self.pods[cname] = pod
