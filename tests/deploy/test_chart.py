@@ -138,13 +138,23 @@ def test_service_monitor_and_prometheus_rule_match_the_operator_schemas(everythi
     # The PrometheusRule carries the very rules promtool tests.
     assert rule["spec"] == yaml.safe_load(RULES.read_text())
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    # Every target's Service and the operator's are selected, on their http port.
+    # Every target's Service and the operator's are selected, on their `metrics` port, which no Ingress path
+    # reaches: the targets serve /metrics on a listener of its own (ROOMEE_METRICS_PORT), the operator beside
+    # its probes.
     selector = monitor["spec"]["selector"]["matchLabels"]
-    services = by_kind(everything_docs, "Service")
+    services = [s for s in by_kind(everything_docs, "Service")
+                if s["metadata"]["labels"].get("app.kubernetes.io/component") not in ("postgresql", "rabbitmq")]
     assert services and all(selector.items() <= s["metadata"]["labels"].items() for s in services)
-    assert all(any(p["name"] == "http" for p in s["spec"]["ports"]) for s in services)
+    assert all(any(p["name"] == "metrics" for p in s["spec"]["ports"]) for s in services)
     [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics"
     assert endpoint["path"] == "/metrics" and endpoint["honorLabels"] is True
+    for deployment in by_kind(everything_docs, "Deployment"):
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        if "metrics" in ports:  # a target: its metrics listener is the port the Service names
+            assert env["ROOMEE_METRICS_PORT"] == str(ports["metrics"]) and ports["metrics"] != ports["http"]
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["prod"]
 
 
