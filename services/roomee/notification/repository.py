@@ -169,6 +169,18 @@ class NotificationRepository(Repository):
         ).limit(limit)
         return [dict(row) for row in (await self.session.execute(query)).mappings()]
 
+    async def inbox_after(
+        self, member_id: str, workspace_id: str, after: tuple[datetime, str], *, limit: int
+    ) -> list[dict]:
+        """A member's notifications stored after the position ``(created_at, notification_id)``,
+        oldest first (Socket.IO connection state recovery replays them; the inbox index serves it)."""
+        r = notification_receiver.c
+        created_at, notification_id = after
+        query = self._inbox(member_id, workspace_id).where(
+            sa.or_(r.created_at > created_at, sa.and_(r.created_at == created_at, r.notification_id > notification_id))
+        ).order_by(r.created_at, r.notification_id).limit(limit)
+        return [dict(row) for row in (await self.session.execute(query)).mappings()]
+
     async def in_inbox(self, notification_id: str, member_id: str, workspace_id: str) -> dict | None:
         query = self._inbox(member_id, workspace_id).where(notification_receiver.c.notification_id == notification_id)
         row = (await self.session.execute(query)).mappings().first()

@@ -48,7 +48,10 @@ from websockets.protocol import State as WebSocketState
 
 from roomee.kit.auth import Principal
 from roomee.kit.errors import RoomeeError
+from roomee.notification import clock
 from roomee.notification.hooks import cancelled_from_outside
+from roomee.notification.realtime.recovery import OFFSET_EVENT, Recovery, Resumed, offset_of
+from roomee.notification.realtime.recovery import requested as recovery_requested
 
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol as _SansIOProtocol
@@ -74,8 +77,8 @@ PUBLISH_RETRY_SECONDS = 120.0
 class SocketPublishFailed(Exception):
     """The emit could not reach the other replicas (the broker stayed unreachable)."""
 
-# One emit: event name, payload, target rooms.
-Emit = tuple[str, dict[str, Any], list[str]]
+# One emit: event name, its arguments (a payload, and an offset for notification:new), target rooms.
+Emit = tuple[str, list[Any], list[str]]
 
 socketio_connected_clients = Gauge(
     "socketio_connected_clients",
@@ -391,7 +394,18 @@ class _MemberRoomSkip(AsyncManager):
 
     Sits right below the pub/sub layer in the MRO, so the expansion runs on every replica when
     it delivers an emit to its own sockets.
+
+    Also the per-socket side of connection state recovery (:mod:`.realtime.recovery`): sockets in
+    ``offsets`` get ``notification:new`` with its offset as last argument, the others without it;
+    while a socket is in ``recovering`` (between its CONNECT and the end of its replay), what
+    reaches it is held back, then sent after the replay.
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.offsets: set[str] = set()
+        # sid -> (event, args without offset, offset) held back while the socket's replay runs.
+        self.recovering: dict[str, list[tuple[str, list, str | None]]] = {}
 
     async def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs):
         if skip_sid is not None:
@@ -415,23 +429,63 @@ class _MemberRoomSkip(AsyncManager):
         if namespace not in self.rooms:
             return
         args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
-        encoded = self.server.packet_class(socketio.packet.EVENT, namespace=namespace, data=[event, *args]).encode()
-        packets = [engineio.packet.Packet(engineio.packet.MESSAGE, part)
-                   for part in (encoded if isinstance(encoded, list) else [encoded])]
-        # One websocket frame per packet for every recipient (a server's frames are not masked).
-        frames = [_frame(part.encode()) for part in packets]
+        offset = None
+        if event == OFFSET_EVENT and len(args) == 2 and isinstance(args[1], str):
+            args, offset = args[:1], args[1]
+        plain = self._encode(namespace, event, args)
+        with_offset = None
         skip = set(skip_sid if isinstance(skip_sid, list) else [skip_sid])
         sockets = self.server.eio.sockets
         for sid, eio_sid in self.get_participants(namespace, room):
             socket = sockets.get(eio_sid)
             if sid in skip or socket is None or socket.closed:
                 continue
-            if isinstance(socket, _Socket):
-                for part, frame in zip(packets, frames):
-                    socket.deliver(part, frame)
-            else:
-                for part in packets:
-                    socket.queue.put_nowait(part)
+            held = self.recovering.get(sid)
+            if held is not None:
+                held.append((event, args, offset))
+                continue
+            encoded = plain
+            if offset is not None and sid in self.offsets:
+                if with_offset is None:
+                    with_offset = self._encode(namespace, event, [*args, offset])
+                encoded = with_offset
+            self._write(socket, encoded)
+
+    def _encode(self, namespace: str, event: str, args: list) -> list[tuple[engineio.packet.Packet, bytes]]:
+        """The engine.io packets of one event, each with its websocket frame (a server's frames
+        are not masked), encoded once for every recipient."""
+        encoded = self.server.packet_class(socketio.packet.EVENT, namespace=namespace, data=[event, *args]).encode()
+        packets = [engineio.packet.Packet(engineio.packet.MESSAGE, part)
+                   for part in (encoded if isinstance(encoded, list) else [encoded])]
+        return [(part, _frame(part.encode())) for part in packets]
+
+    @staticmethod
+    def _write(socket: Any, encoded: list[tuple[engineio.packet.Packet, bytes]]) -> None:
+        if isinstance(socket, _Socket):
+            for part, frame in encoded:
+                socket.deliver(part, frame)
+        else:
+            for part, _frame_bytes in encoded:
+                socket.queue.put_nowait(part)
+
+    def end_recovery(self, sid: str, namespace: str, replay: Sequence[tuple[dict[str, Any], str]]) -> None:
+        """Send ``replay`` (``(payload, offset)`` of missed notifications, in order) to ``sid``,
+        then what was held back meanwhile, leaving out what the replay already carried."""
+        held = self.recovering.pop(sid, [])
+        socket = self.server.eio.sockets.get(self.eio_sid_from_sid(sid, namespace))
+        if socket is None or socket.closed:
+            return
+        for payload, offset in replay:
+            self._write(socket, self._encode(namespace, OFFSET_EVENT, [payload, offset]))
+        replayed = {offset for _payload, offset in replay}
+        for event, args, offset in held:
+            if offset is not None and offset in replayed:
+                continue  # committed before the replay's read, emitted after the socket joined its rooms
+            self._write(socket, self._encode(namespace, event, [*args, offset] if offset is not None else args))
+
+    def forget(self, sid: str) -> None:
+        self.offsets.discard(sid)
+        self.recovering.pop(sid, None)
 
     def _expand_skip(self, namespace: str, entries: list) -> list:
         rooms = self.rooms.get(namespace, {})
@@ -471,10 +525,10 @@ class SharedManager(AsyncAioPikaManager, _MemberRoomSkip):
     async def emit_many(self, emits: Sequence[Emit], namespace: str = "/") -> None:
         messages = [
             {
-                "method": "emit", "event": event, "data": [payload], "binary": False, "namespace": namespace,
+                "method": "emit", "event": event, "data": args, "binary": False, "namespace": namespace,
                 "room": rooms, "skip_sid": None, "callback": None, "host_id": self.host_id,
             }
-            for event, payload, rooms in emits
+            for event, args, rooms in emits
         ]
         for message in messages:  # this replica's sockets
             await self._handle_emit(message)
@@ -618,8 +672,10 @@ class SocketServer:
         allowed_origins: Sequence[str] = (),
         ping_interval: float = 25.0,
         ping_timeout: float = 20.0,
+        recovery: Recovery | None = None,
     ) -> None:
         self.verifier = verifier
+        self.recovery = recovery
         self.service = service
         self.manager: LocalManager | SharedManager
         if broker_url:
@@ -715,6 +771,16 @@ class SocketServer:
             {"memberId": principal.member_id, "workspaceId": principal.workspace_id, "subject": principal.subject,
              "permissions": sorted(principal.permissions), "sessionId": principal.session_id},
         )
+        resumed = None
+        if self.recovery is not None and recovery_requested(auth):
+            # Held back from here (before the rooms are joined) until the replay is sent.
+            self.manager.recovering[sid] = []
+            self.manager.offsets.add(sid)
+            try:
+                resumed = await self.recovery.resume(principal, auth)
+            except Exception:  # the database cannot tell what was missed: not recovered
+                log.exception("Socket.IO connection state recovery failed")
+                resumed = Resumed(self.recovery.new_pid(principal), recovered=False)
         if principal.expires_at is not None:
             # The connection lives no longer than the token it was opened with.
             delay = max(principal.expires_at - time.time(), 0)
@@ -728,15 +794,18 @@ class SocketServer:
         log.debug("socket %s connected for member %s", sid, principal.member_id)
 
         async def after_ack() -> None:
+            if resumed is not None:
+                self.manager.end_recovery(sid, "/", resumed.events)
             for listener in self._connect_listeners:
                 try:
                     await listener(sid, principal)
                 except Exception:
                     log.exception("Socket.IO connect listener failed")
 
-        return Accepted(after=after_ack)
+        return Accepted({"pid": resumed.pid} if resumed is not None else None, after_ack)
 
     async def _on_disconnect(self, sid: str, *_reason: Any) -> None:
+        self.manager.forget(sid)
         expiry = self._expiries.pop(sid, None)
         if expiry is not None:
             expiry.cancel()
@@ -787,15 +856,16 @@ class SocketServer:
     async def to_members_many(self, emits: Sequence[tuple[str, dict[str, Any], Iterable[str]]]) -> None:
         """Several ``(event, payload, member_ids)`` emits, in order; with RabbitMQ, one message
         takes them all to the other replicas."""
-        by_rooms = [(event, payload, sorted({member_room(m) for m in member_ids})) for event, payload, member_ids in emits]
+        by_rooms = [(event, _arguments(event, payload), sorted({member_room(m) for m in member_ids}))
+                    for event, payload, member_ids in emits]
         by_rooms = [emit for emit in by_rooms if emit[2]]
         if not by_rooms:
             return
         if isinstance(self.manager, SharedManager):
             await self.manager.emit_many(by_rooms)
             return
-        for event, payload, rooms in by_rooms:
-            await self.sio.emit(event, payload, to=rooms)
+        for event, args, rooms in by_rooms:
+            await self.sio.emit(event, tuple(args), to=rooms)
 
     async def to_workspace(
         self,
@@ -812,6 +882,13 @@ class SocketServer:
     async def to_sid(self, sid: str, event: str, payload: dict[str, Any]) -> None:
         """Emit to one socket (e.g. from an ``on_member_connect`` listener)."""
         await self.sio.emit(event, payload, to=sid)
+
+
+def _arguments(event: str, payload: dict[str, Any]) -> list[Any]:
+    """An emit's arguments: a stored notification's ``notification:new`` carries its offset too
+    (dropped on the way out for sockets that did not ask for recovery)."""
+    offset = offset_of(payload) if event == OFFSET_EVENT else None
+    return [payload] if offset is None else [payload, offset]
 
 
 class _SocketASGIApp(socketio.ASGIApp):
@@ -836,6 +913,22 @@ class _SocketASGIApp(socketio.ASGIApp):
         await self.other_asgi_app(scope, receive, send_after_start)
 
 
+def new_socket_server(ctx: Any, *, broker_url: str | None) -> SocketServer:
+    """A Socket.IO server configured from the service context's settings (recovery reads its database)."""
+    settings = ctx.settings
+    return SocketServer(
+        ctx.platform.verifier,
+        broker_url=broker_url,
+        exchange=settings.exchange,
+        service=getattr(ctx, "name", "notification"),
+        allowed_origins=settings.allowed_origins,
+        ping_interval=settings.socket_ping_interval_seconds,
+        ping_timeout=settings.socket_ping_timeout_seconds,
+        recovery=Recovery(ctx.db, lambda: clock.now(ctx), settings.socket_recovery_window_seconds)
+        if getattr(ctx, "db", None) is not None else None,
+    )
+
+
 def socket_server(ctx: Any) -> SocketServer:
     """The notification target's Socket.IO server, created once per service context.
 
@@ -844,16 +937,7 @@ def socket_server(ctx: Any) -> SocketServer:
     """
     server = ctx.state.get("socket")
     if server is None:
-        settings = ctx.settings
-        server = SocketServer(
-            ctx.platform.verifier,
-            broker_url=settings.broker_url,
-            exchange=settings.exchange,
-            service=getattr(ctx, "name", "notification"),
-            allowed_origins=settings.allowed_origins,
-            ping_interval=settings.socket_ping_interval_seconds,
-            ping_timeout=settings.socket_ping_timeout_seconds,
-        )
+        server = new_socket_server(ctx, broker_url=ctx.settings.broker_url)
         ctx.state["socket"] = server
         ctx.state["sio"] = server.sio
         ctx.on_stop(server.close)

@@ -1,0 +1,163 @@
+"""Socket.IO connection state recovery with the stock Node socket.io-client 4: what a member missed
+while the notification server was gone is replayed from the stored notifications, once, in order.
+
+The server of the first connection and the one the client reconnects to are two distinct
+``SocketServer`` instances (nothing in memory is shared, as after a restart or on another
+replica) on the same port, over the platform's database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import pytest
+import uvicorn
+
+from roomee.kit.clock import utcnow
+from roomee.notification.socket import new_socket_server
+from tests.fixtures.platform import free_port
+from tests.notification.support import event, inbox, publish, set_clock, team_platform, wait_handled
+from tests.notification.test_socket_js_client import JS_DIR, node  # noqa: F401 (fixture)
+
+MISSED = 20
+
+
+@asynccontextmanager
+async def socket_process(team, port: int):
+    """A fresh notification Socket.IO server on ``port`` that the pipeline emits through, until the
+    block ends (then its connections drop as a stopped process's do)."""
+    ctx = team.ctx
+    server = new_socket_server(ctx, broker_url=None)
+    await server.start()
+    ctx.state["channels"].socket = server
+    config = uvicorn.Config(server.asgi_app(None), host="127.0.0.1", port=port, log_config=None,
+                            lifespan="off", access_log=False)
+    uv = uvicorn.Server(config)
+    task = asyncio.create_task(uv.serve())
+    while not uv.started:
+        assert not task.done(), "the Socket.IO server did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield server
+    finally:
+        uv.should_exit = True
+        await task
+
+
+class Recovering:
+    """``node js/recovering.mjs``: a client with recovery on, reconnecting by itself."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, node_bin: str, url: str, token: str) -> "Recovering":
+        process = await asyncio.create_subprocess_exec(
+            node_bin, str(JS_DIR / "recovering.mjs"), url, token, cwd=JS_DIR,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def next(self, kind: str, timeout: float = 20.0) -> dict:
+        """The next line of type ``kind`` (lines of other types are skipped, except events, which fail)."""
+        while True:
+            line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+            assert line, (await self.process.stderr.read()).decode()
+            message = json.loads(line)
+            if message["type"] == kind:
+                return message
+            assert message["type"] != "event", f"unexpected event while waiting for {kind}: {message}"
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.stdin.close()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+def token_of(person) -> str:
+    return person.headers["Authorization"].split(" ", 1)[1]
+
+
+async def articles(team, count: int) -> list[dict]:
+    """``count`` articles for the first member, published and stored."""
+    member = team.members[0]
+    envelopes = [event(team.admin, [member], payload={"id": f"page-{n}", "title": f"Article {n}"}) for n in range(count)]
+    await publish(team.running, *envelopes)
+    await wait_handled(team.running, *envelopes, timeout=30)
+    return envelopes
+
+
+@asynccontextmanager
+async def connected_then_dropped(tmp_path, node_bin, **overrides):
+    """A platform, a Node client that connected (one live notification received with its
+    offset), and the server it connected to gone; yields (team, client, port)."""
+    async with team_platform(tmp_path, members=1, **overrides) as team:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        async with socket_process(team, port):
+            client = await Recovering.start(node_bin, url, token_of(team.members[0]))
+            try:
+                first = await client.next("connected")
+                assert first["recovered"] is False  # a first connection has nothing to recover
+                await articles(team, 1)
+                live = await client.next("event")
+                assert live["offset"], live  # asked for recovery: each notification:new carries its offset
+            except BaseException:
+                await client.stop()
+                raise
+        try:
+            await client.next("disconnected")
+            yield team, client, port
+        finally:
+            await client.stop()
+
+
+async def test_missed_notifications_are_replayed_once_in_order_by_a_restarted_server(tmp_path, node):
+    async with connected_then_dropped(tmp_path, node) as (team, client, port):
+        await articles(team, MISSED)  # stored while no server holds the member's socket
+        stored = [n["id"] for n in await inbox(team.client, team.members[0], limit=50)][:MISSED][::-1]
+        async with socket_process(team, port):
+            reconnected = await client.next("connected")
+            started = time.monotonic()
+            replayed = [await client.next("event") for _ in range(MISSED)]
+            elapsed = time.monotonic() - started
+            assert reconnected["recovered"] is True
+            assert [e["payload"]["id"] for e in replayed] == stored  # every one, once, oldest first
+            # the stored order (time, then id) of the 20 articles of the gap, each once
+            assert sorted(e["payload"]["data"]["title"] for e in replayed) == sorted(f"Article {n}" for n in range(MISSED))
+            # nothing more arrives: one more article comes live, right after the replay
+            await articles(team, 1)
+            after = await client.next("event")
+            assert after["payload"]["data"]["title"] == "Article 0" and after["payload"]["id"] not in stored
+            print(f"recovery: {MISSED} notifications replayed in {elapsed * 1000:.1f} ms after the reconnect")
+
+
+async def test_a_gap_longer_than_the_window_is_not_recovered(tmp_path, node):
+    async with connected_then_dropped(tmp_path, node, socket_recovery_window_seconds=60) as (team, client, port):
+        await articles(team, 3)
+        set_clock(team.running, utcnow() + timedelta(seconds=61))  # the missed ones are now older than the window
+        async with socket_process(team, port):
+            reconnected = await client.next("connected")
+            assert reconnected["recovered"] is False  # the client refetches
+            await articles(team, 1)  # still served live, on the new session
+            assert (await client.next("event"))["offset"]
+
+
+@pytest.mark.parametrize("auth", [{"pid": "forged", "offset": "x"}, {"pid": None}])
+async def test_a_forged_or_foreign_pid_is_not_recovered(tmp_path, auth):
+    async with team_platform(tmp_path, members=1) as team:
+        server = new_socket_server(team.ctx, broker_url=None)
+        resumed = await server.recovery.resume(await team.ctx.platform.verifier.principal(token_of(team.members[0])), auth)
+        assert resumed.recovered is False and resumed.events == [] and resumed.pid != auth["pid"]
+        admin = await team.ctx.platform.verifier.principal(token_of(team.admin))
+        other = await server.recovery.resume(admin, {"pid": resumed.pid})  # another member's pid
+        assert other.recovered is False and other.pid != resumed.pid
+
