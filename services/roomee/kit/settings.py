@@ -38,7 +38,15 @@ class Settings(BaseSettings):
                                  "for transactions under load, closed when returned (reads wait for a pooled one).")
     broker_url: str | None = Field(
         default=None,
-        description="RabbitMQ URL (amqp://...). Unset: the embedded durable bus in the data dir.",
+        description="RabbitMQ URL (amqp://...), or several nodes of a cluster as a comma-separated list: the first "
+        "that answers is used, and a lost connection moves to the next surviving node. Unset: the embedded durable "
+        "bus in the data dir.",
+    )
+    queue_type: Literal["classic", "quorum"] = Field(
+        default="classic",
+        description="Type of every RabbitMQ queue the platform declares: quorum (replicated, for a RabbitMQ cluster; "
+        "needs RabbitMQ 3.10+) or classic. An existing queue keeps its type: `roomee migrate` refuses a change "
+        "(exit 1) rather than declaring the other type.",
     )
     exchange: str = Field(default="roomee", description="The AMQP topic exchange.")
     queue_prefix: str = Field(default="", description="Prefix of every queue name (isolates test runs on one broker).")
