@@ -1,13 +1,13 @@
 // A socket.io-client 4 that asks for connection state recovery and reconnects on its own.
 // Prints one JSON object per line on stdout: {"type":"connected","recovered":bool} on every
 // (re)connection, {"type":"event","payload":...,"offset":...} for each notification:new, and
-// {"type":"disconnected","reason":...}. Runs until its stdin closes.
+// {"type":"disconnected","reason":...}, each with "at" (ms, the client's clock). Runs until its stdin closes.
 //
 // usage: node recovering.mjs <url> <token>
 import { io } from "socket.io-client";
 
 const [url, token] = process.argv.slice(2);
-const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const print = (obj) => process.stdout.write(JSON.stringify({ ...obj, at: performance.now() }) + "\n");
 
 const socket = io(url, {
   transports: ["websocket"],
