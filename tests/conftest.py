@@ -23,6 +23,7 @@ BACKEND_INDEPENDENT = (
     "tests/e2e/test_broker_outage.py",
     "tests/e2e/test_news_media_broker_outage.py",
     "tests/kit/events/test_broker_start.py",
+    "tests/kit/events/test_broker_cluster.py",
     "tests/kit/test_breaker.py",
     "tests/kit/test_cursors.py",
     "tests/kit/test_http_client.py",

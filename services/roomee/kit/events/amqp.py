@@ -12,11 +12,19 @@ On a handler failure the message is republished (confirmed) to the next retry qu
 ``x-retry-count`` and ``x-original-routing-key``, then the original is acked. The robust connection
 re-declares channels, exchanges, queues, bindings and consumers after a broker restart; publishes
 during an outage raise at once, so the outbox keeps the rows.
+
+A cluster: ``url`` may name several nodes, comma-separated. Each connection attempt tries them in turn
+from the one after the node last lost, so a reconnection lands on a surviving node. With
+``queue_type="quorum"`` every queue is a replicated quorum queue (RabbitMQ 3.10+: message TTL and
+at-least-once dead-lettering, which the retry queues need); a message redelivered
+``QUORUM_DELIVERY_LIMIT`` times (a consumer that keeps dying on it) goes to ``Q.dlq``. RabbitMQ
+refuses to change an existing queue's type: declaring one raises :class:`QueueTypeMismatch`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -25,6 +33,8 @@ from typing import Any
 
 import aio_pika
 import aiormq
+from aio_pika.robust_connection import RobustConnection
+from yarl import URL
 from aiormq.abc import DeliveredMessage
 from aio_pika.abc import (
     AbstractChannel,
@@ -62,6 +72,23 @@ for _noisy in ("aiormq", "aio_pika"):
 _UNAVAILABLE = (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError)
 
 
+# Quorum queues: deliveries of one message (redeliveries after a consumer or node loss count) before
+# RabbitMQ dead-letters it to ``Q.dlq`` rather than handing it out again.
+QUORUM_DELIVERY_LIMIT = 20
+
+
+class QueueTypeMismatch(RuntimeError):
+    """A queue exists with another type than ``ROOMEE_QUEUE_TYPE`` (RabbitMQ never changes a queue's type)."""
+
+
+def broker_urls(url: str) -> list[str]:
+    """The node URLs of ``ROOMEE_BROKER_URL`` (one URL, or several comma-separated)."""
+    urls = [part.strip() for part in url.split(",") if part.strip()]
+    if not urls:
+        raise ValueError("ROOMEE_BROKER_URL names no broker")
+    return urls
+
+
 def retry_queue_name(queue: str, number: int) -> str:
     return f"{queue}.retry.{number}"
 
@@ -82,8 +109,13 @@ class AmqpBroker(Broker):
         reconnect_interval: float = 1.0,
         publish_timeout: float = 30.0,
         shutdown_grace_seconds: float = 10.0,
+        queue_type: str = "classic",
     ) -> None:
+        if queue_type not in ("classic", "quorum"):
+            raise ValueError(f"queue_type must be 'classic' or 'quorum', not {queue_type!r}")
         self.url = url
+        self.urls = broker_urls(url)
+        self.queue_type = queue_type
         self.exchange = exchange
         self.retry_delays = tuple(ms / 1000 for ms in retry_delays_ms)
         self.prefetch = prefetch
@@ -103,9 +135,10 @@ class AmqpBroker(Broker):
         if self._connection is not None:
             return
         self._connection = await aio_pika.connect_robust(
-            self.url,
+            self.urls[0],
             reconnect_interval=self.reconnect_interval,
             client_properties={"connection_name": f"roomee:{self.exchange}"},
+            connection_class=functools.partial(_FailoverConnection, urls=self.urls),
         )
         self._connection.close_callbacks.add(self._on_connection_lost)
         self._connection.reconnect_callbacks.add(self._on_reconnected)
@@ -218,22 +251,52 @@ class AmqpBroker(Broker):
         self, channel: AbstractChannel, queue: str, bindings: Iterable[str]
     ) -> AbstractQueue:
         exchange = await self._declare_exchange(channel)
-        main = await channel.declare_queue(queue, durable=True)
+        main = await self._declare(channel, queue, self._main_arguments(queue))
         for binding in bindings:
             await main.bind(exchange, binding)
         for number, delay in enumerate(self.retry_delays, start=1):
-            await channel.declare_queue(
+            await self._declare(
+                channel,
                 retry_queue_name(queue, number),
-                durable=True,
-                arguments={
+                {
                     "x-message-ttl": int(round(delay * 1000)),
                     "x-dead-letter-exchange": "",
                     "x-dead-letter-routing-key": queue,
                 },
             )
-        await channel.declare_queue(dead_letter_queue_name(queue), durable=True)
+        await self._declare(channel, dead_letter_queue_name(queue))
         self.declared_queues.add(queue)
         return main
+
+    def _main_arguments(self, queue: str) -> dict[str, Any]:
+        if self.queue_type != "quorum":
+            return {}
+        return {
+            "x-delivery-limit": QUORUM_DELIVERY_LIMIT,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dead_letter_queue_name(queue),
+        }
+
+    async def _declare(
+        self, channel: AbstractChannel, name: str, arguments: dict[str, Any] | None = None
+    ) -> AbstractQueue:
+        """Declare a durable queue of ``queue_type``; a queue of the other type is refused by RabbitMQ
+        (PRECONDITION_FAILED), said as :class:`QueueTypeMismatch`."""
+        arguments = dict(arguments or {})
+        if self.queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+            if "x-dead-letter-exchange" in arguments:
+                # At-least-once dead-lettering (3.10+): an expired retry or an over-delivered message is
+                # not lost when a node fails mid-way (the default for quorum queues is at-most-once).
+                arguments.update({"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
+        try:
+            return await channel.declare_queue(name, durable=True, arguments=arguments or None)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise QueueTypeMismatch(
+                f"queue {name!r} exists with other arguments than a {self.queue_type} queue ({exc}); RabbitMQ does "
+                f"not change a queue's type: set ROOMEE_QUEUE_TYPE to the type the queues have, or drain and "
+                f"delete them (roomee migrate declares them anew)"
+            ) from exc
 
     async def dead_letter_counts(self, queues: Iterable[str]) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -296,7 +359,7 @@ class AmqpBroker(Broker):
         channel = await self._require_connection().channel()
         letters: list[DeadLetter] = []
         try:
-            dlq = await channel.declare_queue(dead_letter_queue_name(queue), durable=True)
+            dlq = await self._declare(channel, dead_letter_queue_name(queue))
             while len(letters) < limit:
                 message = await dlq.get(no_ack=False, fail=False)
                 if message is None:
@@ -312,7 +375,7 @@ class AmqpBroker(Broker):
         channel = await self._require_connection().channel(publisher_confirms=True, on_return_raises=True)
         replayed = 0
         try:
-            dlq = await channel.declare_queue(dead_letter_queue_name(queue), durable=True)
+            dlq = await self._declare(channel, dead_letter_queue_name(queue))
             # Only what waits now: a replayed event that fails again at once is dead-lettered anew behind
             # these, and taking it again would loop for as long as it keeps failing.
             for _ in range(dlq.declaration_result.message_count):
@@ -335,6 +398,38 @@ class AmqpBroker(Broker):
         if replayed:
             log.info("replayed dead letters", extra={"queue": queue, "count": replayed})
         return replayed
+
+
+class _FailoverConnection(RobustConnection):
+    """A robust connection over several nodes: each (re)connection attempt tries every URL in turn,
+    from the one after the node whose connection was lost, and keeps the first that answers."""
+
+    def __init__(self, url: URL, *args: Any, urls: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(url, *args, **kwargs)
+        self._urls = [URL(u) for u in urls]
+        self._node = 0
+
+    async def _on_connection_close(self, closing: asyncio.Future) -> None:
+        if not self._close_called:
+            self._node = (self._node + 1) % len(self._urls)  # that node may be gone: start at the next
+        await super()._on_connection_close(closing)
+
+    # aio-pika's RobustConnection makes each attempt through this (name-mangled) method.
+    async def _RobustConnection__connect_transport(self) -> None:
+        failure: BaseException | None = None
+        first = self._node
+        for step in range(len(self._urls)):
+            node = (first + step) % len(self._urls)
+            self.url = self._urls[node]
+            try:
+                await super()._RobustConnection__connect_transport()
+            except Exception as exc:  # refused, reset, timed out, or its channels could not be restored
+                failure = exc
+                continue
+            self._node = node
+            return
+        assert failure is not None
+        raise failure
 
 
 class _AmqpSubscription(Subscription):

@@ -106,6 +106,8 @@ class Broker(ABC):
     exchange: str
     retry_delays: tuple[float, ...]  # seconds
     prefetch: int
+    # ``messaging.system`` of its spans (OpenTelemetry messaging conventions).
+    messaging_system: str = "rabbitmq"
 
     @property
     def max_attempts(self) -> int:
@@ -172,7 +174,8 @@ def without_broker_headers(headers: dict[str, Any]) -> dict[str, Any]:
 
 
 def broker_from_settings(settings: Settings) -> Broker:
-    """RabbitMQ when ``settings.broker_url`` is set, otherwise the embedded bus in ``data_dir/bus.db``."""
+    """RabbitMQ when ``settings.broker_url`` is set (one node or several, comma-separated; queues of
+    ``settings.queue_type``), otherwise the embedded bus in ``data_dir/bus.db``."""
     if settings.broker_url:
         from roomee.kit.events.amqp import AmqpBroker
 
@@ -181,6 +184,7 @@ def broker_from_settings(settings: Settings) -> Broker:
             settings.exchange,
             retry_delays_ms=settings.retry_delays_ms,
             prefetch=settings.consumer_prefetch,
+            queue_type=settings.queue_type,
         )
     from roomee.kit.events.embedded import EmbeddedBroker
 
@@ -190,3 +194,20 @@ def broker_from_settings(settings: Settings) -> Broker:
         retry_delays_ms=settings.retry_delays_ms,
         prefetch=settings.consumer_prefetch,
     )
+
+
+def messaging_attributes(system: str, destination: str, operation: str, *, routing_key: str | None = None,
+                         message_id: str | None = None) -> dict[str, Any]:
+    """The OpenTelemetry messaging attributes of a publish (``send``) or consume (``process``) span:
+    ``destination`` is the exchange published to or the queue consumed."""
+    attributes: dict[str, Any] = {
+        "messaging.system": system,
+        "messaging.destination.name": destination,
+        "messaging.operation.type": operation,
+        "messaging.operation.name": "publish" if operation == "send" else operation,
+    }
+    if routing_key is not None:
+        attributes["messaging.rabbitmq.destination.routing_key"] = routing_key
+    if message_id is not None:
+        attributes["messaging.message.id"] = message_id
+    return attributes
