@@ -170,6 +170,7 @@ def migrate(
     """
     from roomee.kit import migrations
     from roomee.kit.db import Database
+    from roomee.kit.events.amqp import QueueTypeMismatch
     from roomee.kit.platform import Platform, declare_event_topology
 
     settings = _settings()
@@ -187,7 +188,11 @@ def migrate(
                 await db.dispose()
         # The broker's topology is part of the schema: every queue exists before any service publishes.
         topology = Platform(settings, []).event_topology()
-        await _with_broker(settings, lambda broker: declare_event_topology(broker, topology), wait_seconds)
+        try:
+            await _with_broker(settings, lambda broker: declare_event_topology(broker, topology), wait_seconds)
+        except QueueTypeMismatch as exc:  # RabbitMQ never changes a queue's type: say so in one line
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=1) from None
         typer.echo(f"broker: {len(topology)} queues declared ({', '.join(sorted(topology))})")
 
     asyncio.run(go())

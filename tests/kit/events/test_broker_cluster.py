@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -106,6 +108,37 @@ async def test_an_existing_queue_of_the_other_type_is_refused_naming_the_setting
     quorum = await make_broker(settings.model_copy(update={"queue_type": "quorum"}))
     with pytest.raises(QueueTypeMismatch, match="ROOMEE_QUEUE_TYPE"):
         await quorum.declare_queue(queue, ["roomee.notification.#"])
+
+
+@pytest.mark.timeout(120)
+async def test_migrate_refuses_to_change_the_queue_type_in_one_line(tmp_path, make_events_settings):
+    """``roomee migrate`` on queues declared classic, now with ROOMEE_QUEUE_TYPE=quorum: exit 1 and one line
+    naming the setting (RabbitMQ never changes a queue's type), not a traceback."""
+    from roomee.kit.platform import Platform
+
+    settings = isolated(make_events_settings, AMQP_URL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMEE_")} | {
+        "ROOMEE_DATA_DIR": str(tmp_path / "cli"), "ROOMEE_BROKER_URL": AMQP_URL,
+        "ROOMEE_EXCHANGE": settings.exchange, "ROOMEE_QUEUE_PREFIX": settings.queue_prefix,
+    }
+    command = [sys.executable, "-m", "roomee.cli", "migrate", "--target", "notification"]
+    try:
+        first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=90)
+        assert first.returncode == 0, first.stderr
+        changed = subprocess.run(command, capture_output=True, text=True, env=env | {"ROOMEE_QUEUE_TYPE": "quorum"},
+                                 timeout=90)
+        assert changed.returncode == 1, changed.stderr
+        errors = [line for line in changed.stderr.splitlines() if line.strip()]
+        assert len(errors) == 1 and errors[0].startswith("error: queue ") and "ROOMEE_QUEUE_TYPE" in errors[0], errors
+    finally:
+        cleaner = AmqpBroker(AMQP_URL, settings.exchange)
+        await cleaner.start()
+        try:
+            for queue in Platform(settings, []).event_topology():
+                await cleaner.delete_queue(queue)
+            await cleaner.delete_exchange()
+        finally:
+            await cleaner.close()
 
 
 # -- a three-node cluster ------------------------------------------------------------------------------
