@@ -219,6 +219,8 @@ each target answers, and the secrets by reference (never a value), all from the 
 {{- end }}
 - name: ROOMEE_FORWARDED_ALLOW_IPS
   value: {{ join "," .Values.trustedProxies | quote }}
+- name: ROOMEE_QUEUE_TYPE
+  value: {{ .Values.queueType | quote }}
 - name: ROOMEE_EMAIL_BACKEND
   value: {{ .Values.email.backend | quote }}
 - name: ROOMEE_EMAIL_FROM
