@@ -23,7 +23,7 @@ from roomee.kit.limits import BodyLimit, PayloadTooLarge, too_large
 from roomee.kit.metrics import http_request_duration_seconds
 from roomee.kit.metrics_listener import with_metrics_listener
 from roomee.kit.openapi import allowed_methods, document, literal_path_guards
-from roomee.kit.observability import request_id_var
+from roomee.kit.observability import finish_server_span, request_id_var, start_server_span
 from roomee.kit.platform import Platform
 from roomee.kit.settings import Settings
 
@@ -74,7 +74,7 @@ class ObservabilityMiddleware:
         started = time.perf_counter()
         parent = propagate.extract(headers)
         # Named by its route once routed ("GET /members/invitations/{token}"): a path may carry a secret.
-        with tracer.start_as_current_span(scope["method"], context=parent, kind=trace.SpanKind.SERVER) as span:
+        with start_server_span(scope, parent) as span:
             try:
                 await self.app(scope, receive, send_wrapper)
             except Exception as exc:
@@ -91,9 +91,7 @@ class ObservabilityMiddleware:
                 endpoint = getattr(route, "path", None) or UNMATCHED
                 method = scope["method"] if scope["method"] in HTTP_METHODS else "OTHER"
                 duration = time.perf_counter() - started
-                span.set_attribute("http.route", endpoint)
-                span.update_name(f"{method} {endpoint}")
-                span.set_attribute("http.status_code", status["code"])
+                finish_server_span(span, method, getattr(route, "path", None), status["code"])
                 if endpoint not in ("/metrics",):
                     http_request_duration_seconds.labels(self.service, endpoint, method, str(status["code"])).observe(
                         duration

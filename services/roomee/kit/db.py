@@ -14,6 +14,7 @@ from sqlalchemy import DateTime, MetaData, event, text
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from roomee.kit.observability import instrument_engine
 from roomee.kit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class Database:
             # Every DateTime(timezone=True) of every model read back with its zone, as on PostgreSQL.
             self.engine.dialect.colspecs = {**self.engine.dialect.colspecs, DateTime: UtcSQLiteDateTime}
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        instrument_engine(self.engine)  # a span per statement of a traced request or event
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         # Reads on PostgreSQL run in autocommit: under READ COMMITTED each statement takes its own snapshot
         # either way, so BEGIN and COMMIT would only add two round trips. SQLite's driver sends no BEGIN

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from roomee.kit import errors
@@ -189,6 +190,7 @@ class ServiceClient:
                 "http.request.method": method,
                 "url.template": endpoint,
                 "server.address": self._client.base_url.host,
+                "server.port": self._client.base_url.port or (443 if self._client.base_url.scheme == "https" else 80),
                 "peer.service": self.target,
             },
             record_exception=False,
@@ -204,7 +206,9 @@ class ServiceClient:
                     headers=propagation_headers(dict(outgoing)),
                 )
                 try:
-                    response = await self.breaker.call(self._client.send, request)
+                    # This span names the call by its template; httpx's own (raw URL) is left out.
+                    with suppress_http_instrumentation():
+                        response = await self.breaker.call(self._client.send, request)
                 except CircuitOpenError as exc:
                     status = "circuit_open"
                     raise errors.ServiceUnavailable(

@@ -10,11 +10,21 @@ and an OpenTelemetry tracer provider whose context propagates over HTTP (W3C ``t
   retries say so once, and once again when it recovers.
 - :func:`configure_tracing` installs the process-wide tracer provider once; later calls only add
   an exporter that is not installed yet.
+
+Traces follow one set of current semantic conventions (HTTP ``http.request.method``, ``http.route``,
+``http.response.status_code``, ``server.address``; database ``db.system.name``, ``db.operation.name``,
+``db.query.text``; messaging ``messaging.system``, ``messaging.destination.name``,
+``messaging.operation.type``). What leaves the process never holds a raw path: server spans are named
+``METHOD /route/{template}``, client spans ``METHOD /path/{template}`` (no ``url.path``/``url.full``
+with ids, emails or tokens in it), SQL text carries bound parameters, never their values.
+Kept out of traces (:class:`QuietSampler`): probes, scrapes and the platform's once-a-second polls
+(:data:`QUIET_PATHS`), and database statements outside any traced operation (relay and lease polls).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from datetime import datetime, timezone
@@ -24,6 +34,8 @@ from typing import Any, TextIO
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
+from opentelemetry.trace import Status, StatusCode
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -272,7 +284,8 @@ def configure_tracing(settings: Any, service: str) -> TracerProvider:
         if isinstance(current, TracerProvider):
             _tracer_provider = current
         else:
-            provider = TracerProvider(resource=Resource.create({SERVICE_NAME: f"roomee-{service}"}))
+            provider = TracerProvider(resource=Resource.create({SERVICE_NAME: f"roomee-{service}"}),
+                                      sampler=QuietSampler())
             trace.set_tracer_provider(provider)
             _tracer_provider = provider
     key = (settings.otel_exporter, settings.otel_endpoint if settings.otel_exporter == "otlp" else None)
@@ -281,6 +294,7 @@ def configure_tracing(settings: Any, service: str) -> TracerProvider:
         if exporter is not None:
             _tracer_provider.add_span_processor(_span_processor(settings, exporter))
         _installed_exporters.add(key)
+    _instrument_httpx()
     return _tracer_provider
 
 
@@ -293,3 +307,122 @@ def propagation_headers(headers: dict[str, str] | None = None) -> dict[str, str]
     if request_id and not any(name.lower() == REQUEST_ID_HEADER.lower() for name in carrier):
         carrier[REQUEST_ID_HEADER] = request_id
     return carrier
+
+
+# -- what is traced -----------------------------------------------------------------------------
+
+# The contrib instrumentations (httpx, SQLAlchemy) write the current conventions only.
+SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+_SEMCONV_CURRENT = "http,database"
+# Attributes naming a route or a path template, given when a span starts (the sampler sees them).
+_TEMPLATE_ATTRIBUTES = ("http.route", "url.template")
+
+
+class QuietSampler(Sampler):
+    """Spans of the probes, scrapers and polls (:data:`QUIET_PATHS`) are dropped, with everything under
+    them (their context propagates unsampled, so the callee drops its side too); every other span
+    follows its parent (a root is sampled)."""
+
+    def __init__(self) -> None:
+        self._default = ParentBased(ALWAYS_ON)
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None,
+                      trace_state=None) -> SamplingResult:
+        if attributes and any(attributes.get(key) in QUIET_PATHS for key in _TEMPLATE_ATTRIBUTES):
+            return SamplingResult(Decision.DROP, None, None)
+        return self._default.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return "QuietSampler{ParentBased{AlwaysOn}, dropping " + ",".join(sorted(QUIET_PATHS)) + "}"
+
+
+def start_server_span(scope: dict[str, Any], parent: Any):
+    """The server span of one ASGI HTTP request, as the current span (a context manager). Named by the
+    method until :func:`finish_server_span` knows the route; the request line is not recorded, since a
+    path may carry a secret."""
+    method = scope["method"]
+    attributes: dict[str, Any] = {
+        "http.request.method": method if method in _HTTP_METHODS else "_OTHER",
+        "url.scheme": scope.get("scheme", "http"),
+        "network.protocol.version": scope.get("http_version", "1.1"),
+    }
+    server = scope.get("server")
+    if server:
+        attributes["server.address"], attributes["server.port"] = server[0], server[1] or 0
+    if scope["path"] in QUIET_PATHS:  # literal routes: the path is the template, the sampler drops it
+        attributes["http.route"] = scope["path"]
+    return tracer.start_as_current_span(method if method in _HTTP_METHODS else "HTTP", context=parent,
+                                        kind=trace.SpanKind.SERVER, attributes=attributes)
+
+
+def finish_server_span(span: trace.Span, method: str, route: str | None, status: int) -> None:
+    """Name the server span by its route (``GET /members/invitations/{token}``; the method alone when no
+    route matched) and record the answer; a 5xx is an error."""
+    if route:
+        span.set_attribute("http.route", route)
+    span.update_name(f"{method} {route}" if route else method)
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_attribute("error.type", str(status))
+        span.set_status(Status(StatusCode.ERROR))
+
+
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+_instrumented: set[str] = set()
+
+
+def _instrument_httpx() -> None:
+    """Every ``httpx`` client of the process (JWKS, ``/oauth/token``, providers) carries the trace
+    context and writes a client span; the :class:`~roomee.kit.http.ServiceClient` writes its own
+    (named by the path template) and suppresses this one."""
+    if "httpx" in _instrumented:
+        return
+    os.environ.setdefault(SEMCONV_OPT_IN, _SEMCONV_CURRENT)
+    import httpx
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    def redact_url(span, request) -> None:
+        if span.is_recording():
+            url = request.url if isinstance(request.url, httpx.URL) else httpx.URL(str(request.url))
+            origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+            span.set_attribute("url.full", origin + redact_target(url.raw_path.decode("latin-1")))
+
+    async def redact_url_async(span, request) -> None:
+        redact_url(span, request)
+
+    instrumentor = HTTPXClientInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(request_hook=redact_url, async_request_hook=redact_url_async)
+    _instrumented.add("httpx")
+
+
+class _WithinOperations:
+    """A tracer that starts spans only under a span being recorded: a statement of a traced request,
+    publish or event is a child of it, while the relay's, the leases' and the polls' own statements (a
+    root span each, several a second) are not traced."""
+
+    def __init__(self, tracer_: trace.Tracer) -> None:
+        self._tracer = tracer_
+
+    def start_span(self, name: str, *args: Any, **kwargs: Any) -> trace.Span:
+        if not trace.get_current_span().is_recording():
+            return trace.INVALID_SPAN
+        return self._tracer.start_span(name, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tracer, name)
+
+
+def instrument_engine(engine: Any) -> None:
+    """Trace the statements of a SQLAlchemy engine (sync or async) with the contrib instrumentation:
+    one ``CLIENT`` span per statement inside a traced operation."""
+    os.environ.setdefault(SEMCONV_OPT_IN, _SEMCONV_CURRENT)
+    from opentelemetry.instrumentation.sqlalchemy import __version__ as version
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.metrics import get_meter
+
+    sync_engine = getattr(engine, "sync_engine", engine)
+    connections = get_meter("opentelemetry.instrumentation.sqlalchemy", version).create_up_down_counter(
+        "db.client.connections.usage", unit="connections")
+    EngineTracer(_WithinOperations(trace.get_tracer("opentelemetry.instrumentation.sqlalchemy", version)),
+                 sync_engine, connections)

@@ -126,7 +126,7 @@ async def test_a_batch_is_one_consumer_span_linked_to_each_message_trace(make_db
         await broker.publish_batch(messages)
         await wait_until(lambda: len(handled) == 3, timeout=10)
         await asyncio.sleep(0.1)  # the span ends once the batch is settled
-        spans = [s for s in exporter.get_finished_spans() if s.name == f"{queue} process"]
+        spans = [s for s in exporter.get_finished_spans() if s.name == f"process {queue}"]
         assert len(spans) == 1  # one span for the batch, not one per message
         [span] = spans
         assert span.kind == trace.SpanKind.CONSUMER

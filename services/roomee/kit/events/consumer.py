@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.kit import metrics
 from roomee.kit.db import Database
-from roomee.kit.events.broker import Broker, Delivery, PermanentFailure, Subscription
+from roomee.kit.events.broker import Broker, Delivery, PermanentFailure, Subscription, messaging_attributes
 from roomee.kit.events.envelope import Envelope
 from roomee.kit.events.tables import inbox_table
 from roomee.kit.events.topic import topic_matches
@@ -182,17 +182,10 @@ class EventConsumer:
                 handled = await self._handle_in_batch(parsed.id, envelope, delivery)
             elif (tracer := self._tracer()) is not None:
                 with tracer.start_as_current_span(
-                    f"{self.queue} process",
+                    f"process {self.queue}",
                     context=_propagate.extract(delivery.headers),
                     kind=_trace.SpanKind.CONSUMER,
-                    attributes={
-                        "messaging.system": "rabbitmq",
-                        "messaging.destination.name": self.queue,
-                        "messaging.rabbitmq.destination.routing_key": routing_key,
-                        "messaging.message.id": parsed.id,
-                        "roomee.event.type": parsed.type,
-                        "roomee.delivery.attempt": delivery.attempt,
-                    },
+                    attributes=self._process_attributes(delivery, parsed.type),
                 ):
                     handled = await self._handle_once(parsed.id, envelope, delivery)
             else:
@@ -294,22 +287,28 @@ class EventConsumer:
         tracer = self._tracer()
         if tracer is None:
             return await self._process_batch_untraced(items)
+        if len(items) == 1:  # one event: its span continues the publisher's trace, with the event's attributes
+            _event_id, envelope, delivery, _future = items[0]
+            with tracer.start_as_current_span(
+                f"process {self.queue}",
+                context=_propagate.extract(delivery.headers),
+                kind=_trace.SpanKind.CONSUMER,
+                attributes=self._process_attributes(delivery, envelope.get("type")),
+            ):
+                return await self._process_batch_untraced(items)
         # One span per batch, linked to each message's trace (OpenTelemetry's messaging
         # conventions for batch processing): a span per message costs more than handling it.
         links = []
         for _event_id, _envelope, delivery, _future in items:
             span_context = _trace.get_current_span(_propagate.extract(delivery.headers)).get_span_context()
             if span_context.is_valid:
-                links.append(_trace.Link(span_context))
+                links.append(_trace.Link(span_context, {"messaging.message.id": delivery.message_id}))
         with tracer.start_as_current_span(
-            f"{self.queue} process",
+            f"process {self.queue}",
             kind=_trace.SpanKind.CONSUMER,
             links=links,
-            attributes={
-                "messaging.system": "rabbitmq",
-                "messaging.destination.name": self.queue,
-                "messaging.batch.message_count": len(items),
-            },
+            attributes={**messaging_attributes(self._messaging_system, self.queue, "process"),
+                        "messaging.batch.message_count": len(items)},
         ):
             return await self._process_batch_untraced(items)
 
@@ -355,6 +354,17 @@ class EventConsumer:
             else:
                 outcomes.append(event_id in new_ids)
         return outcomes
+
+    @property
+    def _messaging_system(self) -> str:
+        return getattr(self.broker, "messaging_system", "rabbitmq")
+
+    def _process_attributes(self, delivery: Delivery, event_type: Any) -> dict[str, Any]:
+        attributes = messaging_attributes(self._messaging_system, self.queue, "process",
+                                          routing_key=delivery.routing_key, message_id=delivery.message_id)
+        attributes["roomee.event.type"] = str(event_type)
+        attributes["roomee.delivery.attempt"] = delivery.attempt
+        return attributes
 
     def _tracer(self):
         """The tracer, looked up once (``get_tracer`` builds and compares an instrumentation scope on

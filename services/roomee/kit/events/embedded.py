@@ -99,6 +99,8 @@ def _wake(path: str, queues: Iterable[str]) -> None:
 
 
 class EmbeddedBroker(Broker):
+    messaging_system = "roomee_embedded"  # a topic exchange emulated in a database file, not RabbitMQ
+
     def __init__(
         self,
         path: str | Path,

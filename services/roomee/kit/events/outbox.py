@@ -36,15 +36,17 @@ from sqlalchemy.orm import Session
 
 from roomee.kit import metrics
 from roomee.kit.db import Database
-from roomee.kit.events.broker import Broker, BrokerUnavailable, Message
+from roomee.kit.events.broker import Broker, BrokerUnavailable, Message, messaging_attributes
 from roomee.kit.events.envelope import format_timestamp
 from roomee.kit.events.gauges import outbox_unroutable_events, routing_key_family
 from roomee.kit.events.tables import outbox_table
 
 try:  # trace context travels in the message headers (W3C traceparent)
     from opentelemetry import propagate as _propagate
+    from opentelemetry import trace as _trace
 except ImportError:  # pragma: no cover - opentelemetry is a dependency; stay usable without it
     _propagate = None
+    _trace = None
 
 log = logging.getLogger("roomee.events")
 
@@ -222,6 +224,7 @@ class OutboxRelay:
         self._stopping = False
         self._engine = db.engine.sync_engine
         self._unroutable_families: set[str] = set()
+        self._tracer = None  # looked up once (see ``_publish_spans``)
 
     async def start(self) -> None:
         if self._task is not None:
@@ -319,13 +322,16 @@ class OutboxRelay:
                         metrics.outbox_backlog.labels(self.service).set(0)
                     return 0
                 messages = [_message(row) for row in rows]
+                spans = self._publish_spans(messages)
                 try:
                     returned = await self.broker.publish_batch(messages) or ()
-                except Exception:
+                except Exception as exc:
                     for routing_key, count in Counter(m.routing_key for m in messages).items():
                         metrics.amqp_messages_total.labels(self.service, routing_key, "publish", "error").inc(count)
+                    _end_spans(spans, lambda _message: type(exc).__name__)
                     raise
                 unroutable = {id(message) for message in returned}
+                _end_spans(spans, lambda message: "unroutable" if id(message) in unroutable else None)
                 published = [(row, m) for row, m in zip(rows, messages) if id(m) not in unroutable]
                 put_aside = [(row, m) for row, m in zip(rows, messages) if id(m) in unroutable]
                 if published:
@@ -352,6 +358,27 @@ class OutboxRelay:
             metrics.outbox_backlog.labels(self.service).set(0)
         log.debug("outbox published", extra={"service": self.service, "count": len(published)})
         return len(rows)
+
+    def _publish_spans(self, messages: list[Message]) -> list[tuple[Message, Any]]:
+        """A ``PRODUCER`` span per event, in the trace of the request that wrote it (its row keeps the
+        ``traceparent``); the message carries the publish span's context on to its consumers."""
+        if _trace is None:
+            return []
+        if self._tracer is None:
+            self._tracer = _trace.get_tracer("roomee")
+        system = getattr(self.broker, "messaging_system", "rabbitmq")
+        spans = []
+        for message in messages:
+            span = self._tracer.start_span(
+                f"publish {message.routing_key}",
+                context=_propagate.extract(message.headers),
+                kind=_trace.SpanKind.PRODUCER,
+                attributes=messaging_attributes(system, self.db.settings.exchange, "send",
+                                                routing_key=message.routing_key, message_id=message.message_id),
+            )
+            _propagate.inject(message.headers, context=_trace.set_span_in_context(span))
+            spans.append((message, span))
+        return spans
 
     async def _put_aside(self, session: AsyncSession, rows: list[Any], now: datetime) -> None:
         """Keep unroutable rows, each due again after its own backoff, so later rows go on."""
@@ -438,6 +465,16 @@ def _row_headers(row: Any) -> dict[str, Any]:
 
 def _was_unroutable(row: Any) -> bool:
     return f'"{UNROUTABLE_HEADER}"' in (row.headers or "")
+
+
+def _end_spans(spans: list[tuple[Message, Any]], error: Any) -> None:
+    """End the publish spans; ``error(message)`` names why one was not published (``None``: it was)."""
+    for message, span in spans:
+        reason = error(message)
+        if reason is not None:
+            span.set_attribute("error.type", reason)
+            span.set_status(_trace.Status(_trace.StatusCode.ERROR, reason))
+        span.end()
 
 
 def _message(row: Any) -> Message:
