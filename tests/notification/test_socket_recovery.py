@@ -19,13 +19,16 @@ from datetime import timedelta
 import httpx
 import pytest
 import uvicorn
+from websockets.asyncio.client import connect
 
 from roomee.kit.clock import utcnow
+from roomee.notification.realtime.recovery import offset_of
 from roomee.notification.socket import new_socket_server
 from tests.fixtures.platform import free_port
 from tests.kit.served import ROOMEE, environment
 from tests.notification.support import event, inbox, publish, set_clock, team_platform, wait_handled
 from tests.notification.test_socket_js_client import JS_DIR, node  # noqa: F401 (fixture)
+from tests.notification.test_socket_protocol import opened, ws_url
 
 MISSED = 20
 
@@ -218,3 +221,50 @@ async def test_missed_notifications_are_replayed_after_kill_9_of_the_notificatio
                     assert [e["payload"]["id"] for e in replayed] == stored
             finally:
                 await client.stop()
+
+
+async def connect_with(ws, auth: dict) -> dict:
+    """The engine.io OPEN and a Socket.IO CONNECT carrying ``auth``; the CONNECT answer."""
+    await opened(ws)
+    await ws.send("40" + json.dumps(auth))
+    answer = await asyncio.wait_for(ws.recv(), 10)
+    assert answer.startswith("40{"), answer
+    return json.loads(answer[2:])
+
+
+async def next_event(ws) -> list:
+    while True:
+        frame = await asyncio.wait_for(ws.recv(), 10)
+        if frame.startswith("42"):
+            return json.loads(frame[2:])
+
+
+async def test_emits_while_the_replay_is_read_come_after_it_and_once(tmp_path):
+    async with team_platform(tmp_path, members=1) as team:
+        member = team.members[0]
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        auth = {"token": token_of(member), "recovery": True}
+        async with socket_process(team, port) as server:
+            async with connect(ws_url(url)) as ws:
+                pid = (await connect_with(ws, auth))["pid"]
+            await articles(team, 3)  # while the member has no socket
+            read = server.recovery.resume
+
+            async def resume_amid_traffic(principal, payload):
+                resumed = await read(principal, payload)
+                # the pipeline emits meanwhile: a notification the replay carries, and a new socket-only update
+                await server.to_members([member.member_id], "notification:new", resumed.events[-1][0])
+                await server.to_members([member.member_id], "notification:new", {"id": None, "title": "live"})
+                return resumed
+
+            server.recovery.resume = resume_amid_traffic
+            async with connect(ws_url(url)) as ws:
+                answer = await connect_with(ws, {**auth, "pid": pid})
+                assert answer["pid"] == pid  # recovered
+                replayed = [await next_event(ws) for _ in range(3)]
+                assert all(len(e) == 3 and e[2] == offset_of(e[1]) for e in replayed)  # with their offsets
+                assert len({e[1]["id"] for e in replayed}) == 3
+                assert await next_event(ws) == ["notification:new", {"id": None, "title": "live"}]
+                await server.to_sid(answer["sid"], "marker", {})
+                assert await next_event(ws) == ["marker", {}]  # the duplicate held back was not sent

@@ -771,16 +771,11 @@ class SocketServer:
             {"memberId": principal.member_id, "workspaceId": principal.workspace_id, "subject": principal.subject,
              "permissions": sorted(principal.permissions), "sessionId": principal.session_id},
         )
-        resumed = None
-        if self.recovery is not None and recovery_requested(auth):
-            # Held back from here (before the rooms are joined) until the replay is sent.
+        recovering = self.recovery is not None and recovery_requested(auth)
+        if recovering:
+            # What reaches the socket once it is in its rooms is held back until the replay is sent.
             self.manager.recovering[sid] = []
             self.manager.offsets.add(sid)
-            try:
-                resumed = await self.recovery.resume(principal, auth)
-            except Exception:  # the database cannot tell what was missed: not recovered
-                log.exception("Socket.IO connection state recovery failed")
-                resumed = Resumed(self.recovery.new_pid(principal), recovered=False)
         if principal.expires_at is not None:
             # The connection lives no longer than the token it was opened with.
             delay = max(principal.expires_at - time.time(), 0)
@@ -789,6 +784,16 @@ class SocketServer:
             )
         await self.sio.enter_room(sid, workspace_room(principal.workspace_id))
         await self.sio.enter_room(sid, member_room(principal.member_id))
+        resumed = None
+        if recovering:
+            # Read after joining the rooms: a notification committed after this read is emitted
+            # after it, so it reaches the socket (held back); one committed before is in the read
+            # (and, if its emit comes after the join too, sent once: see end_recovery).
+            try:
+                resumed = await self.recovery.resume(principal, auth)
+            except Exception:  # the database cannot tell what was missed: not recovered
+                log.exception("Socket.IO connection state recovery failed")
+                resumed = Resumed(self.recovery.new_pid(principal), recovered=False)
         self._connected += 1
         self._gauge.set(self._connected)
         log.debug("socket %s connected for member %s", sid, principal.member_id)
