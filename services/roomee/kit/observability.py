@@ -174,6 +174,20 @@ _ALEMBIC_CHATTER = frozenset({"Context impl %s.", "Will assume %s DDL.", "Will a
                               "Will assume transactional DDL."})
 
 
+_ID_LIKE = re.compile(r"@|%40|\d.*\d|[^/]{20,}")
+
+
+def redact_url_path(target: str) -> str:
+    """A request target for a span of a call whose route template is unknown (a provider's URL): the
+    credentials of :func:`redact_target` and every path segment that looks like an id, an email or a
+    token (two digits or more, an ``@``, or 20 characters and more) replaced by ``{id}``."""
+    target = redact_target(target)
+    path, separator, query = target.partition("?")
+    segments = ["{id}" if _ID_LIKE.search(segment) and segment != REDACTED else segment
+                for segment in path.split("/")]
+    return "/".join(segments) + separator + query
+
+
 def redact_target(target: str) -> str:
     """A request target (path and query) with credentials replaced by ``[redacted]``."""
     for pattern in _SECRET_PATHS:
@@ -385,7 +399,7 @@ def _instrument_httpx() -> None:
         if span.is_recording():
             url = request.url if isinstance(request.url, httpx.URL) else httpx.URL(str(request.url))
             origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
-            span.set_attribute("url.full", origin + redact_target(url.raw_path.decode("latin-1")))
+            span.set_attribute("url.full", origin + redact_url_path(url.raw_path.decode("latin-1")))
 
     async def redact_url_async(span, request) -> None:
         redact_url(span, request)
@@ -413,6 +427,14 @@ class _WithinOperations:
         return getattr(self._tracer, name)
 
 
+def delivery_span(channel: str, provider: str, recipients: int):
+    """The span of one delivery to people (``socket emit``, ``push onesignal``, ``email smtp``), as the
+    current span (a context manager): who received it is counted, never named."""
+    return tracer.start_as_current_span(f"{channel} {provider}", kind=trace.SpanKind.CLIENT, attributes={
+        "roomee.delivery.channel": channel, "roomee.delivery.provider": provider,
+        "roomee.delivery.recipients": recipients})
+
+
 def instrument_engine(engine: Any) -> None:
     """Trace the statements of a SQLAlchemy engine (sync or async) with the contrib instrumentation:
     one ``CLIENT`` span per statement inside a traced operation."""
@@ -424,5 +446,11 @@ def instrument_engine(engine: Any) -> None:
     sync_engine = getattr(engine, "sync_engine", engine)
     connections = get_meter("opentelemetry.instrumentation.sqlalchemy", version).create_up_down_counter(
         "db.client.connections.usage", unit="connections")
-    EngineTracer(_WithinOperations(trace.get_tracer("opentelemetry.instrumentation.sqlalchemy", version)),
-                 sync_engine, connections)
+
+    class _Statements(EngineTracer):
+        def _operation_name(self, db_name, statement):
+            # The statement's first word: the database (an SQLite file's path) is ``db.namespace``.
+            return super()._operation_name(None, statement)
+
+    _Statements(_WithinOperations(trace.get_tracer("opentelemetry.instrumentation.sqlalchemy", version)),
+                sync_engine, connections)

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.kit.events import Delivery, emit_many
 from roomee.kit.metrics import notifications_sent_total
-from roomee.kit.observability import RetryNotice
+from roomee.kit.observability import RetryNotice, delivery_span
 from roomee.notification import clock
 from roomee.notification.channels import AttemptResult, EmailMessage, PushMessage
 from roomee.notification.processor import Planned, plan_deliveries
@@ -159,7 +159,8 @@ class DeliveryHandlers:
         self, name: str, provider: str, recipients: list[str], send: Callable[[], Awaitable[list[AttemptResult]]]
     ) -> list[AttemptResult]:
         try:
-            return list(await send())
+            with delivery_span(name, provider, len(recipients)):
+                return list(await send())
         except Exception as exc:  # a channel bug or an unexpected provider error: retry like a 5xx
             log.exception("%s channel raised", name)
             return [

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.kit.events import build_envelope
 from roomee.kit.metrics import notifications_sent_total
+from roomee.kit.observability import delivery_span
 from roomee.notification import hooks
 from roomee.notification.channels import NOTIFICATION_NEW, UNREAD_COUNTERS
 
@@ -172,7 +173,8 @@ class SocketDispatcher:
             for workspace_id, counters in counters_by_workspace.items():
                 emits += counter_emits(workspace_id, counters)
             try:
-                await self.socket.to_members_many(emits)
+                with delivery_span("socket", "emit", receivers):
+                    await self.socket.to_members_many(emits)
             except (Exception, asyncio.CancelledError):
                 if hooks.cancelled_from_outside():
                     raise
@@ -188,7 +190,8 @@ class SocketDispatcher:
     ) -> None:
         async def emit() -> None:
             try:
-                await self.socket.to_workspace(workspace_id, NOTIFICATION_NEW, payload, skip_member_ids=skip_member_ids)
+                with delivery_span("socket", "emit", 0):  # a workspace room: its receivers are not counted here
+                    await self.socket.to_workspace(workspace_id, NOTIFICATION_NEW, payload, skip_member_ids=skip_member_ids)
             except (Exception, asyncio.CancelledError):
                 if hooks.cancelled_from_outside():
                     raise
