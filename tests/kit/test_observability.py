@@ -195,3 +195,100 @@ async def test_server_spans_are_named_by_route_not_by_a_path_holding_a_secret(pl
     assert [span.name for span in servers] == ["GET /members/invitations/{token}"]
     assert not [span for span in exported.get_finished_spans() if "SeCrEt" in span.name + str(dict(span.attributes))]
     exported.shutdown()
+
+
+@pytest.fixture
+def exported():
+    """The spans the process records from now on (the provider is the process's, with its sampler)."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    configure_tracing(Settings(otel_exporter="none"), "tests").add_span_processor(processor)
+    yield exporter
+    processor.shutdown()
+
+
+def _served_app():
+    """A FastAPI app behind the kit's ObservabilityMiddleware: a route that fails, one that answers 503,
+    one that refuses, and the probe and poll routes."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from roomee.kit.app import ObservabilityMiddleware
+
+    # As create_app: FastAPI's own telemetry off (the middleware makes the server span).
+    app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False})
+
+    @app.get("/boom/{item_id}")
+    async def boom(item_id: str):
+        raise RuntimeError("unexpected")
+
+    @app.get("/busy/{item_id}")
+    async def busy(item_id: str):
+        return JSONResponse({"error": "unavailable"}, status_code=503)
+
+    @app.get("/refused/{item_id}")
+    async def refused(item_id: str):
+        return JSONResponse({"error": "forbidden"}, status_code=403)
+
+    async def quiet():
+        with tracer.start_as_current_span("work under a poll"):
+            return {"status": "ok"}
+
+    for path in observability.QUIET_PATHS:
+        app.add_api_route(path, quiet)
+    return ObservabilityMiddleware(app, "tests")
+
+
+async def test_a_5xx_server_span_is_an_error_a_4xx_is_not_and_spans_use_the_current_conventions(exported):
+    import httpx
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_served_app()), base_url="http://roomee.test") as client:
+        assert (await client.get("/boom/SECRET-1")).status_code == 500
+        assert (await client.get("/busy/SECRET-2")).status_code == 503
+        assert (await client.get("/refused/SECRET-3")).status_code == 403
+    spans = {span.name: span for span in exported.get_finished_spans() if span.kind == trace.SpanKind.SERVER}
+    assert set(spans) == {"GET /boom/{item_id}", "GET /busy/{item_id}", "GET /refused/{item_id}"}
+    for name, status in (("GET /boom/{item_id}", 500), ("GET /busy/{item_id}", 503)):
+        assert spans[name].status.status_code == trace.StatusCode.ERROR
+        assert spans[name].attributes["http.response.status_code"] == status
+        assert spans[name].attributes["error.type"] == str(status)
+    refused = spans["GET /refused/{item_id}"]
+    assert refused.status.status_code == trace.StatusCode.UNSET
+    assert dict(refused.attributes) == {
+        "http.request.method": "GET", "url.scheme": "http", "network.protocol.version": "1.1",
+        "server.address": "roomee.test", "http.route": "/refused/{item_id}",
+        "http.response.status_code": 403,
+    }
+    assert [event.name for event in spans["GET /boom/{item_id}"].events] == ["exception"]
+    assert not [(span.name, dict(span.attributes)) for span in exported.get_finished_spans() if "SECRET" in span.name + str(dict(span.attributes))]
+
+
+async def test_probes_and_polls_are_not_traced_nor_anything_under_them(exported):
+    import httpx
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_served_app()), base_url="http://roomee.test") as client:
+        for path in sorted(observability.QUIET_PATHS):
+            assert (await client.get(path)).status_code == 200, path
+        # The caller's side: a client span of a poll is dropped, and its context goes out unsampled.
+        with tracer.start_as_current_span("poll", kind=trace.SpanKind.CLIENT,
+                                          attributes={"url.template": "/members/access-changes"}):
+            sent = propagation_headers()
+        assert (await client.get("/boom/x")).status_code == 500  # traced: the sampler drops only the quiet
+    assert int(sent["traceparent"].rsplit("-", 1)[1], 16) & 1 == 0  # the sampled flag is off
+    assert [span.name for span in exported.get_finished_spans()] == ["GET /boom/{item_id}"]
+
+
+def test_a_provider_url_keeps_its_shape_without_ids_emails_or_tokens():
+    redact = observability.redact_url_path
+    assert redact("/.well-known/jwks.json") == "/.well-known/jwks.json"
+    assert redact("/oauth/token") == "/oauth/token"
+    assert redact("/api/v1/notifications") == "/api/v1/notifications"
+    assert redact("/members/get/with/ada@hotel.example.com") == "/members/get/with/{id}"
+    assert redact("/members/get/with/ada%40hotel.example.com") == "/members/get/with/{id}"
+    assert redact("/v1/customers/cus_N4x9Ls2Q") == "/v1/customers/{id}"
+    assert redact("/pages/3f2a6c1e-1111-2222-3333-444455556666/like?token=abc&limit=5") == \
+        "/pages/{id}/like?token=[redacted]&limit=5"
+    assert redact("/members/invitations/SeCrEtInViTaTiOnToKeN") == "/members/invitations/[redacted]"

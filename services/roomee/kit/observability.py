@@ -362,7 +362,9 @@ def start_server_span(scope: dict[str, Any], parent: Any):
     }
     server = scope.get("server")
     if server:
-        attributes["server.address"], attributes["server.port"] = server[0], server[1] or 0
+        attributes["server.address"] = server[0]
+        if server[1]:
+            attributes["server.port"] = server[1]
     if scope["path"] in QUIET_PATHS:  # literal routes: the path is the template, the sampler drops it
         attributes["http.route"] = scope["path"]
     return tracer.start_as_current_span(method if method in _HTTP_METHODS else "HTTP", context=parent,
