@@ -42,6 +42,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlparse
@@ -136,8 +137,9 @@ class Mailboxes:
             await asyncio.sleep(1)
 
 
-@pytest.fixture(scope="module")
-def cluster():
+def prerequisites(render: Callable[[int], list[dict]], *more_images: str) -> tuple[int, list[dict], Rendered]:
+    """Root podman, helm and every image (the rendered ones and ``more_images``), or skip (fail
+    under CI); then the proxy's port, the rendering for it, and that indexed."""
     why = podman_usable()
     if why:
         _unavailable(why)
@@ -145,9 +147,16 @@ def cluster():
     port = _free_port()
     docs = render(port)
     rendered = Rendered(docs)
-    missing = [image for image in _images(rendered) if podman("image", "exists", image, check=False).returncode != 0]
+    images = _images(rendered) | set(more_images)
+    missing = sorted(image for image in images if podman("image", "exists", image, check=False).returncode != 0)
     if missing:
         _unavailable(f"images {missing} are not built: run `bash tests/deploy/cluster/build-images.sh`")
+    return port, docs, rendered
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    port, docs, rendered = prerequisites(render)
     FIGURES["rendered objects per kind"] = rendered.counts()
     with tempfile.TemporaryDirectory(prefix="roomee-kube-") as directory, \
             KubeApiInThread(Path(directory), rendered.namespace) as kube, \
@@ -208,37 +217,44 @@ async def sign_up_from_email(cluster: Cluster, http: httpx.AsyncClient, address:
     assert response.status_code == 201, response.text
 
 
-def timed(name: str):
+def timed(name: str, figures: dict = FIGURES):
     class Timer:
         def __enter__(self):
             self.start = time.monotonic()
 
         def __exit__(self, *exc):
             if exc[0] is None:
-                FIGURES.setdefault("flows through the proxy (s)", {})[name] = round(time.monotonic() - self.start, 2)
+                figures.setdefault("flows through the proxy (s)", {})[name] = round(time.monotonic() - self.start, 2)
 
     return Timer()
+
+
+async def provision_hotel(http: httpx.AsyncClient, rendered: Rendered, key: str) -> tuple[dict[str, str], str, str]:
+    """The operator client's token provisions a hotel with `POST /hotel/add` until it is ready:
+    (the token's headers, the administrator's email, the hotel's id)."""
+    operator = await service_token(http, rendered, "operator", "hotel:provision")
+    admin_email = f"admin-{uuid.uuid4().hex[:8]}@hotel.example.com"
+    body = {"name": f"Hôtel {key}", "email": "desk@cluster.example.com", "phone": "+33 4 50 00 00 00",
+            "address": "1 quai du Lac, Annecy", "plan": "premium",
+            "administrator": {"email": admin_email, "firstName": "Ada", "lastName": "Admin", "locale": "en"}}
+    added = await http.post("/hotel/add", json=body, headers={**operator, "Idempotency-Key": key})
+    assert added.status_code == 202, added.text
+    hotel_id = added.json()["id"]
+    deadline = time.monotonic() + 120
+    while True:
+        document = (await http.get(f"/hotel/{hotel_id}/provisioning", headers=operator)).json()
+        if document.get("status") in ("ready", "failed") or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert document["status"] == "ready", document
+    return operator, admin_email, hotel_id
 
 
 async def test_a_hotel_is_provisioned_and_its_people_sign_up_through_the_proxy(cluster):
     state = cluster.state_of_test
     async with client(cluster) as http:
         with timed("service token + POST /hotel/add to ready"):
-            operator = await service_token(http, cluster.rendered, "operator", "hotel:provision")
-            admin_email = f"admin-{uuid.uuid4().hex[:8]}@hotel.example.com"
-            body = {"name": "Hôtel du Cluster", "email": "desk@cluster.example.com", "phone": "+33 4 50 00 00 00",
-                    "address": "1 quai du Lac, Annecy", "plan": "premium",
-                    "administrator": {"email": admin_email, "firstName": "Ada", "lastName": "Admin", "locale": "en"}}
-            added = await http.post("/hotel/add", json=body, headers={**operator, "Idempotency-Key": "cluster-1"})
-            assert added.status_code == 202, added.text
-            hotel_id = added.json()["id"]
-            deadline = time.monotonic() + 120
-            while True:
-                document = (await http.get(f"/hotel/{hotel_id}/provisioning", headers=operator)).json()
-                if document.get("status") in ("ready", "failed") or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.5)
-            assert document["status"] == "ready", document
+            operator, admin_email, hotel_id = await provision_hotel(http, cluster.rendered, "cluster-1")
         with timed("administrator signs up from the email and signs in"):
             await sign_up_from_email(cluster, http, admin_email)
             admin = await sign_in(http, admin_email)

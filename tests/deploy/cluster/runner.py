@@ -31,6 +31,8 @@ here"); this plays their part for the workloads a chart renders, from the render
   changed rolled at once (RollingUpdate: a new pod ready before an old one goes; Recreate;
   StatefulSets keeping their volumes);
 - `replace_pod(pod, kill=True)`: a pod killed (SIGKILL) and a new one started, as a ReplicaSet does;
+- `run_external(...)` (from `before_install`): what the release expects to exist already (an
+  external PostgreSQL or RabbitMQ, a mail server) as containers of the run, not of the release;
 - everything the run made (containers, network, volumes, files) is removed by `close()`, also
   after a failure.
 
@@ -223,10 +225,13 @@ class Cluster:
     """A release of rendered manifests running on podman. Use as a context manager."""
 
     def __init__(self, docs: Iterable[dict], *, name: str | None = None, ingress_port: int = 0,
-                 kubeconfig: str | None = None) -> None:
+                 kubeconfig: str | None = None, before_install: Callable[[Cluster], None] | None = None) -> None:
         """``kubeconfig``: the Kubernetes API credentials a pod that mounts its service account's
         token gets (``automountServiceAccountToken`` not false), as a file named by ``KUBECONFIG``;
-        ``__NODE__`` in it stands for the address of the machine as the pods reach it."""
+        ``__NODE__`` in it stands for the address of the machine as the pods reach it.
+        ``before_install``: called once the run's network exists and before anything of the release
+        starts, to start what the release expects to find there (``run_external``)."""
+        self.before_install = before_install
         self.rendered = Rendered(docs)
         self.run_id = name or f"rt{uuid.uuid4().hex[:8]}"
         self.network = self.run_id
@@ -260,6 +265,8 @@ class Cluster:
         podman("network", "create", "--label", f"roomee-test-run={self.run_id}", "--label", f"roomee-test-pid={os.getpid()}",
                self.network)
         self.gateway = json.loads(podman("network", "inspect", self.network).stdout)[0]["subnets"][0]["gateway"]
+        if self.before_install:
+            self.before_install(self)
         started = time.monotonic()
         self._run_hooks({"pre-install"}, timeout)
         with ThreadPoolExecutor(6) as pool:  # as `helm install` applies everything at once
@@ -310,6 +317,22 @@ class Cluster:
         podman("exec", self.ingress_container, "nginx", "-s", "reload")
         self.wait_ready(timeout)
         self._run_hooks({"post-upgrade"}, timeout)
+
+    def run_external(self, name: str, image: str, *args: str, aliases: Iterable[str] = (),
+                     env: dict[str, str] | None = None) -> str:
+        """A container that is not the release's (an existing database, a mail server) on the run's
+        network under the DNS ``aliases``, removed with the run; returns its address."""
+        container = f"{self.run_id}-{name}"
+        command = ["run", "-d", "--name", container, "--hostname", name, "--network", self.network,
+                   "--label", f"roomee-test-run={self.run_id}"]
+        for alias in aliases:
+            command += ["--network-alias", alias]
+        for key, value in (env or {}).items():
+            command += ["--env", f"{key}={value}"]
+        with NETWORK_CHANGES:
+            podman(*command, image, *args)
+        networks = json.loads(podman("inspect", container).stdout)[0]["NetworkSettings"]["Networks"]
+        return networks[self.network]["IPAddress"]
 
     # -- workloads ----------------------------------------------------------------------------------
 
