@@ -16,6 +16,7 @@ import time
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 
+import aio_pika
 import httpx
 import pytest
 import uvicorn
@@ -24,7 +25,8 @@ from websockets.asyncio.client import connect
 from roomee.kit.clock import utcnow
 from roomee.notification.realtime.recovery import offset_of
 from roomee.notification.socket import new_socket_server
-from tests.fixtures.platform import free_port
+from tests.fixtures.fakes import serve_asgi
+from tests.fixtures.platform import AMQP_URL, BACKEND, free_port
 from tests.kit.served import ROOMEE, environment
 from tests.notification.support import event, inbox, publish, set_clock, team_platform, wait_handled
 from tests.notification.test_socket_js_client import JS_DIR, node  # noqa: F401 (fixture)
@@ -268,3 +270,30 @@ async def test_emits_while_the_replay_is_read_come_after_it_and_once(tmp_path):
                 assert await next_event(ws) == ["notification:new", {"id": None, "title": "live"}]
                 await server.to_sid(answer["sid"], "marker", {})
                 assert await next_event(ws) == ["marker", {}]  # the duplicate held back was not sent
+
+
+@pytest.mark.skipif(BACKEND != "real", reason="replicas share rooms through RabbitMQ (ROOMEE_TEST_BACKEND=real)")
+async def test_an_emit_from_another_replica_carries_the_offset_only_to_sockets_that_asked(tmp_path):
+    async with team_platform(tmp_path, members=1) as team:
+        member = team.members[0]
+        # a second replica of the notification Socket.IO server, sharing rooms through RabbitMQ
+        replica = new_socket_server(team.ctx, broker_url=team.running.settings.broker_url)
+        try:
+            await replica.start()
+            async with serve_asgi(replica.asgi_app(None)) as url_b:
+                async with connect(ws_url(url_b)) as asked, connect(ws_url(url_b)) as plain:
+                    await connect_with(asked, {"token": token_of(member), "recovery": True})
+                    await connect_with(plain, {"token": token_of(member)})
+                    # stored and emitted by the platform's notification target (another replica)
+                    await articles(team, 1)
+                    event_name, payload, offset = await next_event(asked)
+                    assert event_name == "notification:new" and payload["data"]["title"] == "Article 0"
+                    assert offset == offset_of(payload)
+                    assert await next_event(plain) == ["notification:new", payload]  # a Python client's one argument
+        finally:
+            await replica.close()
+            connection = await aio_pika.connect(AMQP_URL)
+            try:
+                await (await connection.channel()).exchange_delete(f"{team.running.settings.exchange}-socketio")
+            finally:
+                await connection.close()
