@@ -329,6 +329,13 @@ class Cluster:
             command += ["--network-alias", alias]
         for key, value in (env or {}).items():
             command += ["--env", f"{key}={value}"]
+        # The image's VOLUMEs as volumes of the run (anonymous ones outlive `podman rm`).
+        declared = json.loads(podman("image", "inspect", image).stdout)[0].get("Config", {}).get("Volumes") or {}
+        for index, path in enumerate(sorted(declared)):
+            volume = f"{container}-volume-{index}"
+            podman("volume", "create", "--label", f"roomee-test-run={self.run_id}", volume)
+            self.volumes.add(volume)
+            command += ["-v", f"{volume}:{path}"]
         with NETWORK_CHANGES:
             podman(*command, image, *args)
         networks = json.loads(podman("inspect", container).stdout)[0]["NetworkSettings"]["Networks"]
