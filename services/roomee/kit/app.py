@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from opentelemetry import propagate, trace
+from opentelemetry import propagate
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -28,7 +28,6 @@ from roomee.kit.platform import Platform
 from roomee.kit.settings import Settings
 
 log = logging.getLogger("roomee.http.server")
-tracer = trace.get_tracer("roomee")
 
 UNMATCHED = "<unmatched>"
 # Label values of the method: anything else a client sends is counted as OTHER (bounded labels).
