@@ -4,29 +4,17 @@ and the consumer's span is its child, holding the handler's statements."""
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 from opentelemetry import trace
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from roomee.kit.events import EventConsumer, OutboxRelay, emit_many
-from roomee.kit.observability import configure_tracing, tracer
-from roomee.kit.settings import Settings
+from roomee.kit.observability import tracer
 from tests.kit.events.conftest import wait_until
 from tests.kit.events.helpers import sample_envelope, unique_service
+from tests.kit.test_observability import exported  # noqa: F401 - the fixture: spans recorded from now on
 
 ROUTED = "roomee.notification.page.created"
 UNBOUND = "roomee.traced.nobody.listens"
-
-
-@pytest.fixture
-def exported():
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    configure_tracing(Settings(otel_exporter="none"), "tests").add_span_processor(processor)
-    yield exporter
-    processor.shutdown()
 
 
 async def test_each_event_is_published_in_its_request_trace_and_processed_under_its_publish_span(
