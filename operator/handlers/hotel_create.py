@@ -14,7 +14,8 @@ from roomee.operator.platform import PlatformAPI, error_detail
 from roomee.operator.settings import GROUP, VERSION
 
 
-async def _submit(api: PlatformAPI, body, spec, uid: str, patch: kopf.Patch, generation: int, retry: int) -> str:
+async def _submit(api: PlatformAPI, body, spec, uid: str, patch: kopf.Patch, generation: int,
+                  retry: int) -> str | None:
     response = await api.call(api.hotel, "POST", "/hotel/add", retry=retry, endpoint="/hotel/add",
                               json=hotels.add_body(dict(spec)), headers={"Idempotency-Key": hotels.idempotency_key(uid)})
     if response.status_code == 409:  # the first request with this key is still running
@@ -22,7 +23,8 @@ async def _submit(api: PlatformAPI, body, spec, uid: str, patch: kopf.Patch, gen
     if response.status_code in (400, 410, 422):
         hotels.set_conditions(body, patch, [Condition(READY, "False", "Rejected", error_detail(response))], generation)
         patch.status["observedGeneration"] = generation  # seen and refused: an edit submits it again
-        raise kopf.PermanentError(f"the hotel service refused this Hotel: {error_detail(response)}")
+        # Handled (not a handler failure): kopf records this spec as handled, so an edit runs the update.
+        return None
     if response.status_code not in (200, 201, 202):
         raise kopf.TemporaryError(f"POST /hotel/add answered {response.status_code}: {error_detail(response)}",
                                   delay=5)
@@ -36,6 +38,8 @@ async def provision(api: PlatformAPI, body, spec, status, uid: str, patch: kopf.
                     retry: int) -> None:
     """Submit the Hotel unless its hotel exists, then follow the saga until the hotel is ready."""
     hotel_id = status.get("hotelId") or await _submit(api, body, spec, uid, patch, generation, retry)
+    if hotel_id is None:
+        return  # refused: Ready=False Rejected until the spec is edited
     response = await api.call(api.hotel, "GET", f"/hotel/{hotel_id}/provisioning", retry=retry,
                               endpoint="/hotel/{id}/provisioning")
     if response.status_code == 404:

@@ -85,8 +85,10 @@ async def test_apply_wait_ready_tenant_columns_and_delete_deprovisions(tmp_path,
                 (status["adminMemberId"], "direction@grand-paris.example.com", True)]
 
         table = (await kube.kubectl("get", "hotels")).stdout.splitlines()
-        assert table[0].split() == ["NAME", "READY", "PLAN", "QR", "AGE"]
-        assert table[1].split()[:4] == [NAME, "True", "premium", status["qrLink"]]
+        assert table[0].split() == ["NAME", "READY", "PLAN", "AGE"]
+        assert table[1].split()[:3] == [NAME, "True", "premium"]
+        wide = (await kube.kubectl("get", "hotels", "-o", "wide")).stdout.splitlines()
+        assert wide[0].split()[:4] == ["NAME", "READY", "PLAN", "QR"] and wide[1].split()[3] == status["qrLink"]
         reasons = {event["reason"] for event in kube.api.events_for(NAME)}
         assert {"Accepted", "QRCodePublished", "QuotaCreated", "SubscriptionActive", "AdministratorInvited",
                 "Provisioned"} <= reasons
@@ -210,3 +212,4 @@ async def test_hotel_deleted_through_rest_is_reported_not_found(tmp_path, kube, 
         assert any(e["type"] == "Warning" and e["reason"] == "NotFound" for e in kube.api.events_for(NAME))
         await kube.kubectl("delete", "hotel", NAME, "--timeout=60s")  # nothing left to de-provision: it goes
         assert stored(kube) is None
+
