@@ -1,21 +1,23 @@
 import os
+import socket
+from urllib.parse import urlsplit
 
 import pytest
 
-from tests.fixtures.platform import BACKEND, drop_test_resources, make_settings, running_platform
+from tests.fixtures.platform import AMQP_URL, BACKEND, drop_test_resources, make_settings, running_platform
 
 
-# Tests run once, in the PostgreSQL + RabbitMQ pass, because the embedded backend would only repeat them:
-# - what does not touch storage or the broker: the chart, dashboards and alerts, the CRDs and the operator
-#   (it only speaks HTTP to the platform), the OpenAPI fuzzing (its slow part is generating requests),
-#   token, cursor, breaker, HTTP-client and settings checks, validation and route guards (refused before
-#   any query), the provider channels, the layout;
-# - what always runs on RabbitMQ whatever the backend: the broker-fault tests;
-# - auth and members, whose repositories have no backend-specific branch: they run on SQLite under every
-#   other test of the embedded pass (each platform serves every target), and their row-lock and change-feed
-#   behaviour is what the PostgreSQL pass checks.
-# The embedded pass (ROOMEE_TEST_SCOPE=backend) runs the rest: the event bus, migrations, sagas, and the
-# services with dialect-specific SQL (billing, hotel, media, news, notification), and the end-to-end flows.
+# Tests run once, in the pass on the embedded defaults (the README's command, which runs everything), and are
+# left out of the PostgreSQL + RabbitMQ pass (ROOMEE_TEST_SCOPE=backend) because it would only repeat them:
+# - what does not touch storage or the broker: the chart, the cluster run of the rendered chart (its own
+#   PostgreSQL and RabbitMQ in containers), dashboards and alerts, the CRDs and the operator (it only speaks
+#   HTTP to the platform), the OpenAPI fuzzing (its slow part is generating requests), token, cursor,
+#   breaker, HTTP-client and settings checks, validation and route guards (refused before any query), the
+#   body limit, the metrics listener, the access log, the proxy throttles, the Socket.IO protocol, the
+#   provider channels, the layout;
+# - what always runs on RabbitMQ whatever the backend: the broker-fault and RabbitMQ-cluster tests.
+# Everything else runs on both: the event bus, migrations, sagas, every service's SQL (auth's sessions and
+# members' change feed included: their row locks and feeds are what PostgreSQL checks), the end-to-end flows.
 BACKEND_INDEPENDENT = (
     "tests/deploy/",
     "tests/k8s_operator/",
@@ -27,11 +29,13 @@ BACKEND_INDEPENDENT = (
     "tests/kit/test_breaker.py",
     "tests/kit/test_cursors.py",
     "tests/kit/test_http_client.py",
+    "tests/kit/test_limits.py",
+    "tests/kit/test_metrics_port.py",
+    "tests/kit/test_served_logs.py",
     "tests/kit/test_observability.py",
     "tests/kit/test_production_settings.py",
     "tests/kit/test_token_checks.py",
-    "tests/auth/",
-    "tests/members/",
+    "tests/auth/test_throttles_proxy.py",
     "tests/billing/test_permissions.py",
     "tests/hotel/test_remote_paths.py",
     "tests/hotel/test_route_guards.py",
@@ -41,7 +45,16 @@ BACKEND_INDEPENDENT = (
     "tests/notification/test_channels_push.py",
     "tests/notification/test_rules.py",
     "tests/notification/test_socket_js_client.py",
+    "tests/notification/test_socket_protocol.py",
     "tests/test_layout.py",
+)
+# Tests that stop, cut or cluster RabbitMQ whatever the backend. On a fresh machine without RabbitMQ they skip
+# (the embedded defaults are what a newcomer has); in CI (CI=1) they run, and fail if it is absent.
+NEEDS_RABBITMQ = (
+    "tests/e2e/test_broker_outage.py",
+    "tests/e2e/test_news_media_broker_outage.py",
+    "tests/kit/events/test_broker_cluster.py",
+    "tests/kit/test_startup.py::test_a_broker_that_comes_back_gets_the_events_flowing",
 )
 SCOPE = os.environ.get("ROOMEE_TEST_SCOPE", "all")
 if SCOPE not in ("all", "backend"):
@@ -52,7 +65,21 @@ def pytest_report_header(config):
     return f"roomee test backend: {BACKEND}; scope: {SCOPE}"
 
 
+def _rabbitmq_answers() -> bool:
+    address = urlsplit(AMQP_URL)
+    try:
+        with socket.create_connection((address.hostname or "127.0.0.1", address.port or 5672), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def pytest_collection_modifyitems(config, items):
+    if BACKEND != "real" and not os.environ.get("CI") and not _rabbitmq_answers():
+        skip = pytest.mark.skip(reason=f"needs RabbitMQ at {AMQP_URL} (CI=1 runs it and fails without it)")
+        for item in items:
+            if item.nodeid.startswith(NEEDS_RABBITMQ):
+                item.add_marker(skip)
     if SCOPE != "backend":
         return
     root = config.rootpath
