@@ -240,10 +240,13 @@ def test_urls_trusted_proxies_and_provider_settings_from_values():
 
 
 def test_every_setting_the_chart_renders_exists_in_the_settings():
-    """Every env name the chart writes is a field of roomee.kit.settings (ROOMEE_MEDIA_* overrides included)."""
+    """Every env name the chart writes is a field of roomee.kit.settings or of the operator's settings
+    (ROOMEE_MEDIA_* overrides included)."""
+    from roomee.operator.settings import OperatorSettings
+
     rendered = helm_template("-f", str(VALUES / "everything-on.yaml"))
     names = set(re.findall(r"name: (ROOMEE_[A-Z0-9_]+)", rendered))
-    fields = {f"ROOMEE_{name.upper()}" for name in Settings.model_fields}
+    fields = {f"ROOMEE_{name.upper()}" for name in OperatorSettings.model_fields}
     per_service = {f"ROOMEE_{t.upper()}_{f.upper()}" for t in ("media",) for f in Settings.model_fields}
     assert {"ROOMEE_FORWARDED_ALLOW_IPS", "ROOMEE_HOTEL_JOIN_APP_URL", "ROOMEE_RESET_PASSWORD_URL"} <= names
     assert names - fields - per_service == set()
