@@ -15,7 +15,8 @@ from tests.fixtures.platform import AMQP_URL, BACKEND, drop_test_resources, make
 #   breaker, HTTP-client and settings checks, validation and route guards (refused before any query), the
 #   body limit, the metrics listener, the access log, the proxy throttles, the Socket.IO protocol, the
 #   provider channels, the layout;
-# - what always runs on RabbitMQ whatever the backend: the broker-fault and RabbitMQ-cluster tests.
+# - what always runs on RabbitMQ whatever the backend: the broker-fault tests (the three-node RabbitMQ cluster
+#   test runs in the PostgreSQL + RabbitMQ pass, on the database a clustered broker is deployed with).
 # Everything else runs on both: the event bus, migrations, sagas, every service's SQL (auth's sessions and
 # members' change feed included: their row locks and feeds are what PostgreSQL checks), the end-to-end flows.
 BACKEND_INDEPENDENT = (
@@ -25,7 +26,6 @@ BACKEND_INDEPENDENT = (
     "tests/e2e/test_broker_outage.py",
     "tests/e2e/test_news_media_broker_outage.py",
     "tests/kit/events/test_broker_start.py",
-    "tests/kit/events/test_broker_cluster.py",
     "tests/kit/test_breaker.py",
     "tests/kit/test_cursors.py",
     "tests/kit/test_http_client.py",

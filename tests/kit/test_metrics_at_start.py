@@ -1,6 +1,6 @@
 """Every labelled counter exists at 0 from start-up for its known label values (ARCHITECTURE §7), so
 ``increase()`` sees the first event (a series born at 1 has no increase: the first failed saga of a
-pod would never fire RoomeeSagaFailed). Checked on a freshly started ``roomee up`` process, before
+pod would never fire RoomeeSagaFailed). Checked on a freshly started ``roomee run --target all`` process, before
 anything happened in it: a subprocess, since this test process's counters have counted other tests."""
 
 from __future__ import annotations
@@ -34,18 +34,19 @@ def _fresh_metrics(tmp_path) -> dict[tuple[str, frozenset], float]:
                 "ROOMEE_SCHEMA_PREFIX": settings.schema_prefix, "ROOMEE_EXCHANGE": settings.exchange,
                 "ROOMEE_QUEUE_PREFIX": settings.queue_prefix, "ROOMEE_ALLOW_UNSAFE_DEFAULTS": "true"}
         subprocess.run([*ROOMEE, "migrate"], capture_output=True, text=True, env=env, check=True)
-    process = subprocess.Popen([*ROOMEE, "up", "--port", str(port), "--data-dir", str(tmp_path)],
+    # `run --target all`, not `up`: `up` provisions its demo hotel at once, and its subscription would count.
+    process = subprocess.Popen([*ROOMEE, "run", "--target", "all", "--port", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.monotonic() + 90
         while True:
-            assert process.poll() is None, f"roomee up exited with {process.returncode}"
+            assert process.poll() is None, f"roomee run exited with {process.returncode}"
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, "roomee up did not become ready"
+            assert time.monotonic() < deadline, "roomee run did not become ready"
             time.sleep(0.3)
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     finally:
