@@ -105,3 +105,16 @@ async def platform(settings):
 async def _cleanup_real_backend():
     yield
     await drop_test_resources()
+
+
+def pytest_unconfigure(config):
+    """Stop the worker thread of every SQLite connection still open: aiosqlite's threads are not daemons, so
+    one connection a test left open (an engine never disposed) keeps the interpreter from exiting after the
+    session has reported."""
+    import gc
+
+    import aiosqlite
+
+    for connection in [obj for obj in gc.get_objects() if isinstance(obj, aiosqlite.Connection)]:
+        if connection._thread.is_alive():
+            connection.stop()
