@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import kopf
 
-from roomee.operator import hotels
+from roomee.operator import conditions, hotels
 from roomee.operator.conditions import READY, Condition
 from roomee.operator.handlers.hotel_create import provision
 from roomee.operator.metrics import measured
@@ -19,8 +19,11 @@ async def update_hotel(old, new, body, status, meta, uid, patch: kopf.Patch, mem
         api: PlatformAPI = memo.api
         generation = meta.get("generation")
         hotel_id = status.get("hotelId")
-        if not hotel_id:
+        ready = conditions.find(status.get("conditions"), READY) or {}
+        if not hotel_id or ready.get("reason") == "Provisioning":
             # Updates follow a finished create: without a hotel it was refused, and the edit may fix it.
+            # Once submitted again (a retry of this handler sees the hotelId) this handler follows the
+            # saga to the end, as the create handler would: nothing else is watching it.
             await provision(api, body, new, status, uid, patch, generation, retry)
             return
         changes = hotels.differences(hotels.wanted_fields(dict(new or {})), hotels.wanted_fields(dict(old or {})))
