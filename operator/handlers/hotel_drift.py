@@ -14,8 +14,12 @@ from roomee.operator.platform import PlatformAPI, error_detail
 from roomee.operator.settings import GROUP, VERSION
 
 
-def _provisioned(status, **_) -> bool:
-    return bool(status.get("hotelId")) and conditions.is_true(status.get("conditions"))
+def _provisioned(status, meta, **_) -> bool:
+    """Ready, and its current spec handled: while the update handler has not caught up with a spec change
+    (observedGeneration behind generation), the hotel service rightly differs from the spec, and setting it
+    back from this body would report a false DriftCorrected or undo the change."""
+    return (bool(status.get("hotelId")) and conditions.is_true(status.get("conditions"))
+            and status.get("observedGeneration") == meta.get("generation"))
 
 
 # The timer ticks every second; each Hotel is checked once per drift interval (a setting).
