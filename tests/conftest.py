@@ -108,13 +108,14 @@ async def _cleanup_real_backend():
 
 
 def pytest_unconfigure(config):
-    """Stop the worker thread of every SQLite connection still open: aiosqlite's threads are not daemons, so
-    one connection a test left open (an engine never disposed) keeps the interpreter from exiting after the
-    session has reported."""
-    import gc
+    """End the worker thread of every SQLite connection still open: aiosqlite's threads are not daemons, so
+    one connection a test left open (an engine never disposed, a connect cancelled) keeps the interpreter
+    from exiting after the session has reported. Each worker takes calls from the queue it was started with;
+    a call returning aiosqlite's stop sentinel ends it."""
+    import threading
 
-    import aiosqlite
+    from aiosqlite import core
 
-    for connection in [obj for obj in gc.get_objects() if isinstance(obj, aiosqlite.Connection)]:
-        if connection._thread.is_alive():
-            connection.stop()
+    for thread in threading.enumerate():
+        if getattr(thread, "_target", None) is core._connection_worker_thread and thread.is_alive():
+            thread._args[0].put_nowait((None, lambda: core._STOP_RUNNING_SENTINEL))
