@@ -5,10 +5,6 @@ anything happened in it: a subprocess, since this test process's counters have c
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,43 +15,14 @@ from roomee.kit.metrics import (
     PUBLISH_STATUSES,
     PUBLISHED_ROUTING_KEYS,
 )
-from tests.fixtures.platform import AMQP_URL, BACKEND, PG_URL, free_port, make_settings
-from tests.test_cli import _env
-
-ROOMEE = [sys.executable, "-m", "roomee.cli"]
+from tests.kit.served import served
 
 
 def _fresh_metrics(tmp_path) -> dict[tuple[str, frozenset], float]:
-    port = free_port()
-    env = _env(ROOMEE_DATA_DIR=str(tmp_path), ROOMEE_LOG_LEVEL="WARNING")
-    if BACKEND == "real":
-        settings = make_settings(tmp_path)
-        env |= {"ROOMEE_DATABASE_URL": PG_URL, "ROOMEE_BROKER_URL": AMQP_URL,
-                "ROOMEE_SCHEMA_PREFIX": settings.schema_prefix, "ROOMEE_EXCHANGE": settings.exchange,
-                "ROOMEE_QUEUE_PREFIX": settings.queue_prefix, "ROOMEE_ALLOW_UNSAFE_DEFAULTS": "true"}
-        subprocess.run([*ROOMEE, "migrate"], capture_output=True, text=True, env=env, check=True)
-    # `run --target all`, not `up`: `up` provisions its demo hotel at once, and its subscription would count.
-    process = subprocess.Popen([*ROOMEE, "run", "--target", "all", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, f"roomee run exited with {process.returncode}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "roomee run did not become ready"
-            time.sleep(0.3)
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    # `run --target all` (served's default), not `up`: `up` provisions its demo hotel at once, and its
+    # subscription would count.
+    with served(tmp_path, log_level="WARNING") as running:
+        text = httpx.get(f"{running.url}/metrics", timeout=10).text
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)
