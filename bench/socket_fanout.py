@@ -232,7 +232,7 @@ async def start_ours(stack: ExitStack, *, stock: bool) -> dict:
 
 async def replica(exchange: str) -> None:
     """The ``--broker`` child: a replica with no sockets; answers its CPU time and the emits it handled."""
-    from roomee.notification.socket import SocketServer
+    from roomee.notification.realtime.server import SocketServer
     from tests.fixtures.platform import AMQP_URL
 
     server = SocketServer(None, broker_url=AMQP_URL, exchange=exchange)
@@ -256,7 +256,7 @@ async def replica(exchange: str) -> None:
 async def measure_broker(count: int) -> None:
     import aio_pika
 
-    from roomee.notification.socket import SocketServer
+    from roomee.notification.realtime.server import SocketServer
     from tests.fixtures.platform import AMQP_URL
 
     exchange = f"bench-{os.getpid()}"

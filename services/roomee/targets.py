@@ -51,7 +51,7 @@ TARGETS: dict[str, TargetSpec] = {
         TargetSpec("hotel", "api-hotel", "roomee.hotel", depends_on=("auth", "members", "media", "billing"), setup="service:setup", workers="service:workers"),
         TargetSpec("billing", "api-stripe", "roomee.billing", depends_on=("auth",), setup="service:setup", workers="service:workers"),
         TargetSpec("news", "api-news", "roomee.news", depends_on=("auth", "members", "media"), consumers="events:consumers", workers="events:workers"),
-        TargetSpec("notification", "api-notification", "roomee.notification", depends_on=("auth", "members"), setup="service:setup", consumers="events:consumers", workers="service:workers", mount="socket:mount"),
+        TargetSpec("notification", "api-notification", "roomee.notification", depends_on=("auth", "members"), setup="service:setup", consumers="events:consumers", workers="service:workers", mount="realtime.server:mount"),
         TargetSpec("operator", "roomee-operator", "roomee.operator", depends_on=("auth", "hotel", "members"), runner="main:serve"),
     )
 }

@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect
 
 from roomee.kit.clock import utcnow
 from roomee.notification.realtime.recovery import offset_of
-from roomee.notification.socket import new_socket_server
+from roomee.notification.realtime.server import new_socket_server
 from tests.fixtures.fakes import serve_asgi
 from tests.fixtures.platform import AMQP_URL, BACKEND, free_port
 from tests.kit.served import ROOMEE, environment

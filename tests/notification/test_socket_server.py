@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from roomee.notification.channels import NOTIFICATION_NEW, Channels, build_channels
-from roomee.notification.socket import mount, socket_server
+from roomee.notification.realtime.server import mount, socket_server
 from tests.fixtures.fakes import FakeServiceContext, serve_asgi
 from tests.fixtures.platform import AMQP_URL, BACKEND, make_settings
 

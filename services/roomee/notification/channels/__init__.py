@@ -143,7 +143,7 @@ def build_channels(ctx: Any) -> Channels:
     """
     channels = ctx.state.get("channels")
     if channels is None:
-        from roomee.notification.socket import socket_server
+        from roomee.notification.realtime.server import socket_server
 
         channels = Channels(socket=socket_server(ctx), push=build_push(ctx.settings), email=build_email(ctx.settings))
         ctx.state["channels"] = channels
