@@ -83,11 +83,16 @@ router.add_api_route(
 @router.get(
     "/sub/customers/{customer_id}/subscription",
     response_model=schemas.SubscriptionOut,
-    responses={**AUTH_ERRORS, **NOT_FOUND},
+    responses={**AUTH_ERRORS, **NOT_FOUND, 502: PROVIDER_ERRORS[502], 503: PROVIDER_ERRORS[503]},
 )
-async def get_subscription(customer_id: HotelId, service: Billing, _caller: Caller):
+async def get_subscription(
+    customer_id: HotelId, service: Billing, _caller: Caller,
+    refresh: Annotated[bool, Query(description=(
+        "Ask the provider (Stripe) for the live subscription's state first and record it, as its webhook "
+        "would: one canceled behind the platform's back comes back `canceled`."))] = False,
+):
     """The hotel's live subscription, else the one that ended last (status `canceled`)."""
-    return await service.get(customer_id)
+    return await service.get(customer_id, refresh=refresh)
 
 
 @router.post(

@@ -77,6 +77,8 @@ class BillingProvider(Protocol):
 
     async def cancel(self, stored: dict[str, Any]) -> ProviderSubscription: ...
 
+    async def retrieve(self, stored: dict[str, Any]) -> ProviderSubscription: ...
+
     async def change_plan(self, stored: dict[str, Any], plan: Plan) -> ProviderSubscription: ...
 
     async def close_customer(self, hotel_id: str, known_external_ids: list[str]) -> ClosedCustomers: ...
@@ -128,6 +130,13 @@ class LocalProvider:
     async def cancel(self, stored: dict[str, Any]) -> ProviderSubscription:
         return ProviderSubscription(
             stored["external_id"], stored["external_customer_id"], stored["plan_id"], "canceled", stored["current_period_end"]
+        )
+
+    async def retrieve(self, stored: dict[str, Any]) -> ProviderSubscription:
+        """Its own record is the truth: nothing can end it behind this service's back."""
+        return ProviderSubscription(
+            stored["external_id"], stored["external_customer_id"], stored["plan_id"], stored["status"],
+            stored["current_period_end"],
         )
 
     async def change_plan(self, stored: dict[str, Any], plan: Plan) -> ProviderSubscription:
@@ -371,17 +380,22 @@ class StripeProvider:
             if not (self._missing(exc) or exc.http_status == 400):
                 raise self._rejected("cancel", exc) from None
         # Already gone or already canceled in Stripe (a dashboard, a webhook we have not seen yet).
+        converted = await self.retrieve(stored)
+        if converted.status not in ENDED_STATUSES:
+            raise UpstreamError("Stripe would not cancel the subscription", code="provider_rejected")
+        return converted
+
+    async def retrieve(self, stored: dict[str, Any]) -> ProviderSubscription:
+        """The subscription as Stripe has it now; one Stripe no longer knows has ended."""
+        subscriptions = self.client.v1.subscriptions
         try:
             current = await self._call("subscription.retrieve", lambda: subscriptions.retrieve_async(stored["external_id"]))
         except stripe.StripeError as exc:
             if not self._missing(exc):
-                raise self._rejected("cancel", exc) from None
+                raise self._rejected("retrieve", exc) from None
             return ProviderSubscription(stored["external_id"], stored["external_customer_id"], stored["plan_id"],
                                         "canceled", stored["current_period_end"])
-        converted = self._convert(current.to_dict())
-        if converted.status not in ENDED_STATUSES:
-            raise UpstreamError("Stripe would not cancel the subscription", code="provider_rejected")
-        return converted
+        return self._convert(current.to_dict())
 
     async def change_plan(self, stored: dict[str, Any], plan: Plan) -> ProviderSubscription:
         await self.ensure_catalogue()

@@ -308,11 +308,25 @@ class BillingService:
                                                  "status": row["status"], "subscription_id": row["external_id"]})
         return present(row)
 
-    async def get(self, hotel_id: str) -> dict[str, Any]:
+    async def get(self, hotel_id: str, *, refresh: bool = False) -> dict[str, Any]:
+        if refresh:
+            async with self._hotel_exclusively(hotel_id):
+                await self._refresh(hotel_id)
         row = await self.subscriptions.latest_for_customer(hotel_id)
         if row is None:
             raise NotFound(f"hotel '{hotel_id}' has no subscription", code="subscription_not_found")
         return present(row)
+
+    async def _refresh(self, hotel_id: str) -> None:
+        """Ask the provider for the live subscription's state now, and apply it as its webhook would: one
+        canceled behind the platform's back (Stripe's dashboard, a webhook never delivered) is recorded ended."""
+        row = await self.subscriptions.live_for_customer(hotel_id)
+        if row is None or row["external_id"] is None:  # none, or an assign still talking to the provider
+            return
+        outcome = await self._apply_provider_state(row, await self.provider.retrieve(row), None)
+        if outcome == "applied":
+            log.info("subscription refreshed from the provider", extra={"hotel_id": hotel_id,
+                                                                       "subscription_id": row["external_id"]})
 
     async def cancel(self, hotel_id: str) -> dict[str, Any]:
         """Cancel the live subscription now; a hotel whose subscription already ended gets it back as is."""
@@ -446,6 +460,10 @@ class BillingService:
         if event["type"] == "customer.subscription.deleted":
             found = ProviderSubscription(found.external_id, found.external_customer_id, found.plan_id, "canceled",
                                          found.current_period_end)
+        return await self._apply_provider_state(row, found, created)
+
+    async def _apply_provider_state(self, row: dict[str, Any], found: ProviderSubscription, created: int | None) -> str:
+        """Store the provider's view of a subscription; a status or plan change is emitted (and its quota)."""
         if row["ended_at"] is not None:
             return "unchanged"  # an ended subscription never comes back in Stripe
         values = _provider_values(found, row["plan_id"]) | {"updated_at": utcnow()}

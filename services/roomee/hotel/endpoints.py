@@ -151,6 +151,28 @@ async def retry_hotel(hotel_id: HotelId, service: Hotels, caller: Provisioner, b
     return hotel
 
 
+_HEALTH = {**_READ, 409: {"description": "`hotel_not_ready`: only a ready hotel is checked and repaired."},
+           502: {"description": "Billing, Stripe or media answered with an error; nothing more was changed."},
+           503: {"description": "Billing or media is unavailable; retry (the call is idempotent)."}}
+
+
+@router.get("/hotel/{hotel_id}/health", response_model=schemas.HotelHealthOut, responses=_HEALTH)
+async def hotel_health(hotel_id: HotelId, service: Hotels, principal: CurrentPrincipal):
+    """Whether what provisioning made still holds (scope `hotel:provision`, or a member of that hotel):
+    the subscription still running in Stripe (billing asks it) and the QR code still in storage (media
+    checks its object). Changes nothing but billing's record of a subscription Stripe has ended."""
+    return await service.health(principal, hotel_id)
+
+
+@router.post("/hotel/{hotel_id}/repair", response_model=schemas.HotelHealthOut, responses=_HEALTH)
+async def repair_hotel(hotel_id: HotelId, service: Hotels, caller: Provisioner):
+    """Check a ready hotel and redo what was undone behind the platform's back (scope `hotel:provision`):
+    a subscription canceled in Stripe is replaced by a new one on the hotel's plan (the storage quota
+    follows), a QR code deleted from storage is generated and uploaded again (new `qrLink`); emits
+    `hotel.updated`. Idempotent: `repaired` is empty when nothing needed it."""
+    return await service.repair(caller, hotel_id)
+
+
 @router.delete(
     "/hotel/{hotel_id}", status_code=202, response_model=schemas.HotelOut,
     responses={**_READ, 409: {"description": "`hotel_provisioning`: wait until provisioning ends."}},

@@ -107,3 +107,24 @@ class ProvisioningOut(CamelModel):
     deletion_steps: list[StepOut] | None = Field(
         default=None, description="members, subscription, storage, qr, announce: once the hotel is being deleted."
     )
+
+
+class HealthCheckOut(CamelModel):
+    name: Literal["subscription", "qr"]
+    healthy: bool
+    reason: Literal["SubscriptionCancelled", "SubscriptionMissing", "QRMissing"] | None = Field(
+        description="Why it is not healthy (CamelCase, as a Kubernetes condition's reason); null when healthy.")
+    detail: str
+
+
+class HotelHealthOut(CamelModel):
+    hotel_id: str
+    status: HotelStatus
+    healthy: bool = Field(description="Every check is healthy.")
+    checks: list[HealthCheckOut] = Field(description=(
+        "subscription: billing asked Stripe (or its own record) whether it is still running; qr: media asked its "
+        "storage whether the QR code's object exists."))
+    repaired: list[Literal["subscription", "qr"]] = Field(
+        default_factory=list, description="What `POST /hotel/{id}/repair` redid (empty: nothing needed it).")
+    qr_link: str | None
+    subscription_id: str | None

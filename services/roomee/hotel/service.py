@@ -21,7 +21,7 @@ from roomee.kit.clock import as_utc, utcnow
 from roomee.kit.errors import Conflict, Forbidden, Gone, NotFound, Unprocessable
 from roomee.kit.http import raise_for_status
 from roomee.kit.platform import ServiceContext
-from roomee.kit.saga import COMPENSATING, RUNNING, WAITING, describe_step
+from roomee.kit.saga import COMPENSATING, RUNNING, WAITING, StepResult, StepRun, describe_step
 from roomee.kit.schemas import decode_cursor, encode_cursor
 
 log = logging.getLogger("roomee.hotel")
@@ -29,6 +29,8 @@ log = logging.getLogger("roomee.hotel")
 PROVISION_SCOPE = "hotel:provision"
 # A reservation older than this belongs to a request that died before creating its hotel.
 IN_FLIGHT_ABANDONED_AFTER = timedelta(seconds=60)
+# Billing's statuses of a subscription that has ended (the hotel has none running).
+ENDED_SUBSCRIPTION = ("canceled", "incomplete_expired")
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -156,10 +158,9 @@ class HotelService:
             "plan": body["plan"], "status": "provisioning", "administrator": admin,
             "created_at": now, "updated_at": now,
         }
-        join_base = self.ctx.settings.hotel_join_url or f"{self.ctx.settings.base_url}/join"
         saga_data = {
             "name": body["name"], "email": body["email"], "plan": body["plan"], "administrator": admin,
-            "joinLink": join_link(join_base, hotel_id),
+            "joinLink": self._join_link(hotel_id),
         }
         async with self.db.transaction() as session:
             if idempotency_key:
@@ -172,6 +173,10 @@ class HotelService:
                 )
         log.info("hotel provisioning started", extra={"hotel_id": hotel_id, "plan": body["plan"]})
         return accepted({**row, "qr_link": None}), False
+
+    def _join_link(self, hotel_id: str) -> str:
+        join_base = self.ctx.settings.hotel_join_url or f"{self.ctx.settings.base_url}/join"
+        return join_link(join_base, hotel_id)
 
     async def _reserve_key(self, caller: str, key: str, digest: str) -> dict | None:
         """Reserve ``key`` for this request, or return the hotel an identical earlier request made."""
@@ -350,3 +355,132 @@ class HotelService:
 
     async def kick_deletion(self, hotel_id: str) -> None:
         self.provisioner.deletion.kick(hotel_id)
+
+    # -- health and repair -----------------------------------------------------------------------
+    # A ready hotel's subscription may be canceled in Stripe and its QR code deleted from storage
+    # behind the platform's back; both are checked against their owners (billing asks Stripe, media
+    # its storage) and repaired by the same steps provisioning ran.
+
+    async def _ready_hotel(self, principal: Principal, hotel_id: str) -> tuple[dict, dict]:
+        """The ready hotel and its provisioning saga's data."""
+        async with self.db.transaction() as session:
+            hotel = await self._visible(session, principal, hotel_id)
+            state = await self.provisioner.provisioning.state(session, hotel_id)
+        if hotel["status"] != "ready":
+            raise Conflict(f"only a ready hotel is checked and repaired (it is {hotel['status']})",
+                           code="hotel_not_ready")
+        return hotel, (state[0]["data"] if state else {})
+
+    async def _check_subscription(self, hotel: dict) -> dict:
+        found = await self.ctx.client("billing").get(
+            "/sub/customers/{customerId}/subscription", path_params={"customerId": hotel["id"]},
+            params={"refresh": "true"})
+        if found.status_code == 404:
+            return _check("subscription", False, "SubscriptionMissing", "billing has no subscription for the hotel")
+        subscription = raise_for_status(found).json()
+        detail = f"subscription {subscription['id']} ({subscription['productId']}) is {subscription['status']}"
+        if subscription["status"] in ENDED_SUBSCRIPTION:
+            return _check("subscription", False, "SubscriptionCancelled", detail)
+        return _check("subscription", True, None, detail)
+
+    async def _check_qr(self, hotel: dict) -> dict:
+        media_id = hotel["qr_media_id"]
+        if not media_id:
+            return _check("qr", False, "QRMissing", "the hotel has no QR code")
+        found = await self.ctx.client("media").get("/media/{id}/object", path_params={"id": media_id})
+        if found.status_code == 404:
+            return _check("qr", False, "QRMissing", f"media {media_id} (the QR code) no longer exists")
+        if not raise_for_status(found).json()["stored"]:
+            return _check("qr", False, "QRMissing", f"the object of media {media_id} (the QR code) is gone from storage")
+        return _check("qr", True, None, f"media {media_id} is stored")
+
+    async def _checks(self, hotel: dict) -> list[dict]:
+        return list(await asyncio.gather(self._check_subscription(hotel), self._check_qr(hotel)))
+
+    async def health(self, principal: Principal, hotel_id: str) -> dict:
+        hotel, _ = await self._ready_hotel(principal, hotel_id)
+        return _health(hotel, await self._checks(hotel), [])
+
+    async def repair(self, caller: Principal, hotel_id: str) -> dict:
+        """Check the hotel, then redo what is broken: a new subscription on the hotel's plan (with its
+        storage quota again), the QR code generated and uploaded again. Idempotent: a healthy hotel is
+        left as it is, and two repairs at once make one subscription and one QR code."""
+        hotel, saga_data = await self._ready_hotel(caller, hotel_id)
+        repaired = []
+        for check in await self._checks(hotel):
+            if check["healthy"]:
+                continue
+            if check["name"] == "subscription":
+                await self._repair_subscription(hotel, saga_data)
+            else:
+                await self._repair_qr(hotel, saga_data)
+            repaired.append(check["name"])
+        if not repaired:
+            return _health(hotel, await self._checks(hotel), [])
+        async with self.db.transaction() as session:
+            hotel = await HotelRepository(session).get(hotel_id)
+            await events.publish(
+                session, events.HOTEL_UPDATED, hotel,
+                extra={"changes": sorted({"subscription": "subscriptionId", "qr": "qrLink"}[r] for r in repaired)},
+                workspace_id=hotel["admin_workspace_id"],
+                receiver_ids=[hotel["admin_member_id"]] if hotel["admin_member_id"] else [],
+            )
+        log.info("hotel repaired", extra={"hotel_id": hotel_id, "repaired": repaired})
+        return _health(hotel, await self._checks(hotel), repaired)
+
+    def _step_run(self, hotel_id: str, name: str, data: dict, *, resumed: bool) -> StepRun:
+        """A one-off run of a provisioning step outside its saga (repair uses the steps as they are)."""
+        return StepRun(engine=self.provisioner.provisioning, key=hotel_id, name=name, attempt=1, external_id=None,
+                       data=data, resumed=resumed)
+
+    async def _apply_if_ready(self, hotel_id: str, result: StepResult, *extra) -> bool:
+        """Record a repair's result unless the hotel stopped being ready meanwhile (a delete won)."""
+        async with self.db.transaction() as session:
+            repository = HotelRepository(session)
+            await repository.lock()
+            current = await repository.get(hotel_id)
+            if current is None or current["status"] != "ready":
+                return False
+            await result.apply(session)
+            for apply in extra:
+                await apply(session)
+        return True
+
+    async def _repair_subscription(self, hotel: dict, saga_data: dict) -> None:
+        # Resumed: billing's current subscription is read first (ended: a new one is assigned), so a
+        # repair repeated or run twice at once adopts the one billing has.
+        data = {**saga_data, "plan": hotel["plan"], "email": hotel["email"], "name": hotel["name"]}
+        result = await self.provisioner.assign_subscription(self._step_run(hotel["id"], "subscription", data,
+                                                                           resumed=True))
+        quota = await self.provisioner.storage_quota(hotel["plan"])
+
+        async def emit_quota(session) -> None:  # an ended subscription left the hotel the free plan's quota
+            await events.emit_storage_quota(session, event_id=str(uuid.uuid4()), hotel_id=hotel["id"], **quota)
+
+        if not await self._apply_if_ready(hotel["id"], result, emit_quota):
+            raise NotFound("hotel not found")  # deleted meanwhile: billing refuses its late assigns
+
+    async def _repair_qr(self, hotel: dict, saga_data: dict) -> None:
+        lost = hotel["qr_media_id"]
+        # One media upload key per lost object: a repeated repair gets the same new QR code back.
+        data = {**saga_data, "joinLink": saga_data.get("joinLink") or self._join_link(hotel["id"]),
+                "generation": f"repair-{lost or 'none'}"}
+        result = await self.provisioner.upload_qr(self._step_run(hotel["id"], "qr", data, resumed=False))
+        media = self.ctx.client("media")
+        if not await self._apply_if_ready(hotel["id"], result):
+            await media.delete("/media/{id}", path_params={"id": result.external_id})
+            raise NotFound("hotel not found")
+        if lost:  # its row still counted the lost object's bytes against the quota
+            gone = await media.delete("/media/{id}", path_params={"id": lost})
+            if gone.status_code != 404:
+                raise_for_status(gone)
+
+
+def _check(name: str, healthy: bool, reason: str | None, detail: str) -> dict:
+    return {"name": name, "healthy": healthy, "reason": reason, "detail": detail}
+
+
+def _health(hotel: dict, checks: list[dict], repaired: list[str]) -> dict:
+    return {"hotel_id": hotel["id"], "status": hotel["status"], "healthy": all(c["healthy"] for c in checks),
+            "checks": checks, "repaired": repaired, "qr_link": hotel["qr_link"],
+            "subscription_id": hotel["subscription_id"]}

@@ -160,6 +160,13 @@ async def get_media(media_id: MediaId, service: Media, principal: CurrentPrincip
     return await service.get(principal, media_id)
 
 
+@router.get("/media/{media_id}/object", response_model=schemas.StoredObjectOut, responses=_errors(401, 403, 404, 503))
+async def stored_object(media_id: MediaId, service: Media, principal: CurrentPrincipal):
+    """Whether the media's object is in storage now (a media of the caller's hotel, or any media for a
+    service with scope `media:read`): how a hotel's QR code deleted behind media's back is found."""
+    return await service.stored_object(principal, media_id)
+
+
 @router.delete("/media/{media_id}", status_code=204, responses=_errors(401, 403, 404))
 async def delete_media(media_id: MediaId, service: Media, principal: CurrentPrincipal) -> Response:
     """Delete a media and release its bytes: a member with `publish_pages` (or its uploader) of the

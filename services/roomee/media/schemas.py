@@ -47,6 +47,14 @@ class MediaOut(CamelModel):
     completed_at: datetime | None = None
 
 
+class StoredObjectOut(CamelModel):
+    id: str
+    hotel_id: str = Field(alias="ecosystemId")
+    stored: bool = Field(description="The media's object is in storage (false: deleted behind media's back, or "
+                                     "a pending upload not received yet).")
+    size: int | None = Field(description="The stored object's size in bytes; null when it is not stored.")
+
+
 class StorageOut(CamelModel):
     hotel_id: str = Field(alias="ecosystemId")
     quota_bytes: int | None = Field(description="Null until a `roomee.storage.media` event sets the quota.")

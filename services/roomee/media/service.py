@@ -145,6 +145,17 @@ class MediaService:
     async def get(self, principal: Principal, media_id: str) -> dict[str, Any]:
         return self.present(await self._visible(principal, media_id))
 
+    async def stored_object(self, principal: Principal, media_id: str) -> dict[str, Any]:
+        """Whether a media's object is in storage now: one deleted behind media's back (a bucket
+        emptied by hand, a lifecycle rule) leaves its row, and its file URL answers 404."""
+        row = await self._visible(principal, media_id)
+        try:
+            found = await self.storage.stat(row["object_key"])
+        except StorageError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        return {"id": row["id"], "hotel_id": row["hotel_id"], "stored": found is not None,
+                "size": found.size if found is not None else None}
+
     async def list_media(self, principal: Principal, *, cursor: str | None, limit: int) -> dict[str, Any]:
         position = decode_cursor(cursor)
         after = None
