@@ -30,9 +30,10 @@ on stderr.
 
 ``--broker N`` measures instead what the RabbitMQ fan-out between replicas costs (needs RabbitMQ at
 ``ROOMEE_TEST_BROKER_URL``, default 127.0.0.1): N single-member emits sent by one replica, in batches of
-100 as the notification dispatcher sends them; every replica receives every emit, so a second replica
-holding none of the recipients still spends CPU on each. Printed: that replica's CPU per emit, and the
-emitting replica's.
+100 as the notification dispatcher sends them, then N/10 sent one per message, and the CPU a second
+replica holding none of their rooms spends on them (ms per 1000 emits), in the same run for the fan-out
+before issue 22 (one fanout exchange: every replica's queue gets every emit) and as shipped (by room: a
+replica's queue is bound to the rooms of its sockets), with the ratio after / before.
 """
 
 from __future__ import annotations
@@ -230,75 +231,124 @@ async def start_ours(stack: ExitStack, *, stock: bool) -> dict:
             "url": settings.base_url, "token": token}
 
 
-async def replica(exchange: str) -> None:
-    """The ``--broker`` child: a replica with no sockets; answers its CPU time and the emits it handled."""
+def use_fanout_exchange() -> None:
+    """The fan-out as it was before issue 22 (for the bench's before column only): every emit on one
+    fanout exchange, so every replica's queue gets every emit, whatever rooms its sockets are in."""
+    import aio_pika
+
+    from roomee.notification.realtime import fanout, server
+
+    class FanoutManager(fanout.SharedManager):
+        async def _exchange(self, channel):
+            return await channel.declare_exchange(self.channel, aio_pika.ExchangeType.FANOUT)
+
+        def routing_keys(self, data):
+            return [fanout.ALL_KEY]
+
+    server.SharedManager = FanoutManager
+
+
+async def replica(argument: str) -> None:
+    """The ``--broker`` child: a replica holding no socket of the emits' rooms (one fake socket in the
+    marker's room); answers its CPU time and the emits its queue brought."""
     from roomee.notification.realtime.server import SocketServer
     from tests.fixtures.platform import AMQP_URL
 
+    mode, exchange = argument.split(":", 1)
+    if mode == "fanout":
+        use_fanout_exchange()
     server = SocketServer(None, broker_url=AMQP_URL, exchange=exchange)
-    handled = 0
+    handled = markers = 0
     handle_emit = server.manager._handle_emit
 
     async def counted(message):
-        nonlocal handled
+        nonlocal handled, markers
         handled += 1
+        markers += message.get("event") == MARKER
         await handle_emit(message)
 
     server.manager._handle_emit = counted
     await server.start()
+    sid = await server.manager.connect("bench-eio-sid", "/")
+    await server.manager.enter_room(sid, "/", "member:marker")
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
     while await loop.run_in_executor(None, sys.stdin.readline):
-        print(json.dumps({"cpu": time.process_time(), "handled": handled}), flush=True)
+        print(json.dumps({"cpu": time.process_time(), "handled": handled, "markers": markers,
+                          "messages": server.manager.received_messages}), flush=True)
     await server.close()
 
 
+MARKER = "bench:marker"
+
+
 async def measure_broker(count: int) -> None:
+    """Each mode (fanout: before issue 22; rooms: as shipped) with its own exchange and replica child."""
     import aio_pika
 
-    from roomee.notification.realtime.server import SocketServer
+    from roomee.notification.realtime import server as server_module
+    from roomee.notification.realtime.fanout import EXCHANGE_SUFFIX
     from tests.fixtures.platform import AMQP_URL
 
-    exchange = f"bench-{os.getpid()}"
-    other = subprocess.Popen([sys.executable, __file__, "--replica", exchange],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    server = SocketServer(None, broker_url=AMQP_URL, exchange=exchange)
+    shipped = server_module.SharedManager
+    rows: dict[tuple[str, str], tuple[float, float, int]] = {}
 
-    async def phase(name: str, emits: int, send) -> None:
+    async def phase(mode: str, name: str, other: subprocess.Popen, sender, emits: int, send) -> None:
         before = ask(other, "cpu")
-        started, cpu = time.perf_counter(), time.process_time()
+        cpu = time.process_time()
         await send()
-        sent, cpu = time.perf_counter() - started, time.process_time() - cpu
-        while (after := ask(other, "cpu"))["handled"] < before["handled"] + emits:
-            await asyncio.sleep(0.1)
-        received = time.perf_counter() - started
-        other_us = (after["cpu"] - before["cpu"]) / emits * 1e6
-        print(f"| {name} | {emits} | {sent:.2f} | {received:.2f} | {cpu / emits * 1e6:.0f} | {other_us:.0f} |", flush=True)
+        cpu = time.process_time() - cpu
+        await sender.to_members(["marker"], MARKER, {})  # after every emit of the phase, on every queue
+        while (after := ask(other, "cpu"))["markers"] <= before["markers"]:
+            await asyncio.sleep(0.05)
+        other_ms = (after["cpu"] - before["cpu"]) / emits * 1e6
+        rows[mode, name] = (other_ms, cpu / emits * 1e6, after["handled"] - before["handled"] - 1)
 
-    async def batched() -> None:
-        for batch in range(0, count, 100):
-            await server.to_members_many(
-                [("notification:new", payload(n), [f"member-{n}"]) for n in range(batch, min(batch + 100, count))]
-            )
+    for mode in ("fanout", "rooms"):
+        exchange = f"bench-{os.getpid()}-{mode}"
+        server_module.SharedManager = shipped
+        if mode == "fanout":
+            use_fanout_exchange()
+        other = subprocess.Popen([sys.executable, __file__, "--replica", f"{mode}:{exchange}"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        sender = server_module.SocketServer(None, broker_url=AMQP_URL, exchange=exchange)
 
-    async def one_by_one() -> None:
-        for n in range(count // 10):
-            await server.to_members([f"member-{n}"], "notification:new", payload(n))
+        async def batched() -> None:
+            for batch in range(0, count, 100):
+                await sender.to_members_many(
+                    [("notification:new", payload(n), [f"member-{n}"]) for n in range(batch, min(batch + 100, count))]
+                )
 
-    try:
-        expect(other, "ready")
-        await server.start()
-        print("| emits | count | sent s | received by the other replica s | emitting replica: us CPU per emit "
-              "| a replica holding none of the recipients: us CPU per emit |")
-        print("|---|---:|---:|---:|---:|---:|")
-        await phase("batches of 100 (to_members_many, the dispatcher's notification:new)", count, batched)
-        await phase("one message per emit (to_members / to_workspace)", count // 10, one_by_one)
-    finally:
-        await server.close()
-        stop(other)
-        connection = await aio_pika.connect(AMQP_URL)
-        async with connection:
-            await (await connection.channel()).exchange_delete(f"{exchange}-socketio")
+        async def one_by_one() -> None:
+            for n in range(count // 10):
+                await sender.to_members([f"member-{n}"], "notification:new", payload(n))
+
+        try:
+            expect(other, "ready")
+            await sender.start()
+            await phase(mode, "batches", other, sender, count, batched)
+            await phase(mode, "single", other, sender, count // 10, one_by_one)
+        finally:
+            await sender.close()
+            stop(other)
+            connection = await aio_pika.connect(AMQP_URL)
+            async with connection:
+                await (await connection.channel()).exchange_delete(f"{exchange}{EXCHANGE_SUFFIX}")
+    server_module.SharedManager = shipped
+
+    names = {"batches": f"{count} emits in batches of 100 (to_members_many, the dispatcher's notification:new)",
+             "single": f"{count // 10} emits, one message each (to_members / to_workspace)"}
+    print("| emits | fan-out | a replica holding none of the rooms: ms CPU per 1000 emits | emits its queue brought "
+          "| the emitting replica: ms CPU per 1000 emits |")
+    print("|---|---|---:|---:|---:|")
+    for name, label in names.items():
+        for mode in ("fanout", "rooms"):
+            other_ms, own_ms, handled = rows[mode, name]
+            print(f"| {label} | {'fanout exchange (before)' if mode == 'fanout' else 'by room (after)'} "
+                  f"| {other_ms:.2f} | {handled} | {own_ms:.2f} |")
+    for name, label in names.items():
+        before, after = rows["fanout", name][0], rows["rooms", name][0]
+        print(f"{label}: a replica holding none of the rooms, after / before = {after / before:.3f}x")
 
 
 async def main() -> None:

@@ -294,6 +294,6 @@ async def test_an_emit_from_another_replica_carries_the_offset_only_to_sockets_t
             await replica.close()
             connection = await aio_pika.connect(AMQP_URL)
             try:
-                await (await connection.channel()).exchange_delete(f"{team.running.settings.exchange}-socketio")
+                await (await connection.channel()).exchange_delete(f"{team.running.settings.exchange}-socketio-rooms")
             finally:
                 await connection.close()

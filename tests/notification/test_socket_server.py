@@ -259,6 +259,6 @@ async def test_two_replicas_share_rooms_through_rabbitmq(tmp_path):
     connection = await aio_pika.connect(AMQP_URL)
     try:
         channel = await connection.channel()
-        await channel.exchange_delete(f"{settings.exchange}-socketio")
+        await channel.exchange_delete(f"{settings.exchange}-socketio-rooms")
     finally:
         await connection.close()

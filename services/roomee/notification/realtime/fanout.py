@@ -3,7 +3,8 @@
 :class:`RoomManager` delivers an emit to this replica's sockets in its rooms (the packet encoded
 and framed once for every recipient), and holds the per-socket side of connection state recovery.
 :class:`LocalManager` is the one-process manager; :class:`SharedManager` carries emits between
-replicas through RabbitMQ.
+replicas through RabbitMQ, by room: a replica's queue is bound to the rooms of its own sockets, so
+it receives only the emits for those rooms (:func:`routing_key`).
 
 Rooms: ``workspace:{workspaceId}`` and ``member:{memberId}`` (:func:`workspace_room`,
 :func:`member_room`).
@@ -53,6 +54,22 @@ class SocketPublishFailed(Exception):
 
 # One emit: event name, its arguments (a payload, and an offset for notification:new), target rooms.
 Emit = tuple[str, list[Any], list[str]]
+
+
+# The routing key every replica binds (emits that name no member or workspace room, control messages).
+ALL_KEY = "all"
+# The exchange of the Socket.IO fan-out is ``{settings.exchange}`` followed by this.
+EXCHANGE_SUFFIX = "-socketio-rooms"
+
+
+def routing_key(room: Any) -> str | None:
+    """The RabbitMQ routing key of a member or workspace room (``member.{id}``, ``workspace.{id}``)."""
+    if isinstance(room, str):
+        if room.startswith(MEMBER_ROOM_PREFIX):
+            return "member." + room[len(MEMBER_ROOM_PREFIX):]
+        if room.startswith(WORKSPACE_ROOM_PREFIX):
+            return "workspace." + room[len(WORKSPACE_ROOM_PREFIX):]
+    return None
 
 
 def member_room(member_id: str) -> str:
@@ -179,22 +196,129 @@ class LocalManager(RoomManager):
 
 
 class SharedManager(AsyncAioPikaManager, RoomManager):
-    """Several replicas: emits fan out through a RabbitMQ fanout exchange.
+    """Several replicas: an emit reaches only the replicas holding sockets of its rooms.
+
+    Emits travel on a RabbitMQ *direct* exchange (``{exchange}-socketio-rooms``), each message
+    published with the routing key of every room it is for (:func:`routing_key`:
+    ``workspace.{id}``, ``member.{id}``): the first as its routing key, the others in its ``BCC``
+    header (RabbitMQ's sender-selected distribution), so a replica's queue gets the message once
+    however many of its rooms it names. Each replica's exclusive queue is bound to a room's key when
+    its first local socket joins that room (the join waits for the binding, so nothing emitted after
+    it is missed) and unbound when the last one leaves. Everything else (an emit to no room, to a
+    room of another kind, python-socketio's cross-replica ``disconnect``/``enter_room``/...) goes with
+    :data:`ALL_KEY`, which every replica binds; an emit to a socket id goes with the key of that
+    socket's member room when the socket is on this replica. One publisher channel and one queue per
+    replica keep today's order: a replica gets the emits of one publisher in the order they were sent.
 
     Beyond python-socketio's manager: :meth:`emit_many` carries a list of emits in one message
     (``{"method": "emit_many", "messages": [...]}``, each entry python-socketio's own ``emit``
-    message), which every replica's listener unpacks; and the listener takes messages
-    ``LISTENER_PREFETCH`` at a time rather than one per acknowledgement round trip.
+    message), which the listener unpacks; and the listener takes messages ``LISTENER_PREFETCH`` at a
+    time rather than one per acknowledgement round trip. ``received_messages`` and
+    ``received_emits`` count what this replica's queue brought.
     """
 
     def __init__(self, url: str, channel: str) -> None:
         super().__init__(url=url, channel=channel)
         self.listening = asyncio.Event()
+        self.received_messages = 0
+        self.received_emits = 0
+        # Routing keys of the rooms holding a socket of this replica, and those the current queue is bound to.
+        self.wanted: set[str] = set()
+        self.bound: set[str] = set()
+        self._binding: dict[str, asyncio.Future] = {}
+        self._listener_queue: Any = None
+        self._listener_exchange: Any = None
+        # sid -> the routing key of its member room (a sid room's emit goes with it).
+        self._sid_keys: dict[str, str] = {}
+
+    async def _exchange(self, channel):
+        return await channel.declare_exchange(self.channel, aio_pika.ExchangeType.DIRECT)
 
     async def _queue(self, channel, exchange):
-        queue = await super()._queue(channel, exchange)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, ALL_KEY)
+        self._listener_queue, self._listener_exchange, self.bound = queue, exchange, {ALL_KEY}
+        # A new queue (first start, or after the broker came back): bind every room held meanwhile.
+        await asyncio.gather(*(self._sync(key) for key in list(self.wanted)), return_exceptions=True)
         self.listening.set()
         return queue
+
+    # -- bindings follow the rooms of this replica's sockets ----------------------------------
+
+    def basic_enter_room(self, sid, namespace, room, eio_sid=None):
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        key = routing_key(room)
+        if key is None:
+            return
+        if room.startswith(MEMBER_ROOM_PREFIX):
+            self._sid_keys[sid] = key
+        if key not in self.wanted:
+            self.wanted.add(key)
+            self._sync(key)
+
+    def basic_leave_room(self, sid, namespace, room):
+        super().basic_leave_room(sid, namespace, room)
+        if room == sid:
+            self._sid_keys.pop(sid, None)
+        key = routing_key(room)
+        if key is not None and key in self.wanted and not any(room in rooms for rooms in self.rooms.values()):
+            self.wanted.discard(key)
+            self._sync(key)
+
+    async def enter_room(self, sid, namespace, room, eio_sid=None):
+        """Join ``room``; returns once this replica's queue is bound to the room's key."""
+        await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
+        key = routing_key(room)
+        binding = self._binding.get(key) if key is not None else None
+        if binding is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(binding), LISTENER_READY_TIMEOUT_SECONDS)
+            except TimeoutError:
+                log.warning("Socket.IO room %s not bound on RabbitMQ yet; its emits may arrive late", room)
+
+    def _sync(self, key: str) -> asyncio.Future:
+        """Bind or unbind ``key`` until the queue's bindings match ``wanted`` (one task per key)."""
+        binding = self._binding.get(key)
+        if binding is None:
+            binding = self._binding[key] = asyncio.ensure_future(self._apply(key))
+        return binding
+
+    async def _apply(self, key: str) -> None:
+        try:
+            while (queue := self._listener_queue) is not None:
+                wanted = key in self.wanted
+                if wanted == (key in self.bound):
+                    return
+                if wanted:
+                    await queue.bind(self._listener_exchange, key)
+                else:
+                    await queue.unbind(self._listener_exchange, key)
+                if queue is self._listener_queue:
+                    (self.bound.add if wanted else self.bound.discard)(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the broker is gone: the listener binds what is wanted when it is back
+            log.debug("Socket.IO binding of %s failed: %s", key, exc)
+        finally:
+            self._binding.pop(key, None)
+
+    def routing_keys(self, data: dict[str, Any]) -> list[str]:
+        """The routing keys of a pub/sub message: one per room it is for, or ``[ALL_KEY]``."""
+        method = data.get("method")
+        if method == "emit":
+            rooms = [data.get("room")]
+        elif method == "emit_many":
+            rooms = [m.get("room") for m in data.get("messages") or ()]
+        else:
+            return [ALL_KEY]
+        keys: set[str] = set()
+        for target in rooms:
+            for room in target if isinstance(target, list) else [target]:
+                key = routing_key(room) or self._sid_keys.get(room)
+                if key is None:
+                    return [ALL_KEY]
+                keys.add(key)
+        return sorted(keys) or [ALL_KEY]
 
     async def emit_many(self, emits: Sequence[Emit], namespace: str = "/") -> None:
         messages = [
@@ -226,6 +350,7 @@ class SharedManager(AsyncAioPikaManager, RoomManager):
         # cancellation. Here the emit waits for the robust connection to come back, and fails
         # with an ordinary exception (counted by the caller) after PUBLISH_RETRY_SECONDS.
         body = self.json.dumps(data).encode()
+        keys = self.routing_keys(data)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PUBLISH_RETRY_SECONDS
         delay = 0.1
@@ -234,7 +359,9 @@ class SharedManager(AsyncAioPikaManager, RoomManager):
             try:
                 exchange = await self._publisher()
                 await exchange.publish(
-                    aio_pika.Message(body=body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key="*"
+                    aio_pika.Message(body=body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                     headers={"BCC": keys[1:]} if len(keys) > 1 else None),
+                    routing_key=keys[0],
                 )
                 if waited:
                     log.info("Socket.IO fan-out resumed after a broker outage")
@@ -279,12 +406,17 @@ class SharedManager(AsyncAioPikaManager, RoomManager):
                     async with queue.iterator() as queue_iter:
                         async for message in queue_iter:
                             async with message.process():
-                                for item in self._unpack(message.body):
+                                self.received_messages += 1
+                                items = self._unpack(message.body)
+                                self.received_emits += len(items)
+                                for item in items:
                                     yield item
                             retry_sleep = 1
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._listener_queue = None
+                self.bound = set()
                 # A closed channel (ChannelInvalidStateError) is also how aio-pika reports a lost
                 # broker: the listener comes back with the connection rather than ending.
                 if cancelled_from_outside():
@@ -306,3 +438,5 @@ class SharedManager(AsyncAioPikaManager, RoomManager):
         if connection is not None:
             await connection.close()
         self.listening.clear()
+        self._listener_queue = None
+        self.bound = set()

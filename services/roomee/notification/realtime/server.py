@@ -32,6 +32,7 @@ from roomee.kit.auth import Principal
 from roomee.kit.errors import RoomeeError
 from roomee.notification import clock
 from roomee.notification.realtime.fanout import (
+    EXCHANGE_SUFFIX,
     LISTENER_READY_TIMEOUT_SECONDS,
     LocalManager,
     SharedManager,
@@ -159,7 +160,7 @@ class SocketServer:
         self.service = service
         self.manager: LocalManager | SharedManager
         if broker_url:
-            self.manager = SharedManager(broker_url, channel=f"{exchange}-socketio")
+            self.manager = SharedManager(broker_url, channel=f"{exchange}{EXCHANGE_SUFFIX}")
         else:
             self.manager = LocalManager()
         # Browsers of other origins connect only when listed (settings.allowed_origins; "*" for any);
