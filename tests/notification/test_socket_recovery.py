@@ -3,7 +3,9 @@ while the notification server was gone is replayed from the stored notifications
 
 The server of the first connection and the one the client reconnects to are two distinct
 ``SocketServer`` instances (nothing in memory is shared, as after a restart or on another
-replica) on the same port, over the platform's database.
+replica) on the same port, over the platform's database; the kill -9 tests run ``roomee run --target
+notification`` processes, the last one two of them behind one address (the client reconnects to the
+replica that never saw it).
 """
 
 from __future__ import annotations
@@ -297,3 +299,103 @@ async def test_an_emit_from_another_replica_carries_the_offset_only_to_sockets_t
                 await (await connection.channel()).exchange_delete(f"{team.running.settings.exchange}-socketio-rooms")
             finally:
                 await connection.close()
+
+
+class Balancer:
+    """A TCP load balancer in front of the notification replicas: new connections go to ``target``
+    (a port), or are closed at once while it is None (no replica ready); a connection ends when
+    either side does."""
+
+    def __init__(self) -> None:
+        self.target: int | None = None
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> "Balancer":
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        try:
+            if self.target is None:
+                return
+            try:
+                upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target)
+            except OSError:
+                return
+            try:
+                await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+            finally:
+                upstream_writer.close()
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()  # one side ended: so does the other (a killed replica's connections drop)
+
+
+async def test_missed_notifications_are_replayed_by_another_replica_after_kill_9(tmp_path, node):
+    """Two notification processes on the platform's database (and broker); the client reaches them
+    through one address, as through the Service. Replica 1 is killed, the articles of the gap are
+    stored while no replica takes the client, and replica 2, which never saw the client, replays them."""
+    async with team_platform(tmp_path, members=1) as team, Balancer() as balancer:
+        ports = free_port(), free_port()
+        logs = tmp_path / "replica-1.log", tmp_path / "replica-2.log"
+        with notification_process(team, ports[0], logs[0]) as first, \
+                notification_process(team, ports[1], logs[1]) as second:
+            await ready(f"http://127.0.0.1:{ports[0]}", first, logs[0])
+            await ready(f"http://127.0.0.1:{ports[1]}", second, logs[1])
+            balancer.target = ports[0]
+            client = await Recovering.start(node, balancer.url, token_of(team.members[0]))
+            try:
+                assert (await client.next("connected"))["recovered"] is False
+                live_ids = []
+                if BACKEND == "real":  # a live one first (emits cross processes through RabbitMQ only)
+                    await articles(team, 1)
+                    live = await client.next("event")
+                    assert live["offset"] == offset_of(live["payload"])
+                    live_ids.append(live["payload"]["id"])
+                balancer.target = None  # replica 1 is gone; replica 2 is not in rotation yet
+                first.send_signal(signal.SIGKILL)
+                first.wait()
+                await client.next("disconnected")
+                await articles(team, MISSED)
+                stored = [n["id"] for n in await inbox(team.client, team.members[0], limit=50)][:MISSED][::-1]
+                assert not set(live_ids) & set(stored)
+                balancer.target = ports[1]
+                reconnected = await client.next("connected", timeout=60)
+                replayed = [await client.next("event") for _ in range(MISSED)]
+                assert reconnected["recovered"] is True
+                assert [e["payload"]["id"] for e in replayed] == stored  # every one, once, oldest first
+                assert all(e["offset"] == offset_of(e["payload"]) for e in replayed)
+                if BACKEND == "real":
+                    # live again on replica 2 (whichever replica consumed the event: fan-out by room),
+                    # and nothing of the gap a second time
+                    await articles(team, 1)
+                    after = await client.next("event")
+                    assert after["payload"]["id"] not in [*stored, *live_ids]
+            finally:
+                await client.stop()
