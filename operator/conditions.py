@@ -87,6 +87,12 @@ def provisioning_conditions(document: dict[str, Any]) -> list[Condition]:
     status = document.get("status")
     if status == "ready":
         result.append(Condition(READY, "True", "Provisioned", "the hotel is provisioned"))
+    elif status == "failed" and document.get("nextRetryAt"):
+        # A provider outage outlasted the step's retries: nothing was undone, the saga waits to retry.
+        waiting = next((s for s in document.get("steps", ()) if s["status"] != "succeeded"), None)
+        detail = f"{waiting['name']}: {waiting.get('lastError') or 'failed'}" if waiting else document.get("error") or ""
+        result.append(Condition(READY, "False", "ProviderUnavailable",
+                                f"{detail}; retried with backoff (the hotel service's own retry: {document['nextRetryAt']})"))
     elif status == "failed":
         failed = next((s for s in document.get("steps", ()) if s["status"] in ("failed", "compensated", "compensating")), None)
         detail = f"{failed['name']}: {failed.get('lastError') or 'failed'}" if failed else "provisioning failed"

@@ -66,7 +66,7 @@ async def _kopf(settings: OperatorSettings, api: PlatformAPI, ready: asyncio.Eve
         namespaces=namespaces,
         ready_flag=ready,
         stop_flag=stop,  # set before cancelling: kopf then stops without its SIGKILL safeguard
-        memo=kopf.Memo(api=api, drift_checked_at={}, repair_after={}, repair_failures={},
+        memo=kopf.Memo(api=api, drift_checked_at={}, repair_after={}, repair_failures={}, outage_retries={},
                        identity=settings.operator_identity or default_identity()),
     )
 

@@ -22,6 +22,13 @@ class OperatorSettings(Settings):
         default=0.1, gt=0, description="First wait before reading a hotel's provisioning again (it grows to 2 s).",
     )
     operator_max_poll_seconds: float = Field(default=2.0, gt=0, description="Longest wait between two reads.")
+    operator_outage_retry_seconds: float = Field(
+        default=10.0, gt=0, description="First wait before the operator retries (POST /hotel/{id}/retry) a hotel "
+        "whose provisioning waits after a provider outage; it doubles on each retry.",
+    )
+    operator_outage_retry_max_seconds: float = Field(
+        default=300.0, gt=0, description="Longest wait between two such retries.",
+    )
     operator_max_concurrent_calls: int = Field(
         default=16, ge=1, description="Requests in flight to the platform at once (many Hotels at once queue here "
         "instead of timing out and opening the circuit breaker).",

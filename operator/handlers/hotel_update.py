@@ -24,7 +24,7 @@ async def update_hotel(old, new, body, status, meta, uid, patch: kopf.Patch, mem
             # Updates follow a finished create: without a hotel it was refused, and the edit may fix it.
             # Once submitted again (a retry of this handler sees the hotelId) this handler follows the
             # saga to the end, as the create handler would: nothing else is watching it.
-            await provision(api, body, new, status, uid, patch, generation, retry)
+            await provision(api, body, new, status, uid, patch, generation, retry, memo)
             return
         changes = hotels.differences(hotels.wanted_fields(dict(new or {})), hotels.wanted_fields(dict(old or {})))
         if changes:
