@@ -257,6 +257,11 @@ def test_target_pods_are_probed_restricted_and_configured_from_secrets(everythin
         assert container["livenessProbe"]["httpGet"]["path"] == "/health"
         assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
         env = {e["name"]: e for e in container["env"]}
+        if target == "operator":  # only what it reads (tests/k8s_operator/test_chart_operator.py)
+            assert env["ROOMEE_SERVICE_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "roomee-secrets",
+                                                                                 "key": "service-secret"}
+            assert "ROOMEE_DATABASE_URL" not in env and "ROOMEE_ONESIGNAL_API_KEY" not in env
+            continue
         for name, key in (("ROOMEE_DATABASE_URL", "database-url"), ("ROOMEE_BROKER_URL", "broker-url"),
                           ("ROOMEE_SERVICE_SECRET", "service-secret")):
             assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "roomee-secrets", "key": key}

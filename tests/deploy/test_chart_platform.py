@@ -44,6 +44,12 @@ def _roomee_containers(docs: list[dict]) -> list[tuple[str, dict]]:
     return [(name, c) for name, pod in _pods(docs) for c in pod["containers"] if c.get("args", [])[:1] in (["run"], ["migrate"])]
 
 
+def _platform_containers(docs: list[dict]) -> list[tuple[str, dict]]:
+    """The Roomee containers that get the platform's env and Secret: all but the operator's, which gets only
+    what it reads (tests/k8s_operator/test_chart_operator.py)."""
+    return [(name, c) for name, c in _roomee_containers(docs) if not name.endswith("-operator")]
+
+
 def _env(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container["env"]}
 
@@ -60,9 +66,10 @@ def _fails(*args: str) -> str:
 
 
 def test_default_values_render_no_roomee_container_without_the_shared_database_and_broker(default_docs):
-    containers = _roomee_containers(default_docs)
-    # Seven targets, the operator and the migrations Job.
-    assert len(containers) == 9
+    # Seven targets, the operator and the migrations Job; all but the operator share the database and broker.
+    assert len(_roomee_containers(default_docs)) == 9
+    containers = _platform_containers(default_docs)
+    assert len(containers) == 8
     for name, container in containers:
         assert _secret_ref(container, "ROOMEE_DATABASE_URL") == ("roomee-secrets", "database-url"), name
         assert _secret_ref(container, "ROOMEE_BROKER_URL") == ("roomee-secrets", "broker-url"), name
@@ -155,7 +162,7 @@ def test_production_values_render_no_bundled_engine_and_no_secret(production_doc
     kinds = {d["kind"] for d in production_docs}
     assert "StatefulSet" not in kinds and "Secret" not in kinds and "PersistentVolumeClaim" not in kinds
     assert not any(s["metadata"]["name"].endswith(("-postgresql", "-rabbitmq")) for s in by_kind(production_docs, "Service"))
-    for name, container in _roomee_containers(production_docs):
+    for name, container in _platform_containers(production_docs):
         assert _secret_ref(container, "ROOMEE_DATABASE_URL") == ("roomee-db-app", "uri"), name
         assert _secret_ref(container, "ROOMEE_BROKER_URL") == ("roomee-broker", "broker-url"), name
         assert _secret_ref(container, "ROOMEE_SERVICE_SECRET") == ("roomee-secrets", "service-secret"), name
@@ -176,7 +183,7 @@ def test_production_values_render_no_bundled_engine_and_no_secret(production_doc
 def test_an_existing_secret_alone_turns_the_bundled_engines_off():
     docs = manifests(helm_template("--set", "secrets.existingSecret=mine", "--set", "secrets.signingKeysSecret=keys"))
     assert not by_kind(docs, "StatefulSet") and not by_kind(docs, "Secret")
-    for name, container in _roomee_containers(docs):
+    for name, container in _platform_containers(docs):
         assert _secret_ref(container, "ROOMEE_DATABASE_URL") == ("mine", "database-url"), name
 
 
@@ -185,7 +192,7 @@ def test_external_database_with_generated_secrets_keeps_the_bundled_broker():
     assert [s["metadata"]["name"] for s in by_kind(docs, "StatefulSet")] == ["roomee-rabbitmq"]
     [secret] = by_kind(docs, "Secret")
     assert "database-url" not in secret["data"] and "broker-url" in secret["data"]
-    for name, container in _roomee_containers(docs):
+    for name, container in _platform_containers(docs):
         assert _secret_ref(container, "ROOMEE_DATABASE_URL") == ("pg-app", "uri"), name
         assert _secret_ref(container, "ROOMEE_BROKER_URL") == ("roomee-secrets", "broker-url"), name
 
