@@ -254,7 +254,8 @@ class SharedManager(AsyncAioPikaManager, RoomManager):
             self._sid_keys[sid] = key
         if key not in self.wanted:
             self.wanted.add(key)
-            self._sync(key)
+            if self._listener_queue is not None:  # otherwise bound when the listener has a queue again
+                self._sync(key)
 
     def basic_leave_room(self, sid, namespace, room):
         super().basic_leave_room(sid, namespace, room)
@@ -263,7 +264,8 @@ class SharedManager(AsyncAioPikaManager, RoomManager):
         key = routing_key(room)
         if key is not None and key in self.wanted and not any(room in rooms for rooms in self.rooms.values()):
             self.wanted.discard(key)
-            self._sync(key)
+            if self._listener_queue is not None:
+                self._sync(key)
 
     async def enter_room(self, sid, namespace, room, eio_sid=None):
         """Join ``room``; returns once this replica's queue is bound to the room's key."""
@@ -426,8 +428,18 @@ class SharedManager(AsyncAioPikaManager, RoomManager):
                 await asyncio.sleep(retry_sleep)
                 retry_sleep = min(retry_sleep * 2, 60)
 
+    def stop_binding(self) -> None:
+        """Leave the queue's bindings as they are from now on (shutting down: the exclusive queue goes
+        with its connection, no need for an unbind per room the departing sockets leave)."""
+        self._listener_queue = None
+
     async def close(self) -> None:
         """Stop the listener task and close the publisher connection."""
+        self.stop_binding()
+        pending = list(self._binding.values())
+        for binding in pending:
+            binding.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         task = getattr(self, "thread", None)
         if task is not None and not task.done():
             task.cancel()

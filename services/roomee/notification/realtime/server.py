@@ -207,6 +207,8 @@ class SocketServer:
 
     async def close(self) -> None:
         """Disconnect this replica's sockets and stop background tasks."""
+        if isinstance(self.manager, SharedManager):
+            self.manager.stop_binding()
         for sid in list(self.manager.rooms.get("/", {}).get(None, {}).keys()):
             try:
                 await self.sio.disconnect(sid, ignore_queue=True)
