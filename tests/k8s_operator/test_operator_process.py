@@ -14,6 +14,7 @@ from roomee import targets
 from tests.fixtures.kube import CRD_DIR
 from tests.fixtures.platform import free_port, make_settings, running_platform
 from tests.hotel.support import FAST_SAGA
+from tests.k8s_operator.test_chart_operator import operator_env
 from tests.k8s_operator.test_hotel_lifecycle import eventually
 
 ROOMEE = [sys.executable, "-m", "roomee.cli"]
@@ -29,13 +30,21 @@ async def test_operator_process_serves_health_metrics_and_reconciles(tmp_path, k
     settings = make_settings(tmp_path / "platform", **FAST_SAGA)
     async with running_platform(settings) as platform:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMEE_")} | {
-            "KUBECONFIG": str(kube.kubeconfig), "ROOMEE_DATA_DIR": str(tmp_path / "operator"),
-            "ROOMEE_SERVICE_SECRET": settings.service_secret, "ROOMEE_LOG_LEVEL": "WARNING",
-            "ROOMEE_AUTH_URL": platform.url, "ROOMEE_HOTEL_URL": platform.url, "ROOMEE_MEMBERS_URL": platform.url,
+        # Exactly the env the chart gives the operator's pod (nothing else of ROOMEE_*), with the Services'
+        # URLs, the Secret's value and the pod's fields resolved here.
+        rendered = {name: entry.get("value") for name, entry in operator_env().items()}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMEE_")} | rendered | {
+            "KUBECONFIG": str(kube.kubeconfig), "ROOMEE_SERVICE_SECRET": settings.service_secret,
+            "ROOMEE_LOG_LEVEL": "WARNING", "ROOMEE_AUTH_URL": platform.url, "ROOMEE_HOTEL_URL": platform.url,
+            "ROOMEE_MEMBERS_URL": platform.url, "ROOMEE_OPERATOR_LEASE_NAMESPACE": "default",
+            "ROOMEE_OPERATOR_IDENTITY": "roomee-operator-pod-0",
         }
+        env.pop("ROOMEE_SERVICE_CLIENT_SECRETS")  # optional, and absent from the generated Secret
+        assert all(value is not None for value in env.values()), env
+        workdir = tmp_path / "operator-cwd"
+        workdir.mkdir()
         process = await asyncio.create_subprocess_exec(
-            *ROOMEE, "run", "--target", "operator", "--port", str(port), env=env,
+            *ROOMEE, "run", "--target", "operator", "--port", str(port), env=env, cwd=workdir,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
         try:
