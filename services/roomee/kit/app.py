@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from roomee import __version__
 from roomee.kit.errors import RoomeeError
+from roomee.kit.hot import HotRoutes
 from roomee.kit.limits import BodyLimit, PayloadTooLarge, too_large
 from roomee.kit.metrics import http_request_duration_seconds
 from roomee.kit.metrics_listener import with_metrics_listener
@@ -310,8 +311,11 @@ def create_app(settings: Settings, targets: list) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After", "Location"],
             max_age=600,
         )
+    # The hot reads (roomee.kit.hot) after TextGuard's checks of the path and query, before FastAPI's routing.
+    hot = HotRoutes(app, app, platform, cors=bool(settings.allowed_origins))
+    app.state.hot_routes = hot
     # The body limit before TextGuard, which reads a JSON body whole before the app runs.
-    bounded = BodyLimit(TextGuard(app), [route for spec in targets for route in spec.router.routes], settings)
+    bounded = BodyLimit(TextGuard(hot), [route for spec in targets for route in spec.router.routes], settings)
     asgi = ObservabilityMiddleware(StartGate(bounded, platform), service_label)
     for spec in targets:
         mount = spec.load(spec.mount)

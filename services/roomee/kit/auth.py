@@ -586,6 +586,7 @@ def require_permission(permission: str) -> Callable[..., Awaitable[Principal]]:
             raise Forbidden(f"permission '{permission}' required", code="permission_denied")
         return principal
 
+    dependency.roomee_permission = permission  # what a hot read (roomee.kit.hot) checks
     return dependency
 
 

@@ -18,6 +18,7 @@ def context_of(service: str) -> Callable[[Request], ServiceContext]:
     async def dependency(request: Request) -> ServiceContext:
         return request.app.state.platform.services[service]
 
+    dependency.roomee_context_of = service  # what a hot read (roomee.kit.hot) resolves it to
     return dependency
 
 
@@ -37,4 +38,5 @@ def session_for(service: str) -> Callable[[Request], Any]:
         async with ctx.db.transaction() as session:
             yield session
 
+    dependency.roomee_session_of = service  # a hot read (roomee.kit.hot) reads through HotReads
     return dependency

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomee.kit.auth import PUBLISH_PAGES, CurrentMember, Principal, require_permission
 from roomee.kit.deps import context_of, session_for
+from roomee.kit.hot import hot_read
 from roomee.kit.platform import ServiceContext
 from roomee.kit.schemas import Page
 from roomee.news import schemas
@@ -68,6 +69,7 @@ async def create_page(body: schemas.PageCreate, service: News, principal: Publis
 
 
 @router.get("/pages", response_model=Page[schemas.PageOut], responses=_errors(401, 403, 404, 422))
+@hot_read
 async def list_pages(
     service: News,
     principal: Member,
@@ -81,6 +83,7 @@ async def list_pages(
 
 
 @router.get("/pages/{page_id}", response_model=schemas.PageOut, responses=_errors(401, 403, 404))
+@hot_read
 async def get_page(page_id: PageId, service: News, principal: Member):
     """One page of the caller's workspace."""
     return await service.get_page(principal, page_id)
@@ -101,6 +104,7 @@ async def delete_page(page_id: PageId, service: News, principal: Member) -> Resp
 
 
 @router.get("/pages/{page_id}/comments", response_model=Page[schemas.CommentOut], responses=_errors(401, 403, 404, 422))
+@hot_read
 async def list_comments(page_id: PageId, service: News, principal: Member, limit: Limit = 50, cursor: Cursor = None):
     """Live comments of a page, oldest first, paginated by cursor."""
     return await service.list_comments(principal, page_id, cursor=cursor, limit=limit)

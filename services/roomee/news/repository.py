@@ -46,6 +46,26 @@ def _reader(member_id) -> sa.Select:
     )
 
 
+# Statements built once with bound parameters (a hot read compiles each once: roomee.kit.hot).
+_PAGE = sa.select(page).where(_live_page(sa.bindparam("workspace_id"), sa.bindparam("page_id")))
+_PAGE_FOR_READER = _reader(sa.bindparam("member_id")).where(_live_page(sa.bindparam("workspace_id"),
+                                                                      sa.bindparam("page_id")))
+
+
+@functools.cache
+def _comments_statement(after_cursor: bool) -> sa.Select:
+    """A page's live comments, oldest first, built once per shape."""
+    query = sa.select(comment).where(comment.c.workspace_id == sa.bindparam("workspace_id"),
+                                     comment.c.page_id == sa.bindparam("page_id"), comment.c.deleted_at.is_(None))
+    if after_cursor:
+        created_at = sa.bindparam("after_created_at", type_=comment.c.created_at.type)
+        query = query.where(sa.or_(
+            comment.c.created_at > created_at,
+            sa.and_(comment.c.created_at == created_at, comment.c.id > sa.bindparam("after_id")),
+        ))
+    return query.order_by(comment.c.created_at, comment.c.id).limit(sa.bindparam("limit"))
+
+
 @functools.cache
 def _feed_statement(under_parent: bool, of_type: bool, after_cursor: bool) -> sa.Select:
     """The feed read, built once per shape with bound parameters: the request path only binds values."""
@@ -73,11 +93,12 @@ class PageRepository(Repository):
         await self.session.execute(sa.insert(page).values(**values))
 
     async def get(self, workspace_id: str, page_id: str) -> dict | None:
-        return await self._one(sa.select(page).where(_live_page(workspace_id, page_id)))
+        return await self._one(_PAGE, {"workspace_id": workspace_id, "page_id": page_id})
 
     async def get_for(self, workspace_id: str, page_id: str, member_id: str) -> dict | None:
         """A live page with its parent's title and type, and the member's like and acknowledgement."""
-        return await self._one(_reader(member_id).where(_live_page(workspace_id, page_id)))
+        return await self._one(_PAGE_FOR_READER, {"workspace_id": workspace_id, "page_id": page_id,
+                                                  "member_id": member_id})
 
     async def by_idempotency_key(self, workspace_id: str, author_id: str, key: str) -> dict | None:
         return await self._one(
@@ -169,18 +190,10 @@ class CommentRepository(Repository):
 
     async def of_page(self, workspace_id: str, page_id: str, *, after: Cursor | None, limit: int) -> list[dict]:
         """Live comments of a page, oldest first (a conversation reads downwards)."""
-        query = sa.select(comment).where(
-            comment.c.workspace_id == workspace_id, comment.c.page_id == page_id, comment.c.deleted_at.is_(None)
-        )
+        values = {"workspace_id": workspace_id, "page_id": page_id, "limit": limit}
         if after is not None:
-            created_at, comment_id = after
-            query = query.where(
-                sa.or_(
-                    comment.c.created_at > created_at,
-                    sa.and_(comment.c.created_at == created_at, comment.c.id > comment_id),
-                )
-            )
-        rows = await self.session.execute(query.order_by(comment.c.created_at, comment.c.id).limit(limit))
+            values["after_created_at"], values["after_id"] = after
+        rows = await self.session.execute(_comments_statement(after is not None), values)
         return [dict(r) for r in rows.mappings()]
 
     async def update(self, workspace_id: str, comment_id: str, values: dict[str, Any]) -> bool:

@@ -1,0 +1,102 @@
+"""Hot reads (roomee.kit.hot): each route marked hot is answered by the kit's own path with the bytes
+FastAPI answers (same status, type and body), and every answer other than 200 (no token, a service token,
+a bad parameter, an unknown id) is FastAPI's. Both backends."""
+
+from __future__ import annotations
+
+from roomee.kit.hot import HOT
+from tests.fixtures.people import make_admin
+
+
+def _hot_paths(running) -> set[str]:
+    return {plan.route.path for plans in running.app.state.hot_routes.plans.values() for plan in plans}
+
+
+async def _both(client, hot, url: str, headers: dict[str, str]):
+    """The answer with the hot path on, whether it served it, and the answer of FastAPI alone."""
+    served = hot.served
+    fast = await client.get(url, headers=headers)
+    by_hot = hot.served - served
+    hot.enabled = False
+    try:
+        full = await client.get(url, headers=headers)
+    finally:
+        hot.enabled = True
+    return fast, by_hot, full
+
+
+async def _urls(running, client, admin) -> dict[str, str]:
+    """A URL of each hot route, on data made through the API."""
+    headers = admin.headers
+    feed = (await client.post("/api/v1/pages", json={"pageType": "feed", "title": "Fil"}, headers=headers)).json()
+    article = (await client.post("/api/v1/pages", headers=headers, json={
+        "pageType": "article", "parentId": feed["id"], "title": "Été", "content": "<p>Les horaires changent</p>"})).json()
+    made = await client.post("/api/v1/comments", json={"pageId": article["id"], "content": "Noté"}, headers=headers)
+    assert made.status_code == 201, made.text
+    return {
+        "/api/v1/pages": f"/api/v1/pages?parentId={feed['id']}&limit=20",
+        "/api/v1/pages/{page_id}": f"/api/v1/pages/{article['id']}",
+        "/api/v1/pages/{page_id}/comments": f"/api/v1/pages/{article['id']}/comments",
+    }
+
+
+async def test_hot_reads_answer_what_fastapi_answers(platform):
+    hot = platform.app.state.hot_routes
+    async with platform.client() as client:
+        admin = await make_admin(platform, client, "hot@example.com")
+        urls = await _urls(platform, client, admin)
+        assert set(urls) <= _hot_paths(platform)
+        for path, url in urls.items():
+            fast, by_hot, full = await _both(client, hot, url, admin.headers)
+            assert fast.status_code == full.status_code == 200, (url, fast.text, full.text)
+            assert by_hot == 1, (url, repr(hot.last_error))
+            assert fast.headers["content-type"] == full.headers["content-type"] == "application/json"
+            assert fast.content == full.content, url
+            assert fast.headers["content-length"] == full.headers["content-length"]
+
+        # Another page of the same list (a cursor) is a hot read too.
+        first = (await client.get(urls["/api/v1/pages/{page_id}/comments"] + "?limit=1", headers=admin.headers)).json()
+        assert first["nextCursor"]
+        fast, by_hot, full = await _both(
+            client, hot, urls["/api/v1/pages/{page_id}/comments"] + f"?limit=1&cursor={first['nextCursor']}",
+            admin.headers)
+        assert (fast.status_code, fast.content) == (full.status_code, full.content) and by_hot == 1
+
+
+async def test_hot_reads_leave_every_other_answer_to_fastapi(platform):
+    hot = platform.app.state.hot_routes
+    async with platform.client() as client:
+        admin = await make_admin(platform, client, "cold@example.com")
+        urls = await _urls(platform, client, admin)
+        service = await platform.service_headers("hotel")
+        odd = {
+            "no token": ({}, urls["/api/v1/pages/{page_id}"], 401),
+            "not a bearer token": ({"Authorization": "Basic abc"}, urls["/api/v1/pages/{page_id}"], 401),
+            "a forged token": ({"Authorization": "Bearer a.b.c"}, urls["/api/v1/pages/{page_id}"], 401),
+            "a service token": (service, urls["/api/v1/pages/{page_id}"], 403),
+            "an unknown id": (admin.headers, "/api/v1/pages/no-such-page", 404),
+            "an id too long": (admin.headers, "/api/v1/pages/" + "x" * 37, 422),
+            "a limit out of range": (admin.headers, urls["/api/v1/pages"].replace("limit=20", "limit=1000"), 422),
+            "a limit that is not a number": (admin.headers, urls["/api/v1/pages"].replace("limit=20", "limit=ten"), 422),
+            "a cursor that is not one": (admin.headers, urls["/api/v1/pages/{page_id}/comments"] + "?cursor=nope", 422),
+        }
+        for what, (headers, url, status) in odd.items():
+            fast, by_hot, full = await _both(client, hot, url, headers)
+            assert by_hot == 0, what
+            assert fast.status_code == full.status_code == status, (what, fast.text)
+            assert fast.json() == full.json(), what
+        # HEAD and another method of a hot path are FastAPI's too (405 both: GET routes take no HEAD).
+        served = hot.served
+        assert (await client.head(urls["/api/v1/pages/{page_id}"], headers=admin.headers)).status_code == 405
+        assert (await client.put(urls["/api/v1/pages/{page_id}"], headers=admin.headers)).status_code == 405
+        assert hot.served == served
+
+
+async def test_an_earlier_route_keeps_the_urls_it_takes(platform):
+    """``GET /members/invitations`` is declared before ``GET /members/{member_id}``: FastAPI's, not the hot one's."""
+    hot = platform.app.state.hot_routes
+    found = hot.plan_of("/members/invitations")
+    assert found is None or found[0].route.path == "/members/invitations"
+    if "/members/{member_id}" in _hot_paths(platform):
+        plan, values = hot.plan_of("/members/some-id")
+        assert plan.route.path == "/members/{member_id}" and values == {"member_id": "some-id"}
