@@ -53,7 +53,11 @@ async def _repair(api: PlatformAPI, body, status, meta, patch: kopf.Patch, retry
             patch.status[fact] = repaired[field]
     what = {"subscription": "a new subscription on the spec's plan", "qr": "the QR code uploaded again"}
     done = "; ".join(what[name] for name in repaired["repaired"]) or "already whole"
-    hotels.set_conditions(body, patch, [Condition(READY, "True", "DriftCorrected", f"hotel {hotel_id}: {done}")],
+    # The steps' conditions name what they made now (same status and reason: no Event of their own).
+    made = {"subscription": repaired.get("subscriptionId"), "qr": repaired.get("qrLink")}
+    steps = [Condition(conditions.STEP_CONDITIONS[name], "True", conditions.DONE_REASONS[name],
+                       f"{name} repaired ({made[name]})") for name in repaired["repaired"]]
+    hotels.set_conditions(body, patch, [*steps, Condition(READY, "True", "DriftCorrected", f"hotel {hotel_id}: {done}")],
                           meta.get("generation"))
 
 

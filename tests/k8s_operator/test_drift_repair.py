@@ -61,6 +61,8 @@ async def test_a_subscription_canceled_in_stripe_and_a_lost_qr_are_reported_then
         assert [e["type"] for e in events(kube, "DriftCorrected")] == ["Normal"]
         repaired = json.loads((await kube.kubectl("get", "hotel", NAME, "-o", "json")).stdout)["status"]
         assert repaired["subscriptionId"] not in (None, first["subscriptionId"])
+        subscription_ready = condition(stored(kube), "SubscriptionReady")
+        assert subscription_ready["status"] == "True" and repaired["subscriptionId"] in subscription_ready["message"]
         customers, live = await stripe_leftovers(localstripe, hotel_id)
         assert [s["id"] for s in live] == [repaired["subscriptionId"]] and len(customers) == 1
         assert live[0]["status"] in ("active", "trialing", "incomplete"), live
