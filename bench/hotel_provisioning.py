@@ -3,12 +3,13 @@
     python bench/hotel_provisioning.py [--backend embedded|real] [--stripe] [--hotels 100]
 
 ``embedded`` (default): SQLite + the in-process bus in a temporary directory. ``real``: PostgreSQL +
-RabbitMQ on this machine, in schemas, an exchange and queues of their own, dropped at the end.
+RabbitMQ on this machine, in schemas, an exchange and queues of their own, dropped at the end, with
+the PostgreSQL pools as deployed (not the tests' one connection per target; ``--test-pools``: theirs).
 ``--stripe``: billing on localstripe (started here from the pinned package) instead of ``local``.
 
 Every target runs in this process on real HTTP (uvicorn), as ``roomee up`` does. Measured:
 
-- one hotel: ``POST /hotel/add`` until its provisioning document says ``ready`` (polled every 5 ms),
+- one hotel: ``POST /hotel/add`` until the hotel list says it is ``ready`` (polled every 20 ms),
   and each step's latency (``finishedAt - startedAt`` of its last attempt);
 - N hotels posted at once: until all are ``ready``; per-step latency p50 / p95 over the N hotels.
 
@@ -39,6 +40,8 @@ sys.path.insert(0, str(ROOT / "services"))
 
 import httpx  # noqa: E402
 
+import _harness as harness  # noqa: E402
+
 from roomee.hotel.qr import qr_png  # noqa: E402
 from roomee.kit import loop  # noqa: E402
 from roomee.kit.events import Message, build_envelope  # noqa: E402
@@ -51,6 +54,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stripe", action="store_true", help="billing on localstripe (started here)")
     parser.add_argument("--hotels", type=int, default=100, help="hotels posted at once")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--test-pools", action="store_true",
+                        help="real: the tests' PostgreSQL pools (1 connection + 6 overflow per target) as measured "
+                             "before, instead of the deployed ones")
     return parser.parse_args()
 
 
@@ -77,35 +83,10 @@ async def provision(client: httpx.AsyncClient, headers: dict, count: int, timeou
     for response in responses:
         assert response.status_code == 202, response.text
         ids.append(response.json()["id"])
-    await wait_ready(client, headers, set(ids), timeout - (time.perf_counter() - started))
+    await harness.wait_provisioned(client, headers, ids, timeout - (time.perf_counter() - started))
     took = time.perf_counter() - started
     documents = [(await client.get(f"/hotel/{hotel_id}/provisioning", headers=headers)).json() for hotel_id in ids]
     return took, documents
-
-
-async def wait_ready(client: httpx.AsyncClient, headers: dict, ids: set[str], timeout: float,
-                     interval: float = 0.02) -> None:
-    """Until every hotel of ``ids`` is ready, watched through ``GET /hotel?status=…`` (one request per
-    200 hotels every 20 ms): polling each hotel's document every 5 ms, as at first, put hundreds of
-    reads per second on the database the sagas write to, and the measurement weighed on what it
-    measured (a third of the 100-hotel time on SQLite)."""
-    started, pending = time.perf_counter(), set(ids)
-    while pending:
-        if time.perf_counter() - started > timeout:
-            raise SystemExit(f"{len(pending)} hotels not ready after {timeout} s")
-        for status in ("ready", "failed"):
-            cursor = None
-            while True:
-                params = {"status": status, "limit": 200} | ({"cursor": cursor} if cursor else {})
-                page = (await client.get("/hotel", params=params, headers=headers)).json()
-                found = {hotel["id"] for hotel in page["items"]} & pending
-                if status == "failed" and found:
-                    raise SystemExit(f"hotels failed: {sorted(found)}")
-                pending -= found
-                cursor = page.get("nextCursor")
-                if not cursor:
-                    break
-        await asyncio.sleep(interval)
 
 
 async def seed_saga(running, client: httpx.AsyncClient, headers: dict, n: int) -> bool:
@@ -155,7 +136,9 @@ def step_table(documents: list[dict]) -> list[str]:
                         if s["name"] == name) if d is not None
         )
         p95 = values[min(len(values) - 1, int(len(values) * 0.95))]
-        lines.append(f"  {name:<13} p50 {statistics.median(values) * 1000:8.1f} ms   p95 {p95 * 1000:8.1f} ms")
+        retried = sum(1 for doc in documents for s in doc["steps"] if s["name"] == name and s["attempts"] > 1)
+        lines.append(f"  {name:<13} p50 {statistics.median(values) * 1000:8.1f} ms   p95 {p95 * 1000:8.1f} ms"
+                     f"   retried in {retried} hotels")
     return lines
 
 
@@ -187,6 +170,8 @@ async def main() -> None:
     platform_fixture.BACKEND = args.backend
     stripe_process = None
     overrides: dict = {"log_level": "ERROR"}
+    if args.backend == "real" and not args.test_pools:  # as deployed, not the tests' one connection per target
+        overrides |= harness.deployed_pools()
     if args.stripe:
         stripe_process, stripe_url = start_localstripe()
         overrides |= {"billing_provider": "stripe", "stripe_api_key": "sk_test_bench", "stripe_api_url": stripe_url}
