@@ -324,8 +324,9 @@ class SagaEngine:
 
     # -- leases ----------------------------------------------------------------------------------
 
-    def transaction(self, key: str):
-        """A transaction that first renews this process's lease on ``key`` (or raises LeaseLost)."""
+    def transaction(self, key: str, **run_values: Any):
+        """A transaction that first renews this process's lease on ``key`` (or raises LeaseLost);
+        ``run_values`` (the saga's ``data``, say) are written by the same statement."""
         engine = self
 
         class _Tx:
@@ -337,7 +338,7 @@ class SagaEngine:
                         sa.update(engine.run_table)
                         .where(*engine._run_where(key), engine.run_table.c.lease_owner == engine.owner)
                         .values(lease_expires_at=utcnow() + timedelta(seconds=engine.policy.lease_seconds),
-                                updated_at=utcnow())
+                                updated_at=utcnow(), **run_values)
                     )
                     if renewed.rowcount != 1:
                         raise LeaseLost(key)
@@ -351,24 +352,23 @@ class SagaEngine:
 
         return _Tx()
 
-    async def _claim(self, key: str) -> bool:
+    async def _claim(self, session: AsyncSession, key: str) -> bool:
         now = utcnow()
-        async with self.db.transaction() as session:
-            claimed = await session.execute(
-                sa.update(self.run_table)
-                .where(
-                    *self._run_where(key),
-                    self.run_table.c.status.in_((RUNNING, COMPENSATING, WAITING)),
-                    self.run_table.c.next_attempt_at <= now,
-                    sa.or_(
-                        self.run_table.c.lease_owner.is_(None),
-                        self.run_table.c.lease_owner == self.owner,
-                        self.run_table.c.lease_expires_at < now,
-                    ),
-                )
-                .values(lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=self.policy.lease_seconds))
+        claimed = await session.execute(
+            sa.update(self.run_table)
+            .where(
+                *self._run_where(key),
+                self.run_table.c.status.in_((RUNNING, COMPENSATING, WAITING)),
+                self.run_table.c.next_attempt_at <= now,
+                sa.or_(
+                    self.run_table.c.lease_owner.is_(None),
+                    self.run_table.c.lease_owner == self.owner,
+                    self.run_table.c.lease_expires_at < now,
+                ),
             )
-            return claimed.rowcount == 1
+            .values(lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=self.policy.lease_seconds))
+        )
+        return claimed.rowcount == 1
 
     async def _release(self, session: AsyncSession, key: str, delay: float | None, **values: Any) -> None:
         now = utcnow()
@@ -388,10 +388,8 @@ class SagaEngine:
         self._active.add(key)
         try:
             async with self._slots:
-                if not await self._claim(key):
-                    return
-                async with self.db.transaction() as session:
-                    found = await self.state(session, key)
+                async with self.db.transaction() as session:  # the claim and the state: one commit
+                    found = await self.state(session, key) if await self._claim(session, key) else None
                 if found is None:
                     return
                 saga, steps = found
@@ -452,15 +450,12 @@ class SagaEngine:
             self._observe(step.name, "succeeded", started)
             saga["data"].update(result.data)
             following = todo[index + 1] if index + 1 < len(todo) else None
-            async with self.transaction(key) as session:
+            async with self.transaction(key, data=dict(saga["data"])) as session:
                 await session.execute(
                     sa.update(self.step_table).where(*self.step_where(key, step.name)).values(
                         status=STEP_SUCCEEDED, finished_at=utcnow(), last_error=None,
                         external_id=result.external_id or run.external_id,
                     )
-                )
-                await session.execute(
-                    sa.update(self.run_table).where(*self._run_where(key)).values(data=dict(saga["data"]))
                 )
                 if result.apply is not None:
                     await result.apply(session)
