@@ -1,5 +1,6 @@
 """Drift tells the truth: a Hotel whose subscription is canceled directly in Stripe (localstripe,
-through the SDK), or whose QR code is deleted from media's storage, turns Ready=False with the reason
+through the SDK), or whose QR code is deleted from media's storage (local files, or straight in the
+fake-gcs-server bucket through the GCS SDK), turns Ready=False with the reason
 and a Warning Event, then the operator repairs it through the hotel service (a new subscription on the
 spec's plan; the QR code uploaded again, status.qrLink updated) and Ready=True returns with one
 DriftCorrected Event. Real kubectl against the stand-in, the real platform, localstripe."""
@@ -10,6 +11,7 @@ import asyncio
 import json
 
 from tests.billing.test_closure import stripe_leftovers
+from tests.fixtures.gcs import fake_gcs, gcs_settings  # noqa: F401 (fixture)
 from tests.fixtures.platform import make_settings, running_platform
 from tests.fixtures.stripe import WEBHOOK_SECRET, localstripe  # noqa: F401 (fixture)
 from tests.hotel.support import FAST_SAGA
@@ -92,3 +94,27 @@ async def test_a_subscription_canceled_in_stripe_and_a_lost_qr_are_reported_then
         assert per_repair == {"SubscriptionCancelled": 1, "QRMissing": 1, "DriftCorrected": 2, "DriftNotCorrected": 0}
         hotel = (await client.get(f"/hotel/{hotel_id}", headers=await platform.service_headers("operator"))).json()
         assert (hotel["qrLink"], hotel["subscriptionId"]) == (status["qrLink"], status["subscriptionId"])
+
+
+async def test_a_qr_code_deleted_in_the_gcs_bucket_is_uploaded_again(tmp_path, kube, run_operator, fake_gcs):  # noqa: F811
+    settings = make_settings(tmp_path / "platform", **FAST_SAGA, **gcs_settings(fake_gcs, tmp_path))
+    async with running_platform(settings) as platform, run_operator(kube, settings), \
+            platform.client(follow_redirects=True) as client:
+        await kube.kubectl("apply", "--validate=false", "-f", EXAMPLE)
+        await kube.kubectl("wait", "--for=condition=Ready", f"hotel/{NAME}", "--timeout=60s")
+        first = stored(kube)["status"]
+        media_id = first["qrLink"].rstrip("/").split("/")[-2]
+        # Straight in the bucket, through the GCS SDK: media's row stays, its object is gone.
+        with fake_gcs.client() as gcs:
+            gcs.bucket(settings.media_gcs_bucket).blob(f"{first['hotelId']}/{media_id}/original").delete()
+        assert (await client.get(first["qrLink"])).status_code != 200
+        to_false, to_true = await broken_then_repaired(kube, "QRMissing")
+        status = stored(kube)["status"]
+        assert status["qrLink"] != first["qrLink"] and status["subscriptionId"] == first["subscriptionId"]
+        qr = await client.get(status["qrLink"])  # a redirect to a signed GET of the bucket
+        assert qr.status_code == 200 and qr.content.startswith(b"\x89PNG")
+        new_id = status["qrLink"].rstrip("/").split("/")[-2]
+        assert f"{first['hotelId']}/{new_id}/original" in fake_gcs.object_names(settings.media_gcs_bucket)
+        assert [e["type"] for e in events(kube, "QRMissing")] == ["Warning"]
+        assert [e["type"] for e in events(kube, "DriftCorrected")] == ["Normal"]
+        print(f"\nQR object deleted in GCS: Ready=False after {to_false:.2f} s, Ready=True {to_true:.2f} s later")
