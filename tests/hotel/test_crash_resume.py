@@ -119,11 +119,12 @@ async def test_sigkill_between_every_step_resumes_without_duplicates(tmp_path):
             proxy.hold("POST", "/media/upload", drop=True),                       # hotel → qr
             proxy.hold("POST", "/media/upload", after=True),                      # qr done, answer lost
             proxy.hold("GET", "/sub/plans", drop=True),                           # qr → storage
-            proxy.hold("GET", r"/media/storage/.+", after=True),                  # quota event emitted
-            proxy.hold("POST", "/sub/assign-subscription/", drop=True),           # storage → subscription
+            proxy.hold("POST", "/sub/assign-subscription/", drop=True),           # quota event emitted → subscription
             proxy.hold("POST", "/sub/assign-subscription/", after=True),          # subscribed, answer lost
             proxy.hold("POST", "/members/add/hotel/member", drop=True),           # subscription → admin
             proxy.hold("POST", "/members/add/hotel/member", after=True),          # admin created, answer lost
+            # The storage step, still running, waits for media's quota before announce: quota seen, answer lost.
+            proxy.hold("GET", r"/media/storage/.+", after=True),
         ]
         hotel = HotelProcess(hotel_process_env(settings, hotel_url, proxy.url), hotel_url, tmp_path / "hotel.log")
         try:

@@ -83,6 +83,7 @@ async def test_every_remote_id_is_one_encoded_segment():
         await provisioner.delete_qr(run_of("qr", external_id=ODD_ID))
         await provisioner.delete_qr(run_of("qr"))
         await provisioner.create_storage(run_of("storage", external_id="event-1", data={"plan": "premium"}))
+        await provisioner.wait_for_storage(run_of("storage", external_id="event-1", data={"plan": "premium"}))
         await provisioner.release_storage(run_of("storage"))
         await provisioner.cancel_subscription(run_of("subscription"))
         await provisioner.delete_members(run_of("members"))

@@ -307,3 +307,89 @@ def test_retry_later_delays_grow_and_are_capped():
     for round_, upper in ((1, 60), (2, 120), (5, 960), (6, 1800), (20, 1800)):
         delay = policy.retry_later_delay(round_)
         assert upper / 2 <= delay <= upper, (round_, delay)
+
+
+class Settling(Recorder):
+    """Steps a, b, c, d where b only starts its effect: ``settle_b`` waits for it before d, while c runs.
+    ``log`` holds every action and settle in order, with b's status as c saw it."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self.db = db
+        self.engine: SagaEngine | None = None
+        self.log: list[str] = []
+        self.settle_failures: list[Exception] = []
+
+    def action(self, name: str):
+        act = super().action(name)
+
+        async def logged(run):
+            if name == "c":
+                _status, steps = await status_of(self.engine, self.db, run.key)
+                self.log.append(f"c (b {steps[1]['status']})")
+            else:
+                self.log.append(name)
+            return await act(run)
+
+        return logged
+
+    def definition(self) -> SagaDefinition:
+        async def settle_b(run):
+            self.log.append("settle b")
+            if self.settle_failures:
+                raise self.settle_failures.pop(0)
+            return StepResult(data={"settled": run.external_id})
+
+        async def closed(_session, key, _data, error):
+            self.closed.append((key, error))
+
+        steps = [SagaStep(n, self.action(n), self.compensation(n)) for n in "abcd"]
+        steps[1] = SagaStep("b", self.action("b"), self.compensation("b"), settle=settle_b, settle_before="d")
+        return SagaDefinition("test", tuple(steps), on_succeeded=closed, on_failed=closed)
+
+
+async def run_settling(database, tables, recorder: Settling, key: str) -> tuple[str, list[dict], dict]:
+    engine = recorder.engine = SagaEngine(database, recorder.definition(), tables, POLICY)
+    await start(engine, database, key)
+    await engine.run(key)
+    status, steps = await settle(engine, database, key)
+    await engine.stop()
+    async with database.transaction() as session:
+        saga, _ = await engine.state(session, key)
+    return status, steps, saga["data"]
+
+
+async def test_a_settling_step_stays_running_while_the_next_steps_run(db):
+    database, tables = db
+    recorder = Settling(database)
+    status, steps, data = await run_settling(database, tables, recorder, "s1")
+    assert status == SUCCEEDED and recorder.closed == [("s1", None)]
+    assert recorder.log == ["a", "b", "c (b running)", "settle b", "d"]
+    assert [(s["name"], s["status"], s["attempts"]) for s in steps] == [
+        ("a", "succeeded", 1), ("b", "succeeded", 1), ("c", "succeeded", 1), ("d", "succeeded", 1)]
+    assert data["settled"] == "b-s1" and data["c"] is True
+
+
+async def test_a_failure_while_settling_waits_for_the_effect_then_compensates_in_reverse(db):
+    database, tables = db
+    recorder = Settling(database)
+    recorder.failures["c"] = [BadRequest("refused")]
+    status, steps, _data = await run_settling(database, tables, recorder, "s2")
+    assert status == FAILED
+    # b's effect is known to exist before anything is undone: its compensation then removes it.
+    assert recorder.log == ["a", "b", "c (b running)", "settle b"]
+    assert recorder.compensated == ["c", "b", "a"]
+    assert [s["status"] for s in steps] == ["compensated", "compensated", "failed", "pending"]
+
+
+async def test_a_settle_that_keeps_failing_fails_its_step_and_undoes_the_steps_run_meanwhile(db):
+    database, tables = db
+    recorder = Settling(database)
+    recorder.settle_failures = [UpstreamError("not there yet")] * POLICY.max_attempts
+    status, steps, _data = await run_settling(database, tables, recorder, "s3")
+    assert status == FAILED and recorder.closed == [("s3", "b: upstream_error: not there yet")]
+    # Each retry takes b up again (resumed: its effect is looked for, not made again); c is done once.
+    assert recorder.calls == [("a", 1, False), ("b", 1, False), ("c", 1, False), ("b", 2, True), ("b", 3, True)]
+    assert recorder.compensated == ["c", "b", "a"]
+    assert [(s["name"], s["status"], s["attempts"]) for s in steps] == [
+        ("a", "compensated", 1), ("b", "failed", 3), ("c", "compensated", 1), ("d", "pending", 0)]

@@ -1,9 +1,12 @@
 """The hotel's two sagas (seed Flow 1 and the deletion flow), run by the kit's saga engine.
 
 Provisioning, keyed by the hotel id: ``hotel`` (done by ``POST /hotel/add`` itself) → ``qr`` (PNG
-uploaded through media) → ``storage`` (``roomee.storage.media``, then wait until media has the
-quota) → ``subscription`` (billing) → ``admin`` (members) → ``announce`` (``hotel.created``, the
-hotel is ready). Each step is idempotent for the hotel id and, when an earlier attempt may have
+uploaded through media) → ``storage`` (``roomee.storage.media``) → ``subscription`` (billing) →
+``admin`` (members) → ``announce`` (``hotel.created``, the hotel is ready). The storage step stays
+``running`` while subscription and admin run: media applies the quota event meanwhile, and the
+step waits for the quota (``settle``) just before ``announce``, or before a failure of either is
+handled, so nothing is undone while the event is on its way (a quota created after its release
+would be left behind). Each step is idempotent for the hotel id and, when an earlier attempt may have
 taken effect (``run.resumed``), looks for that effect before creating anything. A permanent failure
 compensates in reverse order (remove the members, cancel the subscription, release the storage,
 delete the QR) and then marks the hotel failed with ``hotel.creation_failed``.
@@ -104,7 +107,9 @@ class Provisioner:
             (
                 SagaStep("hotel", self._nothing),
                 SagaStep("qr", self.upload_qr, self.delete_qr),
-                SagaStep("storage", self.create_storage, self.release_storage),
+                # Media applies the quota event while subscription and admin run: waited for before announce.
+                SagaStep("storage", self.create_storage, self.release_storage, settle=self.wait_for_storage,
+                         settle_before="announce"),
                 SagaStep("subscription", self.assign_subscription, self.cancel_subscription),
                 SagaStep("admin", self.create_admin, self.remove_members),
                 SagaStep("announce", self.announce_created),
@@ -143,20 +148,27 @@ class Provisioner:
             _gone_is_fine(await media.delete("/media/storage/{ecosystemId}", path_params={"ecosystemId": run.key}))
 
     async def create_storage(self, run: StepRun) -> StepResult:
-        hotel_id = run.key
-        quota = await self.storage_quota(run.data["plan"])
+        """Emit ``roomee.storage.media`` (once per attempt's intent); :meth:`wait_for_storage` waits for
+        media's quota after the subscription and admin steps, which run meanwhile."""
         if run.external_id is None:
-            event_id = str(uuid.uuid4())
+            hotel_id, event_id = run.key, str(uuid.uuid4())
+            quota = await self.storage_quota(run.data["plan"])
 
             async def emit_quota(session: AsyncSession) -> None:
                 await events.emit_storage_quota(session, event_id=event_id, hotel_id=hotel_id, **quota)
 
             # The event id is stored with the event itself: it is emitted once, whatever happens next.
             await run.remember(event_id, apply=emit_quota)
+        return StepResult(external_id=run.external_id)
+
+    async def wait_for_storage(self, run: StepRun) -> StepResult:
+        """Until media has the quota (the storage step's ``settle``, run before ``announce``)."""
+        hotel_id = run.key
+        quota = await self.storage_quota(run.data["plan"])
         media = self.ctx.client("media")
         deadline = time.monotonic() + self.ctx.settings.hotel_storage_wait_seconds
-        # Media usually has the quota within ~100 ms; backing off to 0.5 s keeps a burst of sagas
-        # from flooding media with polls.
+        # Media has usually applied the event by the time subscription and admin are done: the first
+        # read finds it. Otherwise backing off to 0.5 s keeps a burst of sagas from flooding media.
         pause = 0.02
         while True:
             response = await media.get("/media/storage/{ecosystemId}", path_params={"ecosystemId": hotel_id})

@@ -24,6 +24,11 @@ metadata by :func:`add_saga_tables`), so any process of the service can carry it
   :meth:`SagaEngine.abandon` ends a waiting one without running it (its owner undoes it otherwise).
 - A step's local effects (``StepResult.apply`` or ``StepRun.remember``) commit in the same
   transaction as its state, so "done" and its effect cannot disagree.
+- A step whose effect shows later elsewhere (an event another service applies) may ``settle``: its
+  action starts the effect, the step stays ``running`` while the steps before its ``settle_before``
+  run, and its settle waits for the effect just before that step, or before a failure of one of
+  them is handled (nothing is undone while the effect is on its way). After a crash the step is
+  taken up again like any unfinished one (its action, resumed, finds its effect started).
 """
 
 from __future__ import annotations
@@ -182,9 +187,26 @@ Hook = Callable[[AsyncSession, str, dict[str, Any], str | None], Awaitable[None]
 
 @dataclass(frozen=True)
 class SagaStep:
+    """``settle``: the step's action only starts an effect that shows later elsewhere (an event a
+    consumer applies); the steps before ``settle_before`` (None: the rest) run meanwhile and
+    ``settle`` waits for the effect (idempotent, as the action; raises as an action does)."""
+
     name: str
     action: StepAction
     compensation: Compensation | None = None
+    settle: StepAction | None = None
+    settle_before: str | None = None
+
+
+@dataclass
+class _Settling:
+    """A step whose action ran and whose effect is waited for later (``settle_before``)."""
+
+    step: SagaStep
+    run: StepRun
+    attempt: int
+    started: float
+    before: str | None
 
 
 @dataclass(frozen=True)
@@ -424,17 +446,25 @@ class SagaEngine:
 
     async def _forward(self, key: str, saga: dict, steps: list[dict]) -> None:
         """Run the unfinished steps in order. A step's success, its local effects and the next step's
-        intent commit in one transaction (one commit per step)."""
+        intent commit in one transaction (one commit per step).
+
+        A step with a ``settle`` is left ``running`` once its action has started the effect: the steps
+        up to its ``settle_before`` run meanwhile, and its settle (the wait for the effect) runs just
+        before that step, or before a failure of one of them is handled (so nothing is undone while
+        the effect is on its way), and commits the step's success."""
         todo = [row for row in steps if row["status"] != STEP_SUCCEEDED]
         async with self.transaction(key) as session:
             if todo:
                 await self._mark_running(session, key, todo[0])
             else:
-                await self._release(session, key, None, status=SUCCEEDED, finished_at=utcnow())
-                if self.definition.on_succeeded is not None:
-                    await self.definition.on_succeeded(session, key, saga["data"], None)
+                await self._finish(session, key, saga)
+        settling: _Settling | None = None
         for index, row in enumerate(todo):
             step = self.definition.step(row["name"])
+            if settling is not None and (step.name == settling.before or step.settle is not None):
+                if not await self._settle(key, saga, settling, then=row):
+                    return
+                settling = None
             attempt = row["attempts"] + 1
             run = self._step_run(key, saga, row, attempt, resumed=row["attempts"] > 0)
             started = time.perf_counter()
@@ -445,27 +475,75 @@ class SagaEngine:
             except Exception as exc:  # classified below: transient → retry, anything else → compensate
                 outcome = "retry" if is_transient(exc) else "failed"
                 self._observe(step.name, outcome, started)
+                if settling is not None:
+                    await self._settle(key, saga, settling, then=None, before_failure=True)
                 await self._step_failed(key, saga, step, attempt, exc, transient=outcome == "retry")
                 return
-            self._observe(step.name, "succeeded", started)
             saga["data"].update(result.data)
             following = todo[index + 1] if index + 1 < len(todo) else None
+            run.external_id = result.external_id or run.external_id
+            if step.settle is not None:
+                settling = _Settling(step, run, attempt, started, step.settle_before)
+                done = False
+            else:
+                self._observe(step.name, "succeeded", started)
+                done = True
+            if following is not None and settling is not None and following["name"] == settling.before:
+                following = None  # marked running by the settle's commit
             async with self.transaction(key, data=dict(saga["data"])) as session:
                 await session.execute(
                     sa.update(self.step_table).where(*self.step_where(key, step.name)).values(
-                        status=STEP_SUCCEEDED, finished_at=utcnow(), last_error=None,
-                        external_id=result.external_id or run.external_id,
+                        external_id=run.external_id,
+                        **({"status": STEP_SUCCEEDED, "finished_at": utcnow(), "last_error": None} if done else {}),
                     )
                 )
                 if result.apply is not None:
                     await result.apply(session)
                 if following is not None:
                     await self._mark_running(session, key, following)
-                else:
-                    await self._release(session, key, None, status=SUCCEEDED, finished_at=utcnow())
-                    if self.definition.on_succeeded is not None:
-                        await self.definition.on_succeeded(session, key, saga["data"], None)
+                elif index + 1 == len(todo) and settling is None:
+                    await self._finish(session, key, saga)
+        if settling is not None and not await self._settle(key, saga, settling, then=None):
+            return
         log.info("saga succeeded", extra={"saga": self.definition.name, "key": key})
+
+    async def _finish(self, session: AsyncSession, key: str, saga: dict) -> None:
+        await self._release(session, key, None, status=SUCCEEDED, finished_at=utcnow())
+        if self.definition.on_succeeded is not None:
+            await self.definition.on_succeeded(session, key, saga["data"], None)
+
+    async def _settle(self, key: str, saga: dict, settling: "_Settling", then: dict | None,
+                      before_failure: bool = False) -> bool:
+        """Wait for the effect of a step left running; on success commit the step's success with
+        ``then``'s intent (None: the end of the saga, unless ``before_failure``). False when the wait
+        failed (handled as the step's failure, except ``before_failure``: the other step's is)."""
+        step, run = settling.step, settling.run
+        try:
+            result = await step.settle(run) or StepResult()
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            outcome = "retry" if is_transient(exc) else "failed"
+            self._observe(step.name, outcome, settling.started)
+            if not before_failure:
+                await self._step_failed(key, saga, step, settling.attempt, exc, transient=outcome == "retry")
+            return False
+        self._observe(step.name, "succeeded", settling.started)
+        saga["data"].update(result.data)
+        async with self.transaction(key, data=dict(saga["data"])) as session:
+            await session.execute(
+                sa.update(self.step_table).where(*self.step_where(key, step.name)).values(
+                    status=STEP_SUCCEEDED, finished_at=utcnow(), last_error=None,
+                    external_id=result.external_id or run.external_id,
+                )
+            )
+            if result.apply is not None:
+                await result.apply(session)
+            if then is not None:
+                await self._mark_running(session, key, then)
+            elif not before_failure:
+                await self._finish(session, key, saga)
+        return True
 
     async def _step_failed(self, key: str, saga: dict, step: SagaStep, attempt: int, exc: Exception,
                            *, transient: bool) -> None:
