@@ -77,6 +77,11 @@ async def test_a_database_that_cannot_be_reached_answers_503(platform, monkeypat
         with monkeypatch.context() as patched:
             patched.setattr(db, "read_sessionmaker", async_sessionmaker(stopped))
             patched.setattr(db, "sessionmaker", async_sessionmaker(stopped))
+            if db.hot_pool is not None:  # the hot reads' own connections (roomee.kit.hot) are refused too
+                patched.setattr(db.hot_pool, "_connect_args", lambda: {"host": "127.0.0.1", "port": stopped.url.port,
+                                                                       "user": "postgres", "database": "test"})
+            else:  # on SQLite the hot reads use the engine itself, which stays reachable here
+                patched.setattr(platform.app.state.hot_routes, "enabled", False)
             read = await client.get(f"/members/{admin.member_id}", headers=admin.headers)
             write = await client.patch(f"/members/{admin.member_id}", json={"firstName": "Ada"}, headers=admin.headers)
         for answer in (read, write):
@@ -98,6 +103,7 @@ async def test_no_pooled_connection_free_in_time_answers_503(platform, monkeypat
         await held.exec_driver_sql("SELECT 1")  # the pool's one connection, kept by the test
         with monkeypatch.context() as patched:
             patched.setattr(db, "read_sessionmaker", async_sessionmaker(tiny))
+            patched.setattr(platform.app.state.hot_routes, "enabled", False)  # the engine's pool, not the hot reads'
             busy = await client.get(f"/members/{admin.member_id}", headers=admin.headers)
         assert busy.status_code == 503, busy.text
         assert busy.json()["error"] == "database_unavailable" and int(busy.headers["retry-after"]) > 0
@@ -130,6 +136,7 @@ async def test_a_connection_lost_during_a_request_answers_503(platform, monkeypa
 
         with monkeypatch.context() as patched:
             patched.setattr(db, "read_sessionmaker", terminated_first)
+            patched.setattr(platform.app.state.hot_routes, "enabled", False)  # the engine's pool: see test_hot_reads
             lost = await client.get(f"/members/{admin.member_id}", headers=admin.headers)
         assert lost.status_code == 503, lost.text
         assert lost.json()["error"] == "database_unavailable" and int(lost.headers["retry-after"]) > 0

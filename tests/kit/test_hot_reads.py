@@ -4,8 +4,10 @@ a bad parameter, an unknown id) is FastAPI's. Both backends."""
 
 from __future__ import annotations
 
-from roomee.kit.hot import HOT
-from tests.fixtures.people import make_admin
+import asyncio
+
+from tests.fixtures.events import event_tap
+from tests.fixtures.people import invite_and_join, make_admin
 
 
 def _hot_paths(running) -> set[str]:
@@ -26,7 +28,7 @@ async def _both(client, hot, url: str, headers: dict[str, str]):
 
 
 async def _urls(running, client, admin) -> dict[str, str]:
-    """A URL of each hot route, on data made through the API."""
+    """A URL of each hot route of news, on data made through the API."""
     headers = admin.headers
     feed = (await client.post("/api/v1/pages", json={"pageType": "feed", "title": "Fil"}, headers=headers)).json()
     article = (await client.post("/api/v1/pages", headers=headers, json={
@@ -40,14 +42,52 @@ async def _urls(running, client, admin) -> dict[str, str]:
     }
 
 
+async def _staff_urls(running, client, admin) -> tuple[object, dict[str, str]]:
+    """A member of the admin's workspace with a notification, a device and preferences; a URL of each hot
+    route of members and notification."""
+    async with event_tap(running) as tap:
+        staff = await invite_and_join(client, tap, admin, "staff-hot@example.com")
+    headers = staff.headers
+    feed = (await client.post("/api/v1/pages", json={"pageType": "feed", "title": "Fil"}, headers=admin.headers)).json()
+    article = await client.post("/api/v1/pages", headers=admin.headers, json={
+        "pageType": "article", "parentId": feed["id"], "title": "Nouveau", "content": "<p>Lisez</p>"})
+    assert article.status_code == 201, article.text
+    device = await client.post("/api/v1/subscriptions", headers=headers, json={
+        "workspaceId": staff.workspace_id, "subscriptionId": "device-hot-1", "platform": "ios"})
+    assert device.status_code == 201, device.text
+    preferences = await client.put("/api/v1/preferences", headers=headers, json={
+        "isGlobalSilent": False, "categoryPrefs": {}, "quietHours": {"start": "22:00", "end": "07:00", "mode": "skip"}})
+    assert preferences.status_code == 200, preferences.text
+    for _ in range(300):  # the article's notification reaches the staff member's inbox through the events
+        if (await client.get("/api/v1/notifications", headers=headers)).json()["items"]:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the article's notification never reached the inbox")
+    return staff, {
+        "/members/{member_id}": f"/members/{admin.member_id}",
+        "/members/": "/members/?limit=20",
+        "/workspaces": "/workspaces",
+        "/workspaces/{workspace_id}": f"/workspaces/{staff.workspace_id}",
+        "/api/v1/preferences": "/api/v1/preferences",
+        "/api/v1/notifications": "/api/v1/notifications?limit=20",
+        "/api/v1/notifications/counters": "/api/v1/notifications/counters",
+        "/api/v1/subscriptions": "/api/v1/subscriptions",
+    }
+
+
 async def test_hot_reads_answer_what_fastapi_answers(platform):
     hot = platform.app.state.hot_routes
     async with platform.client() as client:
         admin = await make_admin(platform, client, "hot@example.com")
         urls = await _urls(platform, client, admin)
-        assert set(urls) <= _hot_paths(platform)
-        for path, url in urls.items():
-            fast, by_hot, full = await _both(client, hot, url, admin.headers)
+        staff, staff_urls = await _staff_urls(platform, client, admin)
+        assert set(urls) | set(staff_urls) <= _hot_paths(platform)
+        reads = [(url, admin.headers) for url in urls.values()] + [(url, staff.headers) for url in staff_urls.values()]
+        reads.append(("/api/v1/notifications?limit=20&unread=true", staff.headers))
+        reads.append(("/workspaces", admin.headers))  # a hotel administrator sees every workspace
+        for url, headers in reads:
+            fast, by_hot, full = await _both(client, hot, url, headers)
             assert fast.status_code == full.status_code == 200, (url, fast.text, full.text)
             assert by_hot == 1, (url, repr(hot.last_error))
             assert fast.headers["content-type"] == full.headers["content-type"] == "application/json"
@@ -100,3 +140,32 @@ async def test_an_earlier_route_keeps_the_urls_it_takes(platform):
     if "/members/{member_id}" in _hot_paths(platform):
         plan, values = hot.plan_of("/members/some-id")
         assert plan.route.path == "/members/{member_id}" and values == {"member_id": "some-id"}
+
+
+async def test_a_hot_connection_the_server_ended_is_replaced(platform):
+    """A hot read's connection terminated by the server (a restart, a failover) is dropped and replaced: the
+    reads after it answer 200, and the hot path serves them again on a new connection."""
+    import pytest
+    import sqlalchemy as sa
+
+    from tests.fixtures.platform import BACKEND
+
+    if BACKEND != "real":
+        pytest.skip("SQLite has no server connection to lose")
+    hot = platform.app.state.hot_routes
+    db = platform.platform.services["news"].db
+    async with platform.client() as client:
+        admin = await make_admin(platform, client, "lost-hot@example.com")
+        url = (await _urls(platform, client, admin))["/api/v1/pages/{page_id}"]
+        assert (await client.get(url, headers=admin.headers)).status_code == 200
+        pids = [connection.get_server_pid() for connection, _born in db.hot_pool._idle]
+        assert pids
+        async with db.engine.connect() as conn:
+            for pid in pids:
+                await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # The connection learns it was ended (it is then replaced before use) or fails the read (FastAPI answers).
+        assert (await client.get(url, headers=admin.headers)).status_code == 200
+        served = hot.served
+        assert (await client.get(url, headers=admin.headers)).status_code == 200
+        assert hot.served == served + 1
+        assert not set(pids) & {connection.get_server_pid() for connection, _born in db.hot_pool._idle}

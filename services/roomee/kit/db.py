@@ -127,7 +127,13 @@ class Database:
         """``statement`` compiled once for this database (cached by identity: build it once, bind values)."""
         found = self._hot_statements.get(id(statement))
         if found is None or found.statement is not statement:
-            found = self._hot_statements[id(statement)] = _HotStatement(statement, self.engine.dialect)
+            found = _HotStatement(statement, self.engine.dialect)
+            if len(self._hot_statements) >= HOT_STATEMENTS_CACHED:
+                # Statements built per call (each one new) would fill the cache: they are compiled each time.
+                log.warning("more than %d hot statements on %s: one is built per call", HOT_STATEMENTS_CACHED,
+                            self.service)
+                self._hot_statements.clear()
+            self._hot_statements[id(statement)] = found
         return found
 
     async def ping(self) -> None:
@@ -144,6 +150,7 @@ class Database:
 _DIALECT_ONLY_ARGS = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_fallback",
                       "async_creator_fn")
 HOT_CONNECT_TIMEOUT_SECONDS = 10.0
+HOT_STATEMENTS_CACHED = 256
 HOT_RECYCLE_SECONDS = 1800.0  # as the engine's pool_recycle
 
 
@@ -386,13 +393,19 @@ class _NoSpan:
 _NO_SPAN = _NoSpan()
 
 
+_hot_tracer = None
+
+
 def _statement_span(sql: str, db: Database):
     """A CLIENT span for the statement inside a traced request, as the engine's instrumentation writes."""
+    global _hot_tracer
     from opentelemetry import trace
 
     if not trace.get_current_span().is_recording():
         return _NO_SPAN
-    return trace.get_tracer("roomee.hot").start_as_current_span(
+    if _hot_tracer is None:  # looked up once: get_tracer builds an instrumentation scope each call
+        _hot_tracer = trace.get_tracer("roomee.hot")
+    return _hot_tracer.start_as_current_span(
         sql.split(None, 1)[0], kind=trace.SpanKind.CLIENT,
         attributes={"db.system.name": "postgresql", "db.query.text": sql, "db.namespace": db.schema or ""})
 

@@ -19,6 +19,7 @@ from roomee.kit.auth import (
     require_service_scope,
 )
 from roomee.kit.deps import context_of, session_for
+from roomee.kit.hot import hot_read
 from roomee.kit.platform import ServiceContext
 from roomee.kit.schemas import Page
 from roomee.members import schemas
@@ -93,6 +94,7 @@ async def revoke_invitation(
 
 
 @router.get("/members/", responses=error_responses(403), response_model=Page[schemas.MemberOut])
+@hot_read
 async def list_members(service: Members, principal: CurrentMember, limit: Limit = 50, cursor: Cursor = None):
     """Members of the caller's workspace, oldest first, paginated by cursor."""
     return await service.list_members(principal, cursor=cursor, limit=limit)
@@ -189,6 +191,7 @@ async def accept_invitation(
 
 
 @router.get("/members/{member_id}", responses=error_responses(403, 404), response_model=schemas.MemberOut)
+@hot_read
 async def get_member(member_id: str, service: Members, principal: CurrentMember):
     """A member of the caller's workspace."""
     return await service.get_member(principal, member_id)
@@ -218,12 +221,14 @@ async def create_workspace(
 
 
 @router.get("/workspaces", responses=error_responses(403), response_model=list[schemas.WorkspaceOut])
+@hot_read
 async def list_workspaces(service: Members, principal: CurrentMember):
     """Workspaces of the caller's hotel that the caller belongs to (all of them for a hotel admin)."""
     return await service.list_workspaces(principal)
 
 
 @router.get("/workspaces/{workspace_id}", responses=error_responses(403, 404), response_model=schemas.WorkspaceOut)
+@hot_read
 async def get_workspace(workspace_id: str, service: Members, principal: CurrentMember):
     """One workspace the caller may see."""
     return await service.get_workspace(principal, workspace_id)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomee.kit.repository import TextArray
 
 from roomee.members.models import change_counter, member, onboarding, workspace
 
@@ -16,6 +20,48 @@ _member_with_workspace = sa.select(
     workspace.c.locale.label("workspace_locale"),
     workspace.c.timezone.label("workspace_timezone"),
 ).join(workspace, workspace.c.id == member.c.workspace_id)
+
+
+# Statements built once with bound parameters (a hot read compiles each once: roomee.kit.hot).
+_WORKSPACE = sa.select(workspace).where(workspace.c.id == sa.bindparam("workspace_id"))
+_LIVE_WORKSPACE = _WORKSPACE.where(workspace.c.deleted_at.is_(None))
+_WORKSPACES_OF_HOTEL = (
+    sa.select(workspace)
+    .where(workspace.c.hotel_id == sa.bindparam("hotel_id"), workspace.c.deleted_at.is_(None))
+    .order_by(workspace.c.created_at, workspace.c.id)
+)
+_MEMBER_IN_WORKSPACE = _member_with_workspace.where(
+    member.c.id == sa.bindparam("member_id"), member.c.workspace_id == sa.bindparam("workspace_id"),
+    member.c.deleted_at.is_(None),
+)
+_WORKSPACE_IDS_OF_USER = sa.select(member.c.workspace_id).where(
+    member.c.user_id == sa.bindparam("user_id"), member.c.hotel_id == sa.bindparam("hotel_id"),
+    member.c.deleted_at.is_(None),
+)
+
+
+@functools.cache
+def _workspaces_of_hotel_among(postgres: bool) -> sa.Select:
+    """The hotel's live workspaces among ids bound as one parameter (``ids``: a list on PostgreSQL, a
+    JSON array on SQLite): one statement whatever their number."""
+    if postgres:
+        among = workspace.c.id == sa.any_(sa.bindparam("ids", type_=TextArray()))
+    else:
+        each = sa.func.json_each(sa.bindparam("ids", type_=sa.Text)).table_valued("value")
+        among = workspace.c.id.in_(sa.select(each.c.value))
+    return _WORKSPACES_OF_HOTEL.where(among)
+
+
+@functools.cache
+def _members_of_workspace(after_cursor: bool) -> sa.Select:
+    """A page of a workspace's live members by (created_at, id), built once per shape."""
+    query = _member_with_workspace.where(member.c.workspace_id == sa.bindparam("workspace_id"),
+                                         member.c.deleted_at.is_(None))
+    if after_cursor:
+        created_at = sa.bindparam("after_created_at", type_=member.c.created_at.type)
+        query = query.where(sa.or_(member.c.created_at > created_at,
+                                   sa.and_(member.c.created_at == created_at, member.c.id > sa.bindparam("after_id"))))
+    return query.order_by(member.c.created_at, member.c.id).limit(sa.bindparam("limit"))
 
 
 async def _page_by_creation(
@@ -39,10 +85,8 @@ class WorkspaceRepository:
         await self.session.execute(sa.insert(workspace).values(**values))
 
     async def get(self, workspace_id: str, *, include_deleted: bool = False) -> dict | None:
-        query = sa.select(workspace).where(workspace.c.id == workspace_id)
-        if not include_deleted:
-            query = query.where(workspace.c.deleted_at.is_(None))
-        row = await self.session.execute(query)
+        row = await self.session.execute(_WORKSPACE if include_deleted else _LIVE_WORKSPACE,
+                                         {"workspace_id": workspace_id})
         found = row.mappings().first()
         return dict(found) if found else None
 
@@ -57,10 +101,12 @@ class WorkspaceRepository:
         return dict(found) if found else None
 
     async def list_in_hotel(self, hotel_id: str, *, only_ids: list[str] | None = None) -> list[dict]:
-        query = sa.select(workspace).where(workspace.c.hotel_id == hotel_id, workspace.c.deleted_at.is_(None))
-        if only_ids is not None:
-            query = query.where(workspace.c.id.in_(only_ids))
-        rows = await self.session.execute(query.order_by(workspace.c.created_at, workspace.c.id))
+        if only_ids is None:
+            rows = await self.session.execute(_WORKSPACES_OF_HOTEL, {"hotel_id": hotel_id})
+        else:
+            postgres = self.session.get_bind().dialect.name == "postgresql"
+            rows = await self.session.execute(_workspaces_of_hotel_among(postgres), {
+                "hotel_id": hotel_id, "ids": list(only_ids) if postgres else json.dumps(list(only_ids))})
         return [dict(r) for r in rows.mappings()]
 
     async def update(self, workspace_id: str, values: dict[str, Any]) -> None:
@@ -84,11 +130,7 @@ class MemberRepository:
         await self.session.execute(sa.insert(member).values(**values, change_seq=await self._next_change()))
 
     async def get_in_workspace(self, workspace_id: str, member_id: str) -> dict | None:
-        row = await self.session.execute(
-            _member_with_workspace.where(
-                member.c.id == member_id, member.c.workspace_id == workspace_id, member.c.deleted_at.is_(None)
-            )
-        )
+        row = await self.session.execute(_MEMBER_IN_WORKSPACE, {"member_id": member_id, "workspace_id": workspace_id})
         found = row.mappings().first()
         return dict(found) if found else None
 
@@ -102,8 +144,11 @@ class MemberRepository:
         return dict(found) if found else None
 
     async def page_in_workspace(self, workspace_id: str, *, after: tuple[datetime, str] | None, limit: int) -> list[dict]:
-        query = _member_with_workspace.where(member.c.workspace_id == workspace_id, member.c.deleted_at.is_(None))
-        return await self._page(query, after, limit)
+        values = {"workspace_id": workspace_id, "limit": limit}
+        if after is not None:
+            values["after_created_at"], values["after_id"] = after
+        rows = await self.session.execute(_members_of_workspace(after is not None), values)
+        return [dict(r) for r in rows.mappings()]
 
     async def page_in_hotel(self, hotel_id: str, *, after: tuple[datetime, str] | None, limit: int) -> list[dict]:
         query = _member_with_workspace.where(member.c.hotel_id == hotel_id, member.c.deleted_at.is_(None))
@@ -121,11 +166,7 @@ class MemberRepository:
         return [dict(r) for r in rows.mappings()]
 
     async def workspace_ids_of_user(self, user_id: str, hotel_id: str) -> list[str]:
-        rows = await self.session.execute(
-            sa.select(member.c.workspace_id).where(
-                member.c.user_id == user_id, member.c.hotel_id == hotel_id, member.c.deleted_at.is_(None)
-            )
-        )
+        rows = await self.session.execute(_WORKSPACE_IDS_OF_USER, {"user_id": user_id, "hotel_id": hotel_id})
         return list(rows.scalars())
 
     async def changed_since(

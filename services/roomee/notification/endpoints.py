@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from roomee.kit.errors import error_responses
 from roomee.kit.auth import MANAGE_WORKSPACE, CurrentMember, Principal, require_permission
 from roomee.kit.deps import context_of, session_for
+from roomee.kit.hot import hot_read
 from roomee.kit.platform import ServiceContext
 from roomee.kit.schemas import Page
 from roomee.notification import schemas
@@ -34,6 +35,7 @@ Notifications = Annotated[NotificationService, Depends(_service)]
 
 
 @router.get("/preferences", responses=error_responses(403), response_model=schemas.PreferencesOut)
+@hot_read
 async def get_preferences(service: Notifications, principal: CurrentMember):
     """The caller's notification preferences in the current workspace (every category listed;
     defaults allow everything, no quiet hours)."""
@@ -49,6 +51,7 @@ async def put_preferences(body: schemas.PreferencesIn, service: Notifications, p
 
 
 @router.get("/notifications", responses=error_responses(403), response_model=Page[schemas.NotificationOut])
+@hot_read
 async def list_notifications(
     service: Notifications,
     principal: CurrentMember,
@@ -67,6 +70,7 @@ async def read_all(service: Notifications, principal: CurrentMember):
 
 
 @router.get("/notifications/counters", responses=error_responses(403), response_model=schemas.Counters)
+@hot_read
 async def counters(service: Notifications, principal: CurrentMember):
     """The caller's unread count in this workspace."""
     return await service.counters(principal)
@@ -93,6 +97,7 @@ async def mark_read(notification_id: NotificationId, service: Notifications, pri
 
 
 @router.get("/subscriptions", responses=error_responses(403), response_model=list[schemas.SubscriptionOut])
+@hot_read
 async def list_subscriptions(service: Notifications, principal: CurrentMember):
     """The caller's push devices registered for this workspace."""
     return await service.list_subscriptions(principal)

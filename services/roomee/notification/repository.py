@@ -8,6 +8,7 @@ the member and the workspace (tenant isolation).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,55 @@ RECEIVER_COLUMNS = ("notification_id", "member_id", "workspace_id", "locale", "c
 # go in one INSERT with array parameters, which takes one round trip where COPY takes several.
 COPY_AT = 1000
 _WHEN = sa.DateTime(timezone=True)
+
+
+def _inbox_rows() -> sa.Select:
+    """A member's receiver rows with their notification (the inbox's columns), not yet filtered."""
+    return (
+        sa.select(
+            notification_receiver.c.notification_id.label("id"),
+            notification_receiver.c.read_at,
+            notification_receiver.c.created_at,
+            notification_receiver.c.locale,
+            notification.c.workspace_id,
+            notification.c.type,
+            notification.c.category,
+            notification.c.renders,
+            notification.c.data,
+            notification.c.actor_id,
+            notification.c.actor_name,
+            notification.c.actor_type,
+        )
+        .join(notification, notification.c.id == notification_receiver.c.notification_id)
+    )
+
+
+@functools.cache
+def _inbox_page(unread_only: bool, before_cursor: bool) -> sa.Select:
+    """A page of a member's inbox, newest first, built once per shape (bound parameters: a hot read
+    compiles it once, see roomee.kit.hot)."""
+    r = notification_receiver.c
+    query = _inbox_rows().where(r.member_id == sa.bindparam("member_id"), r.workspace_id == sa.bindparam("workspace_id"))
+    if unread_only:
+        query = query.where(r.read_at.is_(None))
+    if before_cursor:
+        created_at = sa.bindparam("before_created_at", type_=r.created_at.type)
+        query = query.where(sa.or_(r.created_at < created_at, sa.and_(
+            r.created_at == created_at, r.notification_id < sa.bindparam("before_id"))))
+    return query.order_by(r.created_at.desc(), r.notification_id.desc()).limit(sa.bindparam("limit"))
+
+
+_COUNTER = sa.select(unread_counter.c.count).where(
+    unread_counter.c.member_id == sa.bindparam("member_id"), unread_counter.c.workspace_id == sa.bindparam("workspace_id"))
+_PREFERENCES = sa.select(notification_preference).where(
+    notification_preference.c.member_id == sa.bindparam("member_id"),
+    notification_preference.c.workspace_id == sa.bindparam("workspace_id"))
+_SUBSCRIPTIONS = (
+    sa.select(push_subscription)
+    .where(push_subscription.c.member_id == sa.bindparam("member_id"),
+           push_subscription.c.workspace_id == sa.bindparam("workspace_id"))
+    .order_by(push_subscription.c.created_at, push_subscription.c.id)
+)
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -128,46 +178,17 @@ class NotificationRepository(Repository):
     # -- a member's inbox ------------------------------------------------------------------
 
     def _inbox(self, member_id: str, workspace_id: str):
-        return (
-            sa.select(
-                notification_receiver.c.notification_id.label("id"),
-                notification_receiver.c.read_at,
-                notification_receiver.c.created_at,
-                notification_receiver.c.locale,
-                notification.c.workspace_id,
-                notification.c.type,
-                notification.c.category,
-                notification.c.renders,
-                notification.c.data,
-                notification.c.actor_id,
-                notification.c.actor_name,
-                notification.c.actor_type,
-            )
-            .join(notification, notification.c.id == notification_receiver.c.notification_id)
-            .where(notification_receiver.c.member_id == member_id, notification_receiver.c.workspace_id == workspace_id)
-        )
+        return _inbox_rows().where(
+            notification_receiver.c.member_id == member_id, notification_receiver.c.workspace_id == workspace_id)
 
     async def page_inbox(
         self, member_id: str, workspace_id: str, *, before: tuple[datetime, str] | None, limit: int, unread_only: bool
     ) -> list[dict]:
-        query = self._inbox(member_id, workspace_id)
-        if unread_only:
-            query = query.where(notification_receiver.c.read_at.is_(None))
+        values = {"member_id": member_id, "workspace_id": workspace_id, "limit": limit}
         if before is not None:
-            created_at, notification_id = before
-            query = query.where(
-                sa.or_(
-                    notification_receiver.c.created_at < created_at,
-                    sa.and_(
-                        notification_receiver.c.created_at == created_at,
-                        notification_receiver.c.notification_id < notification_id,
-                    ),
-                )
-            )
-        query = query.order_by(
-            notification_receiver.c.created_at.desc(), notification_receiver.c.notification_id.desc()
-        ).limit(limit)
-        return [dict(row) for row in (await self.session.execute(query)).mappings()]
+            values["before_created_at"], values["before_id"] = before
+        rows = await self.session.execute(_inbox_page(unread_only, before is not None), values)
+        return [dict(row) for row in rows.mappings()]
 
     async def inbox_after(
         self, member_id: str, workspace_id: str, after: tuple[datetime, str], *, limit: int
@@ -225,11 +246,7 @@ class NotificationRepository(Repository):
         return int(value) if value is not None else 0
 
     async def counter(self, member_id: str, workspace_id: str) -> int:
-        result = await self.session.execute(
-            sa.select(unread_counter.c.count).where(
-                unread_counter.c.member_id == member_id, unread_counter.c.workspace_id == workspace_id
-            )
-        )
+        result = await self.session.execute(_COUNTER, {"member_id": member_id, "workspace_id": workspace_id})
         value = result.scalar_one_or_none()
         return int(value) if value is not None else 0
 
@@ -411,14 +428,8 @@ class AttemptRepository(Repository):
 
 class PreferenceRepository(Repository):
     async def get(self, member_id: str, workspace_id: str) -> dict | None:
-        row = (
-            await self.session.execute(
-                sa.select(notification_preference).where(
-                    notification_preference.c.member_id == member_id,
-                    notification_preference.c.workspace_id == workspace_id,
-                )
-            )
-        ).mappings().first()
+        row = (await self.session.execute(_PREFERENCES, {"member_id": member_id, "workspace_id": workspace_id})
+               ).mappings().first()
         return dict(row) if row else None
 
     async def upsert(self, row: dict[str, Any]) -> None:
@@ -473,11 +484,7 @@ class SubscriptionRepository(Repository):
         )
 
     async def list_for(self, member_id: str, workspace_id: str) -> list[dict]:
-        rows = await self.session.execute(
-            sa.select(push_subscription)
-            .where(push_subscription.c.member_id == member_id, push_subscription.c.workspace_id == workspace_id)
-            .order_by(push_subscription.c.created_at, push_subscription.c.id)
-        )
+        rows = await self.session.execute(_SUBSCRIPTIONS, {"member_id": member_id, "workspace_id": workspace_id})
         return [dict(row) for row in rows.mappings()]
 
     async def delete(self, subscription_id: str, member_id: str, workspace_id: str) -> bool:
