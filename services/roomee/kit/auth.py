@@ -411,6 +411,8 @@ class TokenVerifier:
         # base64/JSON decoding run once per token, not once per request. Bounded; entries end with the
         # token's expiry or when its key leaves the JWKS.
         self._verified: OrderedDict[str, tuple[dict[str, Any], str]] = OrderedDict()
+        # The principals of tokens already verified and accepted (same bound, same end).
+        self._principals: dict[str, tuple[Principal, dict[str, Any], str]] = {}
 
     async def _refresh(self, force: bool) -> None:
         async with self._lock:
@@ -475,6 +477,26 @@ class TokenVerifier:
             raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from None
 
     async def principal(self, token: str) -> Principal:
+        # The principal of a token seen before, while its key is known and fresh and the token unexpired:
+        # only the access changes (revocations) are looked up again.
+        cached = self._principals.get(token)
+        if cached is not None:
+            principal, claims, kid = cached
+            if (claims["exp"] > time.time() and kid in self._keys
+                    and time.monotonic() - self._fetched_at < self.settings.jwks_cache_seconds):
+                if not principal.is_service and (reason := self.access_changes.reason(claims)) is not None:
+                    raise Unauthorized(reason, code="token_revoked")
+                return principal
+            del self._principals[token]
+        principal = await self._principal(token)
+        entry = self._verified.get(token)
+        if entry is not None:
+            self._principals[token] = (principal, entry[0], entry[1])
+            if len(self._principals) > VERIFIED_TOKENS_CACHED:
+                del self._principals[next(iter(self._principals))]
+        return principal
+
+    async def _principal(self, token: str) -> Principal:
         claims = await self.verify(token)
         if claims.get("typ") not in ("access", "service"):
             raise Unauthorized("not an access token", code="invalid_token")
