@@ -258,8 +258,9 @@ def test_target_pods_are_probed_restricted_and_configured_from_secrets(everythin
         assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
         env = {e["name"]: e for e in container["env"]}
         if target == "operator":  # only what it reads (tests/k8s_operator/test_chart_operator.py)
-            assert env["ROOMEE_SERVICE_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "roomee-secrets",
-                                                                                 "key": "service-secret"}
+            assert env["ROOMEE_OPERATOR_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"] == {
+                "name": "roomee-secrets", "key": "operator-client-secret"}
+            assert "ROOMEE_SERVICE_SECRET" not in env and "ROOMEE_SERVICE_CLIENT_SECRETS" not in env
             assert "ROOMEE_DATABASE_URL" not in env and "ROOMEE_ONESIGNAL_API_KEY" not in env
             continue
         for name, key in (("ROOMEE_DATABASE_URL", "database-url"), ("ROOMEE_BROKER_URL", "broker-url"),
@@ -267,6 +268,8 @@ def test_target_pods_are_probed_restricted_and_configured_from_secrets(everythin
             assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "roomee-secrets", "key": key}
         assert env["ROOMEE_ONESIGNAL_API_KEY"]["valueFrom"]["secretKeyRef"]["optional"] is True
         assert env["ROOMEE_AUTO_MIGRATE"]["value"] == "false"
+        # Only auth (which checks it) gets the operator's client secret beside the operator.
+        assert ("ROOMEE_OPERATOR_CLIENT_SECRET" in env) == (target == "auth"), target
         assert env["ROOMEE_NOTIFICATION_URL"]["value"] == "http://roomee-notification:80"
         assert env["ROOMEE_PUBLIC_URL"]["value"] == "https://api.roomee.example.com"
         assert not any("value" in e and "secret" in e["name"].lower() for e in container["env"])

@@ -19,8 +19,8 @@ from roomee.kit.settings import Settings
 from tests.deploy.tools import CHART, VALUES, by_kind, helm_template, manifests, run, target_of, tool
 
 PRODUCTION = str(VALUES / "production.yaml")
-GENERATED_KEYS = {"service-secret", "cursor-secret", "media-signing-secret", "postgresql-password",
-                  "rabbitmq-password", "signing-key.pem", "database-url", "broker-url"}
+GENERATED_KEYS = {"service-secret", "cursor-secret", "media-signing-secret", "operator-client-secret",
+                  "postgresql-password", "rabbitmq-password", "signing-key.pem", "database-url", "broker-url"}
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,15 @@ def test_one_generated_secret_kept_across_upgrades_with_urls_naming_the_bundled_
     data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
     assert set(data) == GENERATED_KEYS
     assert all(len(data[key]) >= 32 for key in ("service-secret", "cursor-secret", "media-signing-secret",
-                                                 "postgresql-password", "rabbitmq-password"))
-    assert len({data[k] for k in ("service-secret", "cursor-secret", "media-signing-secret")}) == 3
+                                                 "operator-client-secret", "postgresql-password", "rabbitmq-password"))
+    independent = ("service-secret", "cursor-secret", "media-signing-secret", "operator-client-secret")
+    assert len({data[k] for k in independent}) == len(independent)
+    # The operator's client secret is its own, not the one service-secret derives (which every pod with
+    # service-secret could compute); auth and the operator's pod read it from the same key.
+    assert data["operator-client-secret"] != Settings(service_secret=data["service-secret"]).client_secret_of("operator")
+    deployments = {target_of(d): d["spec"]["template"]["spec"]["containers"][0] for d in by_kind(default_docs, "Deployment")}
+    assert _secret_ref(deployments["auth"], "ROOMEE_OPERATOR_CLIENT_SECRET") == ("roomee-secrets", "operator-client-secret")
+    assert _secret_ref(deployments["operator"], "ROOMEE_OPERATOR_CLIENT_SECRET") == ("roomee-secrets", "operator-client-secret")
     services = {s["metadata"]["name"]: s for s in by_kind(default_docs, "Service")}
     assert data["database-url"] == (
         f"postgresql://roomee:{data['postgresql-password']}@roomee-postgresql:5432/roomee")

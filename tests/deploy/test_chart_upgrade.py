@@ -54,8 +54,8 @@ async def test_an_upgrade_keeps_every_generated_value_and_hand_added_keys(tmp_pa
         upgraded = await _render(kube.kubeconfig, "--set", "postgresql.service.port=5433",
                                  "--set", "targets.auth.replicas=3")
         before, after = _decoded(installed), _decoded(upgraded)
-        for key in ("service-secret", "cursor-secret", "media-signing-secret", "postgresql-password",
-                    "rabbitmq-password", "signing-key.pem", "broker-url"):
+        for key in ("service-secret", "cursor-secret", "media-signing-secret", "operator-client-secret",
+                    "postgresql-password", "rabbitmq-password", "signing-key.pem", "broker-url"):
             assert after[key] == before[key], key
         assert after["smtp-password"] == "hunter2"
         # The URL follows the changed Service port with the kept password.
@@ -69,3 +69,23 @@ async def test_an_upgrade_keeps_every_generated_value_and_hand_added_keys(tmp_pa
         (tmp_path / name / "signing-key.pem").write_text(pem)
         kids.append(KeyStore(Settings(auth_keys_dir=tmp_path / name, data_dir=tmp_path / "data")).signing_key.kid)
     assert kids[0] == kids[1]
+
+
+async def test_an_upgrade_adds_the_operators_client_secret_to_a_secret_from_before_it_then_keeps_it(tmp_path):
+    """A release installed before the chart had `operator-client-secret`: the first upgrade generates it
+    (the other keys kept), the next keeps it."""
+    async with running_kube(tmp_path / "kube", with_crds=False) as kube:
+        kube.api.register(Kind("", "v1", "secrets", "Secret", namespaced=True))
+        older = await _render(kube.kubeconfig)
+        del older["data"]["operator-client-secret"]
+        manifest = tmp_path / "secret.yaml"
+        manifest.write_text(yaml.safe_dump(older))
+        await kube.kubectl("apply", "--validate=false", "-f", str(manifest))
+
+        first = await _render(kube.kubeconfig)
+        assert len(_decoded(first)["operator-client-secret"]) >= 32
+        assert {k: v for k, v in _decoded(first).items() if k != "operator-client-secret"} == _decoded(older)
+        manifest.write_text(yaml.safe_dump(first))
+        await kube.kubectl("apply", "--validate=false", "-f", str(manifest))
+        second = await _render(kube.kubeconfig)
+        assert _decoded(second)["operator-client-secret"] == _decoded(first)["operator-client-secret"]

@@ -93,6 +93,8 @@ def client_secret(rendered: Rendered, client: str) -> str:
     """A platform client's secret, as the platform derives it (README, "Service clients and tokens")."""
     [secret] = [doc for doc in rendered.of_kind("Secret") if "service-secret" in (rendered.data("Secret", doc["metadata"]["name"]) or {})]
     data = rendered.data("Secret", secret["metadata"]["name"])
+    if client == "operator" and data.get("operator-client-secret"):  # its own, checked by auth before any other
+        return data["operator-client-secret"].decode()
     explicit = json.loads(data["service-client-secrets"]) if data.get("service-client-secrets") else {}
     if client in explicit:
         return explicit[client]

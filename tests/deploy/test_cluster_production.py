@@ -90,7 +90,8 @@ def create_operator_secrets(kube: KubeApiInThread, namespace: str, directory: Pa
 
     create("roomee-secrets", f"--from-literal=service-secret={secrets.token_hex(32)}",
            f"--from-literal=cursor-secret={secrets.token_hex(32)}",
-           f"--from-literal=media-signing-secret={secrets.token_hex(32)}")
+           f"--from-literal=media-signing-secret={secrets.token_hex(32)}",
+           f"--from-literal=operator-client-secret={secrets.token_hex(32)}")
     create("roomee-signing-keys", f"--from-file={key_file}")
     host = f"roomee-db-rw.{namespace}"
     create("roomee-db-app", f"--from-literal=uri=postgresql://roomee:{passwords['postgresql']}@{host}:5432/roomee",

@@ -59,14 +59,16 @@ def secret(name: str, key: str, optional: bool = False) -> dict:
 def test_the_operator_gets_only_the_settings_and_credentials_it_reads(args, namespace, config):
     env = operator_env(*args, namespace=namespace)
     secret_name = "roomee-secrets"  # generated, or production's existingSecret of that name
-    # Its listener, the three services it calls, the non-secret config, its client secret's source, its Lease.
+    # Its listener, the three services it calls, the non-secret config, its own client secret, its Lease.
     assert set(env) == {
         "ROOMEE_HOST", "ROOMEE_PORT", "ROOMEE_AUTH_URL", "ROOMEE_HOTEL_URL", "ROOMEE_MEMBERS_URL",
-        "ROOMEE_SERVICE_SECRET", "ROOMEE_SERVICE_CLIENT_SECRETS",
+        "ROOMEE_OPERATOR_CLIENT_SECRET",
         "ROOMEE_OPERATOR_LEASE_NAME", "ROOMEE_OPERATOR_LEASE_NAMESPACE", "ROOMEE_OPERATOR_IDENTITY", *config,
     }, sorted(env)
-    assert env["ROOMEE_SERVICE_SECRET"]["valueFrom"] == secret(secret_name, "service-secret")
-    assert env["ROOMEE_SERVICE_CLIENT_SECRETS"]["valueFrom"] == secret(secret_name, "service-client-secrets", True)
+    # Only its own client secret (required: the pod waits for the key): not the secret every client's
+    # secret derives from, nor the map of every client's secret.
+    assert env["ROOMEE_OPERATOR_CLIENT_SECRET"]["valueFrom"] == secret(secret_name, "operator-client-secret")
+    assert "ROOMEE_SERVICE_SECRET" not in env and "ROOMEE_SERVICE_CLIENT_SECRETS" not in env
     assert {name: env[name]["value"] for name in ("ROOMEE_AUTH_URL", "ROOMEE_HOTEL_URL", "ROOMEE_MEMBERS_URL")} == {
         "ROOMEE_AUTH_URL": "http://roomee-auth:80", "ROOMEE_HOTEL_URL": "http://roomee-hotel:80",
         "ROOMEE_MEMBERS_URL": "http://roomee-members:80"}
@@ -81,6 +83,12 @@ def test_the_operator_gets_the_users_config_and_extra_env_but_no_other_credentia
                        "--set", "extraEnv[0].value=http://proxy:3128", "--set", "secrets.existingSecret=mine",
                        "--set", "secrets.signingKeysSecret=keys")
     assert env["ROOMEE_HTTP_TIMEOUT_MS"]["value"] == "5000" and env["HTTPS_PROXY"]["value"] == "http://proxy:3128"
-    assert env["ROOMEE_SERVICE_SECRET"]["valueFrom"] == secret("mine", "service-secret")
-    assert not {"ROOMEE_DATABASE_URL", "ROOMEE_BROKER_URL", "ROOMEE_CURSOR_SECRET", "ROOMEE_STRIPE_API_KEY",
+    assert env["ROOMEE_OPERATOR_CLIENT_SECRET"]["valueFrom"] == secret("mine", "operator-client-secret")
+    assert not {"ROOMEE_SERVICE_SECRET", "ROOMEE_SERVICE_CLIENT_SECRETS", "ROOMEE_DATABASE_URL", "ROOMEE_BROKER_URL", "ROOMEE_CURSOR_SECRET", "ROOMEE_STRIPE_API_KEY",
                 "ROOMEE_MEDIA_SIGNING_SECRET", "ROOMEE_SENDGRID_API_KEY", "ROOMEE_SMTP_PASSWORD"} & set(env)
+
+
+def test_the_key_of_the_operators_client_secret_is_a_value():
+    env = operator_env("--set", "secrets.existingSecret=mine", "--set", "secrets.signingKeysSecret=keys",
+                       "--set", "secrets.operatorClientSecret=roomee-operator")
+    assert env["ROOMEE_OPERATOR_CLIENT_SECRET"]["valueFrom"] == secret("mine", "roomee-operator")

@@ -27,19 +27,21 @@ def test_the_operator_is_a_target_of_its_own_never_in_all():
 
 
 async def test_operator_process_serves_health_metrics_and_reconciles(tmp_path, kube):
-    settings = make_settings(tmp_path / "platform", **FAST_SAGA)
+    # auth checks the operator's own client secret (as the chart gives it to the auth target); the
+    # operator's process gets only that secret, not the service secret every client's secret derives from.
+    settings = make_settings(tmp_path / "platform", operator_client_secret="operator-only-secret", **FAST_SAGA)
     async with running_platform(settings) as platform:
         port = free_port()
         # Exactly the env the chart gives the operator's pod (nothing else of ROOMEE_*), with the Services'
         # URLs, the Secret's value and the pod's fields resolved here.
         rendered = {name: entry.get("value") for name, entry in operator_env().items()}
+        assert "ROOMEE_SERVICE_SECRET" not in rendered
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMEE_")} | rendered | {
-            "KUBECONFIG": str(kube.kubeconfig), "ROOMEE_SERVICE_SECRET": settings.service_secret,
+            "KUBECONFIG": str(kube.kubeconfig), "ROOMEE_OPERATOR_CLIENT_SECRET": "operator-only-secret",
             "ROOMEE_LOG_LEVEL": "WARNING", "ROOMEE_AUTH_URL": platform.url, "ROOMEE_HOTEL_URL": platform.url,
             "ROOMEE_MEMBERS_URL": platform.url, "ROOMEE_OPERATOR_LEASE_NAMESPACE": "default",
             "ROOMEE_OPERATOR_IDENTITY": "roomee-operator-pod-0",
         }
-        env.pop("ROOMEE_SERVICE_CLIENT_SECRETS")  # optional, and absent from the generated Secret
         assert all(value is not None for value in env.values()), env
         workdir = tmp_path / "operator-cwd"
         workdir.mkdir()

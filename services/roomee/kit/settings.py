@@ -117,6 +117,12 @@ class Settings(BaseSettings):
         description="Client secret of each platform client for /oauth/token (JSON object, client id → secret). "
         "A service uses its own entry; auth checks every entry. Give a service's pod only its own entry.",
     )
+    operator_client_secret: str | None = Field(
+        default=None,
+        description="Client secret of the operator's client (`operator`), given to the operator's pod and to auth "
+        "only; set, it is that client's secret (before service_client_secrets and any derivation), so the operator's "
+        "pod needs no service_secret.",
+    )
     cursor_secret: str | None = Field(
         default=None,
         description="Key signing pagination cursors (the same for every replica); generated into the data dir when unset.",
@@ -321,6 +327,8 @@ class Settings(BaseSettings):
 
     def client_secret_of(self, client_id: str) -> str:
         """The client secret of platform client ``client_id``: configured, else derived from service_secret."""
+        if client_id == "operator" and self.operator_client_secret:
+            return self.operator_client_secret
         if client_id in self.service_client_secrets:
             return self.service_client_secrets[client_id]
         derived = hmac.new(self.resolved_service_secret().encode(), f"client:{client_id}".encode(), hashlib.sha256)
