@@ -193,7 +193,8 @@ async def media_file(
     media_id: MediaId, service: Media, principal: Annotated[Principal | None, Depends(_optional_principal)]
 ) -> Response:
     """The file (the stable `fileUrl`): streamed (local) or a redirect to a short-lived signed GET (gcs).
-    Needs a token of the same hotel (or `media:read`) unless the media is public."""
+    Needs a token of the same hotel (or `media:read`) unless the media is public. A media whose object is
+    no longer in storage answers 404 `file_missing`; storage unreachable answers 503 `storage_unavailable`."""
     return await _serve(service, principal, media_id, thumbnail=False)
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field
 
+from roomee.kit.errors import ErrorDocument
 from roomee.kit.schemas import CamelModel
 
 
@@ -70,14 +71,33 @@ _REDIRECT = {
     "headers": {"Location": {"description": "The signed URL.", "schema": {"type": "string", "format": "uri"}}},
 }
 # The stable fileUrl / thumbnailUrl answer the bytes themselves (local backend) or a 307 (gcs), not JSON.
+_DETAILS = {"not_found": "media not found", "no_thumbnail": "this media has no thumbnail",
+            "file_missing": "the media's file is no longer in storage"}
+
+
+def _not_found(*codes: tuple[str, str]) -> dict:
+    """The 404 of a file route: each `error` code it answers, with what it means."""
+    return {
+        "model": ErrorDocument,
+        "description": "; ".join(f"`{code}`: {meaning}" for code, meaning in codes) + ".",
+        "content": {"application/json": {"examples": {
+            code: {"summary": meaning, "value": {"error": code, "detail": _DETAILS[code]}} for code, meaning in codes}}},
+    }
+
+
+_NO_MEDIA = ("not_found", "no such completed media, or one of another hotel")
+_FILE_MISSING = ("file_missing", "the media exists but its object is no longer in storage (deleted behind the "
+                 "platform's back); retrying will not help, unlike a 503 `storage_unavailable`")
 FILE_RESPONSES = {
     200: {"description": "The file's bytes, inline, in its stored type (one of `ROOMEE_MEDIA_ALLOWED_TYPES`).",
           "content": {kind: _BINARY for kind in ("image/*", "video/*", "application/pdf", "application/octet-stream")}},
     307: _REDIRECT,
+    404: _not_found(_NO_MEDIA, _FILE_MISSING),
 }
 THUMBNAIL_RESPONSES = {
     200: {"description": "The thumbnail's bytes (an image).", "content": {"image/*": _BINARY}},
     307: _REDIRECT,
+    404: _not_found(_NO_MEDIA, ("no_thumbnail", "the media has no thumbnail"), _FILE_MISSING),
 }
 # No token for public media: the bearer token is optional (`{}` is "no security" in OpenAPI).
 OPTIONAL_BEARER = {"security": [{}]}

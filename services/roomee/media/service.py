@@ -29,7 +29,7 @@ from roomee.kit.schemas import decode_cursor, encode_cursor
 from roomee.media import imaging
 from roomee.media.models import GONE_STATUSES
 from roomee.media.repository import MediaRepository, QuotaRepository
-from roomee.media.storage import Download, LocalStorage, StorageError, storage_from_settings
+from roomee.media.storage import Download, LocalStorage, ObjectMissing, StorageError, storage_from_settings
 
 log = logging.getLogger("roomee.media")
 
@@ -66,6 +66,12 @@ class UploadGone(RoomeeError):
 
 class StorageUnavailable(RoomeeError):
     status_code, code = 503, "storage_unavailable"
+
+
+class FileMissing(NotFound):
+    """The media's row is there, its object is not (deleted behind the platform's back): not an outage."""
+
+    code = "file_missing"
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -190,6 +196,9 @@ class MediaService:
         content_type = row["thumbnail_type"] if thumbnail else row["content_type"]
         try:
             download = await self.storage.download(key, content_type, row["file_name"])
+        except ObjectMissing:
+            log.warning("a media's object is missing from storage", extra={"media_id": media_id, "object_key": key})
+            raise FileMissing("the media's file is no longer in storage") from None
         except StorageError as exc:
             raise StorageUnavailable(str(exc)) from exc
         return row, download

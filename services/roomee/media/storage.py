@@ -33,6 +33,11 @@ class StorageError(Exception):
     """The storage backend failed (unreachable, 5xx): the operation may be retried later."""
 
 
+class ObjectMissing(StorageError):
+    """Storage answered, and the object is not there (deleted behind the platform's back): not an
+    outage, retrying will not bring it back."""
+
+
 @dataclass(frozen=True)
 class SignedRequest:
     """What the client sends to upload: the URL, the method and the headers it must carry."""
@@ -64,7 +69,9 @@ class Storage(Protocol):
     async def read(self, key: str) -> bytes: ...
     async def write(self, key: str, data: bytes, content_type: str) -> None: ...
     async def delete(self, key: str) -> None: ...
-    async def download(self, key: str, content_type: str, file_name: str) -> Download: ...
+    async def download(self, key: str, content_type: str, file_name: str) -> Download:
+        """How to serve the object; ObjectMissing when storage no longer has it."""
+        ...
     async def close(self) -> None: ...
 
 
@@ -130,7 +137,7 @@ class LocalStorage:
         try:
             return await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
-            raise StorageError(f"object {key} is missing") from None
+            raise ObjectMissing(f"object {key} is missing") from None
 
     async def write(self, key, data, content_type):
         path = self.path_of(key)
@@ -157,8 +164,12 @@ class LocalStorage:
 
     async def download(self, key, content_type, file_name):
         path = self.path_of(key)
-        if not path.exists():
-            raise StorageError(f"object {key} is missing")
+        try:
+            await asyncio.to_thread(path.stat)
+        except FileNotFoundError:
+            raise ObjectMissing(f"object {key} is missing") from None
+        except OSError as exc:  # the volume unreadable, not mounted as a directory, ...
+            raise StorageError(f"local storage: {exc}") from exc
         return Download(path=path)
 
     async def close(self) -> None:
@@ -263,7 +274,7 @@ class GcsStorage:
         try:
             return await self._call(self.bucket.blob(key).download_as_bytes, **self.limits)
         except NotFound:
-            raise StorageError(f"object {key} is missing") from None
+            raise ObjectMissing(f"object {key} is missing") from None
 
     async def write(self, key, data, content_type):
         await self._call(self.bucket.blob(key).upload_from_string, data, content_type=content_type, **self.limits)
@@ -277,6 +288,10 @@ class GcsStorage:
             pass
 
     async def download(self, key, content_type, file_name):
+        # Signing needs no request: ask the bucket first (one metadata GET), so a lost object answers
+        # 404 here rather than at the signed URL, and an unreachable bucket answers 503.
+        if await self.stat(key) is None:
+            raise ObjectMissing(f"object {key} is missing")
         url = await asyncio.to_thread(
             self._sign, key, method="GET", expiration=self.download_ttl, response_type=content_type,
             response_disposition=f'inline; filename="{_header_safe(file_name)}"',
