@@ -194,7 +194,8 @@ async def media_file(
 ) -> Response:
     """The file (the stable `fileUrl`): streamed (local) or a redirect to a short-lived signed GET (gcs).
     Needs a token of the same hotel (or `media:read`) unless the media is public. A media whose object is
-    no longer in storage answers 404 `file_missing`; storage unreachable answers 503 `storage_unavailable`."""
+    no longer in storage answers 404 `file_missing` (local storage; on gcs the signed URL answers 404 itself, the
+    redirect costing no storage call); storage unreachable answers 503 `storage_unavailable`."""
     return await _serve(service, principal, media_id, thumbnail=False)
 
 

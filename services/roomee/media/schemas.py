@@ -87,7 +87,8 @@ def _not_found(*codes: tuple[str, str]) -> dict:
 
 _NO_MEDIA = ("not_found", "no such completed media, or one of another hotel")
 _FILE_MISSING = ("file_missing", "the media exists but its object is no longer in storage (deleted behind the "
-                 "platform's back); retrying will not help, unlike a 503 `storage_unavailable`")
+                 "platform's back; local storage, on gcs the signed URL answers 404); retrying will not help, "
+                 "unlike a 503 `storage_unavailable`")
 FILE_RESPONSES = {
     200: {"description": "The file's bytes, inline, in its stored type (one of `ROOMEE_MEDIA_ALLOWED_TYPES`).",
           "content": {kind: _BINARY for kind in ("image/*", "video/*", "application/pdf", "application/octet-stream")}},
