@@ -275,8 +275,8 @@ def token(
     secret: Annotated[bool, typer.Option("--secret", help="Print the client's secret instead of a token.")] = False,
 ) -> None:
     """Print a service token of a platform client, from the auth service's POST /oauth/token (ROOMEE_AUTH_URL,
-    else ROOMEE_PUBLIC_URL), with the client's secret from the platform's settings (ROOMEE_SERVICE_CLIENT_SECRETS
-    or ROOMEE_SERVICE_SECRET, else the data dir's); `--secret` prints that secret and calls nothing."""
+    else ROOMEE_PUBLIC_URL), with the client's secret from the platform's settings (ROOMEE_OPERATOR_CLIENT_SECRET for
+    the operator, ROOMEE_SERVICE_CLIENT_SECRETS, or ROOMEE_SERVICE_SECRET, else the data dir's); `--secret` prints that secret and calls nothing."""
     import httpx
 
     from roomee.kit.auth import SERVICE_SCOPES
