@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,19 +51,38 @@ _SERVED_WHILE_STARTING = ("/health", "/metrics", "/docs", "/redoc", "/openapi")
 STARTING_RETRY_AFTER_SECONDS = "2"
 
 
+# Request ids: 16 random hex digits per process then a counter (32 hex digits, as a UUID's): unique across
+# processes without a UUID and a random read per request.
+_REQUEST_IDS = itertools.count()
+_REQUEST_ID_PREFIX = os.urandom(8).hex()
+
+
+def _next_request_id() -> str:
+    return f"{_REQUEST_ID_PREFIX}{next(_REQUEST_IDS) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def _new_request_id_prefix() -> None:
+    global _REQUEST_ID_PREFIX
+    _REQUEST_ID_PREFIX = os.urandom(8).hex()
+
+
+os.register_at_fork(after_in_child=_new_request_id_prefix)  # a forked process is another prefix
+
+
 class ObservabilityMiddleware:
     """Request id, a server span with the caller's trace context, and the latency histogram."""
 
     def __init__(self, app, service: str) -> None:
         self.app = app
         self.service = service
+        self._histograms: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         # Only the headers read here are decoded (ASGI servers give names in lower case).
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _CONTEXT_HEADERS}
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = headers.get("x-request-id") or _next_request_id()
         token = request_id_var.set(request_id)
         status = {"code": 500, "started": False}
 
@@ -93,9 +114,12 @@ class ObservabilityMiddleware:
                 duration = time.perf_counter() - started
                 finish_server_span(span, method, getattr(route, "path", None), status["code"])
                 if endpoint not in ("/metrics",):
-                    http_request_duration_seconds.labels(self.service, endpoint, method, str(status["code"])).observe(
-                        duration
-                    )
+                    key = (endpoint, method, status["code"])
+                    histogram = self._histograms.get(key)
+                    if histogram is None:  # route templates, methods and statuses: a bounded set of keys
+                        histogram = self._histograms[key] = http_request_duration_seconds.labels(
+                            self.service, endpoint, method, str(status["code"]))
+                    histogram.observe(duration)
                 request_id_var.reset(token)
 
 

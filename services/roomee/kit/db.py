@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ from sqlalchemy import DateTime, MetaData, event, text
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from roomee.kit.observability import instrument_engine
+from roomee.kit.observability import instrument_engine, spans_exported
 from roomee.kit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -165,8 +166,33 @@ class HotReadPool:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._slots = asyncio.Semaphore(db.settings.db_pool_size)
+        self._free = db.settings.db_pool_size  # connections that may still be handed out
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._idle: list[tuple[Any, float]] = []
+
+    async def _slot(self) -> None:
+        """One of ``db_pool_size`` slots (a counter: asyncio.Semaphore's bookkeeping cost more per read)."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # the slot is handed over by release()
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._give_back()  # handed over while being cancelled: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def _give_back(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
 
     def _connect_args(self) -> dict[str, Any]:
         engine = self.db.engine
@@ -195,7 +221,7 @@ class HotReadPool:
         return connection
 
     async def acquire(self):
-        await self._slots.acquire()
+        await self._slot()
         try:
             now = time.monotonic()
             while self._idle:
@@ -205,7 +231,7 @@ class HotReadPool:
                 connection.terminate()
             return await self._connect(), now
         except BaseException:
-            self._slots.release()
+            self._give_back()
             raise
 
     def release(self, connection, born: float, *, reusable: bool) -> None:
@@ -213,7 +239,7 @@ class HotReadPool:
             self._idle.append((connection, born))
         else:
             connection.terminate()
-        self._slots.release()
+        self._give_back()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
@@ -397,11 +423,13 @@ _hot_tracer = None
 
 
 def _statement_span(sql: str, db: Database):
-    """A CLIENT span for the statement inside a traced request, as the engine's instrumentation writes."""
+    """A CLIENT span for the statement inside a traced request, as the engine's instrumentation writes, when
+    spans are exported."""
     global _hot_tracer
     from opentelemetry import trace
 
-    if not trace.get_current_span().is_recording():
+    # Not when no processor takes spans (otel_exporter none): a span per statement would only cost.
+    if not trace.get_current_span().is_recording() or not spans_exported():
         return _NO_SPAN
     if _hot_tracer is None:  # looked up once: get_tracer builds an instrumentation scope each call
         _hot_tracer = trace.get_tracer("roomee.hot")

@@ -30,7 +30,13 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi.dependencies.utils import request_params_to_args
+from fastapi._compat import Undefined, field_annotation_is_sequence
+from fastapi.dependencies.utils import (
+    _get_param_aliases,
+    _get_param_model,
+    _validate_value_with_model_field,
+    request_params_to_args,
+)
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.routing import APIRoute
 from starlette.datastructures import QueryParams
@@ -137,22 +143,16 @@ def _resolver(dependant, *, top: bool) -> Callable[[_Call], Awaitable[Any]]:
         if sub.name is None:
             raise Unsupported("a dependency without a parameter (dependencies=[...])")
         subs.append((sub.name, _resolver(sub, top=False)))
-    path_fields, query_fields = list(dependant.path_params), list(dependant.query_params)
+    path_params, query_params = _params(dependant.path_params), _params(dependant.query_params)
 
     async def kwargs(state: _Call) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        if path_fields:
-            found, errors = request_params_to_args(path_fields, state.path_values)
-            if errors:
-                raise _Fallback
-            values.update(found)
-        if query_fields:
+        if path_params is not None:
+            path_params(state.path_values, values)
+        if query_params is not None:
             if state.query is None:
                 state.query = QueryParams(state.scope["query_string"])
-            found, errors = request_params_to_args(query_fields, state.query)
-            if errors:
-                raise _Fallback
-            values.update(found)
+            query_params(state.query, values)
         for name, resolve in subs:
             values[name] = await resolve(state)
         return values
@@ -163,6 +163,36 @@ def _resolver(dependant, *, top: bool) -> Callable[[_Call], Awaitable[Any]]:
     async def value(state: _Call):
         return await call(**(await kwargs(state)))
     return value
+
+
+def _params(fields: list) -> Callable[[Any, dict[str, Any]], None] | None:
+    """Validates the request's values of ``fields`` into ``values`` as FastAPI's ``request_params_to_args``
+    does (its alias, default and validation rules), raising ``_Fallback`` on an error. Plain parameters
+    (the hot reads' ids, limits, cursors, flags) skip its per-request look-ups of param models and aliases."""
+    if not fields:
+        return None
+    plain = []
+    for field in fields:
+        aliases = _get_param_aliases(field)
+        if _get_param_model(field) is not None or field_annotation_is_sequence(field.field_info.annotation) \
+                or len(aliases) != 1:
+            def generic(received, values: dict[str, Any]) -> None:
+                found, errors = request_params_to_args(fields, received)
+                if errors:
+                    raise _Fallback
+                values.update(found)
+            return generic
+        plain.append((field, aliases[0][1], (field.field_info.in_.value, aliases[0][1])))
+
+    def validate(received, values: dict[str, Any]) -> None:
+        for field, alias, loc in plain:
+            value = received.get(alias)
+            found, errors = _validate_value_with_model_field(
+                field=field, value=Undefined if value is None else value, values=values, loc=loc)
+            if errors:
+                raise _Fallback
+            values[field.name] = found
+    return validate
 
 
 class _Plan:

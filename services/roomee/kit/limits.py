@@ -61,7 +61,15 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        declared, chunked = None, False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value if declared is None else declared
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared is None and not chunked:
+            # No body at all (HTTP/1.1: neither a length nor chunks), as every GET: nothing to count.
+            return await self.app(scope, receive, send)
         length = int(declared) if declared is not None and declared.isdigit() else None
         if length is not None and length <= self.json_limit:
             return await self.app(scope, receive, send)  # the common case: nothing to look up or count
