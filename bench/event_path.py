@@ -111,11 +111,12 @@ async def drain_kit(db, broker, queue: str, bindings, n: int, prefetch: int, tim
     from roomee.kit.events import EventConsumer
 
     done = asyncio.Event()
-    count = 0
+    count = batches = 0
 
     async def empty(_session, batch) -> None:
-        nonlocal count
+        nonlocal count, batches
         count += len(batch)
+        batches += 1
         if count >= n:
             done.set()
 
@@ -124,7 +125,9 @@ async def drain_kit(db, broker, queue: str, bindings, n: int, prefetch: int, tim
     await consumer.start()
     try:
         await asyncio.wait_for(done.wait(), timeout)
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        print(f"  (kit consumer: {batches} batches, {count / max(batches, 1):.0f} messages each)", flush=True)
+        return elapsed
     finally:
         await consumer.stop()
 

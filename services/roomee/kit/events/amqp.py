@@ -455,6 +455,7 @@ class _AmqpSubscription(Subscription):
         self._underlay: aiormq.abc.AbstractChannel | None = None
         self._cancelled = False
         self._inflight: set[asyncio.Task] = set()
+        self._acks: _AckWindow | None = None
 
     async def start(self) -> None:
         await self._subscribe()
@@ -488,6 +489,9 @@ class _AmqpSubscription(Subscription):
             _, pending = await asyncio.wait(set(self._inflight), timeout=self.broker.shutdown_grace_seconds)
             for task in pending:
                 task.cancel()
+        if self._acks is not None:
+            self._acks.flush()  # the acks of what was handled, before the channel closes
+            await asyncio.sleep(0)
         # Closing returns any unacked message to the queue.
         if not self.channel.is_closed:
             await self.channel.close()
@@ -523,7 +527,15 @@ class _AmqpSubscription(Subscription):
         except Exception as exc:
             await self._failed(message, delivery, retry_count, exc)
             return
-        await _settle(_ack(message), self.name)
+        self._ack(message)
+
+    def _ack(self, message: DeliveredMessage) -> None:
+        """Acknowledge ``message`` with those settled beside it: one ``multiple`` ack per run of consecutive
+        delivery tags (a batch) instead of a frame per message."""
+        window = self._acks
+        if window is None or window.channel is not message.channel:
+            window = self._acks = _AckWindow(message.channel, self.name)  # a new channel numbers from 1 again
+        window.ack(message.delivery.delivery_tag)
 
     async def _failed(self, message: DeliveredMessage, delivery: Delivery, retry_count: int, exc: Exception) -> None:
         headers = without_broker_headers(delivery.headers)
@@ -545,15 +557,70 @@ class _AmqpSubscription(Subscription):
         except Exception:
             # Could not park it: hand it back to the queue rather than lose it.
             log.warning("could not move failed message", extra={"queue": self.name, "target": target}, exc_info=True)
+            if self._acks is not None and self._acks.channel is message.channel:
+                self._acks.settled_alone(message.delivery.delivery_tag)
             await _settle(message.channel.basic_nack(message.delivery.delivery_tag, requeue=True), self.name)
             return
-        await _settle(_ack(message), self.name)
+        self._ack(message)
 
 
-def _ack(message: DeliveredMessage):
-    # On the channel the message came on (delivery tags are per channel); the frame is queued
-    # without waiting for it to be written. A channel lost since then makes the broker redeliver.
-    return message.channel.basic_ack(message.delivery.delivery_tag, wait=False)
+class _AckWindow:
+    """The acks of one channel, sent together. Delivery tags of a channel are consecutive from 1; a tag
+    settled with every tag below it is acknowledged by one ``basic.ack(multiple)`` sent once the deliveries
+    woken together have settled (the next turn of the loop). A tag settled while an earlier one is still
+    being handled is acknowledged alone, as before, so a slow delivery never holds the others' acks back
+    (nor the prefetch window)."""
+
+    def __init__(self, channel, queue: str) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.mark = 0  # every tag up to here is settled
+        self.top = 0  # the highest tag up to the mark whose ack is still to send (0: none)
+        self.sent = 0  # the highest tag acknowledged with multiple
+        self.waiting: dict[int, bool] = {}  # tags settled above the mark: True while their ack is to send
+        self.scheduled = False
+
+    def ack(self, tag: int) -> None:
+        self.waiting[tag] = True
+        self._advance()
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def settled_alone(self, tag: int) -> None:
+        """A tag settled on the wire by itself (a nack): it no longer holds the mark back."""
+        self.waiting[tag] = False
+        self._advance()
+
+    def _advance(self) -> None:
+        while self.mark + 1 in self.waiting:
+            self.mark += 1
+            if self.waiting.pop(self.mark):
+                self.top = self.mark
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if self.channel.is_closed:
+            self.waiting.clear()  # the broker redelivers what was not acknowledged
+            return
+        # The multiple ack names a tag still unacknowledged (the broker refuses one already settled alone).
+        if self.top > self.sent:
+            self.sent = self.top
+            _send(self.channel.basic_ack(self.top, multiple=True, wait=False), self.queue)
+        for tag, unsent in self.waiting.items():
+            if unsent:
+                self.waiting[tag] = False
+                _send(self.channel.basic_ack(tag, wait=False), self.queue)
+
+
+def _send(operation, queue: str) -> None:
+    """Run an ack (it queues its frame at its first step) without waiting for it."""
+    task = asyncio.ensure_future(_settle(operation, queue))
+    _SENDING.add(task)
+    task.add_done_callback(_SENDING.discard)
+
+
+_SENDING: set[asyncio.Task] = set()
 
 
 async def _close_quietly(channel: AbstractChannel) -> None:
