@@ -197,8 +197,12 @@ class HotReadPool:
     def _connect_args(self) -> dict[str, Any]:
         engine = self.db.engine
         _args, params = engine.dialect.create_connect_args(engine.url)
+        # The URL's prepared_statement_cache_size (0 behind PgBouncer in transaction mode) is asyncpg's own.
+        cache_size = params.pop("prepared_statement_cache_size", None)
         for name in _DIALECT_ONLY_ARGS:
             params.pop(name, None)
+        if cache_size is not None:
+            params["statement_cache_size"] = int(cache_size)
         params["server_settings"] = {**params.get("server_settings", {}), "search_path": self.db.schema}
         params.setdefault("timeout", HOT_CONNECT_TIMEOUT_SECONDS)
         return params
