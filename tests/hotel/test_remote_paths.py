@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from roomee.hotel.provisioning import Provisioner
+from roomee.hotel.provisioning import CALLS_IN_FLIGHT, Provisioner
 from roomee.kit.http import ServiceClient
 from roomee.kit.settings import Settings
 
@@ -28,13 +28,21 @@ QUOTA = 20000
 
 
 @asynccontextmanager
-async def recorder():
-    """A server answering what each step expects; ``seen`` holds (method, raw path) of every request."""
+async def recorder(hold: float = 0.0, in_flight: dict[str, int] | None = None):
+    """A server answering what each step expects; ``seen`` holds (method, raw path) of every request.
+    ``hold``: each request waits that long first; ``in_flight["most"]``: the most requests it held at once."""
     seen: list[tuple[str, str]] = []
+    in_flight = in_flight if in_flight is not None else {}
 
     async def answer(request: Request) -> JSONResponse:
         path = request.scope["raw_path"].decode()
         seen.append((request.method, path))
+        in_flight["now"] = in_flight.get("now", 0) + 1
+        in_flight["most"] = max(in_flight.get("most", 0), in_flight["now"])
+        try:
+            await asyncio.sleep(hold)
+        finally:
+            in_flight["now"] -= 1
         if path == "/sub/plans":
             return JSONResponse([{"id": "premium", "storageQuota": {"maxSize": QUOTA, "unit": "MO"}}])
         if path.startswith("/media/storage/") and request.method == "GET":
@@ -68,7 +76,7 @@ def provisioner_at(url: str) -> Provisioner:
                for target in ("media", "billing", "members")}
     provisioner = Provisioner.__new__(Provisioner)
     provisioner.ctx = SimpleNamespace(settings=settings, client=clients.__getitem__)
-    provisioner._plans, provisioner._plans_at = {}, 0.0
+    provisioner._plans, provisioner._plans_at, provisioner._slots = {}, 0.0, {}
     return provisioner
 
 
@@ -105,3 +113,16 @@ async def test_every_remote_id_is_one_encoded_segment():
         ("GET", f"/sub/customers/{ENCODED}/subscription"),
         ("POST", "/sub/assign-subscription/"),
     ]
+
+
+async def test_a_burst_of_sagas_keeps_a_bounded_number_of_calls_in_flight_per_service():
+    """Many sagas at once queue in the hotel service, not in the callee (where they would outlast the
+    call timeout); each service has its own slots."""
+    counts: dict[str, int] = {}
+    async with recorder(hold=0.2, in_flight=counts) as (url, seen):
+        provisioner = provisioner_at(url)
+        reads = (provisioner._find_admin(f"hotel-{n}", "a@b.example.com") for n in range(3 * CALLS_IN_FLIGHT))
+        await asyncio.gather(*reads, provisioner.plans())
+    assert len(seen) == 3 * CALLS_IN_FLIGHT + 1
+    # The members reads filled their slots, and billing's read was not kept waiting behind them.
+    assert counts["most"] == CALLS_IN_FLIGHT + 1
