@@ -8,7 +8,7 @@ provisioning poller. Not a benchmark itself.
 - :func:`wrk`: one closed-loop ``wrk`` run (Debian package ``wrk``); :func:`at_rate`: one open-loop run at a fixed
   request rate with ``autocannon -R`` (npm package ``autocannon``), for a p99 at a given load.
 - :func:`wait_provisioned`: watch the hotel list until every hotel given is ``ready``.
-- :func:`deployed_pools`: the PostgreSQL pool settings as deployed, for benchmarks on PostgreSQL.
+- :func:`deployed_pools`: PostgreSQL pools of the deployed size, for benchmarks on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -163,12 +163,14 @@ def at_rate(url: str, headers: dict[str, str], body: str | None, rate: int, seco
 
 
 def deployed_pools() -> dict[str, int]:
-    """The PostgreSQL pool settings as deployed (``Settings`` defaults). The test fixtures keep one connection
-    per target, so that under a burst every transaction past the first opens and closes a connection of its
-    own: a benchmark on them measures connection set-up (5 % of the 100-hotel provisioning profile)."""
+    """PostgreSQL pools of the deployed size (``Settings.db_pool_size``) without their overflow. The test
+    fixtures keep one connection per target, so that under a burst every transaction past the first opened
+    and closed a connection of its own (5 % of the 100-hotel provisioning profile); the deployed overflow
+    (10 per target, 7 targets in one process) passes this machine's ``max_connections`` (100) beside the
+    other suites running on it ("too many clients" in a run)."""
     from roomee.kit.settings import Settings
 
-    return {name: Settings.model_fields[name].default for name in ("db_pool_size", "db_max_overflow")}
+    return {"db_pool_size": Settings.model_fields["db_pool_size"].default, "db_max_overflow": 0}
 
 
 async def wait_provisioned(client, headers: dict[str, str], hotel_ids, timeout: float,

@@ -4,7 +4,8 @@
 
 ``embedded`` (default): SQLite + the in-process bus in a temporary directory. ``real``: PostgreSQL +
 RabbitMQ on this machine, in schemas, an exchange and queues of their own, dropped at the end, with
-the PostgreSQL pools as deployed (not the tests' one connection per target; ``--test-pools``: theirs).
+PostgreSQL pools of the deployed size, 5 connections per target (not the tests' one connection and
+6 overflow; ``--test-pools``: theirs).
 ``--stripe``: billing on localstripe (started here from the pinned package) instead of ``local``.
 
 Every target runs in this process on real HTTP (uvicorn), as ``roomee up`` does. Measured:
@@ -14,10 +15,14 @@ Every target runs in this process on real HTTP (uvicorn), as ``roomee up`` does.
 - N hotels posted at once: until all are ``ready``; per-step latency p50 / p95 over the N hotels.
 
 Baseline, in the same run, on the same platform: the seed's saga (its try/catch), i.e. the same
-calls (QR upload to media, the quota event published straight to the broker, billing, members)
-made one after the other with nothing persisted between them and no wait for the quota, for one
-hotel and for N hotels at once. ``ratio`` = ours / baseline: the price of crash safety (persisted
-step state, leases, the wait for media's quota).
+calls (QR upload to media, the quota event published straight to the broker, billing, members,
+then ``hotel.created`` to the administrator, published straight to the broker) made one after
+the other with nothing persisted between them and no wait for the quota, for one hotel and for N
+hotels at once; and for N hotels without ``hotel.created`` too, the baseline as it was before
+(the seed's flow 1 ends with that notification; ours sends it). ``ratio`` = ours / baseline: the
+price of crash safety (persisted step state, leases, the wait for media's quota). The process' CPU
+seconds for the N hotels are printed too: every target and the client run in it, and on a shared
+machine they vary less than the time.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import httpx  # noqa: E402
 
 import _harness as harness  # noqa: E402
 
+from roomee.hotel.events import SYSTEM_ACTOR  # noqa: E402
 from roomee.hotel.qr import qr_png  # noqa: E402
 from roomee.kit import loop  # noqa: E402
 from roomee.kit.events import Message, build_envelope  # noqa: E402
@@ -56,7 +62,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--test-pools", action="store_true",
                         help="real: the tests' PostgreSQL pools (1 connection + 6 overflow per target) as measured "
-                             "before, instead of the deployed ones")
+                             "before, instead of 5 connections per target")
     return parser.parse_args()
 
 
@@ -89,17 +95,17 @@ async def provision(client: httpx.AsyncClient, headers: dict, count: int, timeou
     return took, documents
 
 
-async def seed_saga(running, client: httpx.AsyncClient, headers: dict, n: int) -> bool:
+async def seed_saga(running, client: httpx.AsyncClient, headers: dict, n: int, announce: bool) -> bool:
     """The seed's try/catch: the same calls, in sequence, nothing persisted between them, no retry.
     False when a call failed (the seed would compensate and report the hotel as failed)."""
     try:
-        await _seed_calls(running, client, headers, n)
+        await _seed_calls(running, client, headers, n, announce)
         return True
     except Exception:  # the seed's catch-all: any failure fails the hotel
         return False
 
 
-async def _seed_calls(running, client: httpx.AsyncClient, headers: dict, n: int) -> None:
+async def _seed_calls(running, client: httpx.AsyncClient, headers: dict, n: int, announce: bool) -> None:
     hotel_id = str(uuid.uuid4())
     data = body(n)
     upload = await client.post("/media/upload", headers=headers, data={
@@ -118,12 +124,23 @@ async def _seed_calls(running, client: httpx.AsyncClient, headers: dict, n: int)
         "lastName": admin["lastName"], "dashboardAccess": True, "isAdmin": True,
     })
     assert member.status_code == 201, member.text
+    if announce:  # the end of the seed's flow 1: hotel.created, the administrator notified (push + socket)
+        created = member.json()
+        envelope = build_envelope(
+            "hotel.created", workspace_id=created["workspace"]["id"], hotel_id=hotel_id,
+            workspace_name=created["workspace"]["name"], actor=SYSTEM_ACTOR, receiver_ids=[created["member"]["id"]],
+            payload={"hotelId": hotel_id, "name": data["name"],
+                     "hotel": {"id": hotel_id, "name": data["name"], "qrLink": upload.json()["fileUrl"]}},
+        )
+        await running.platform.broker.publish_batch(
+            [Message("roomee.notification.hotel.created", json.dumps(envelope).encode())])
 
 
-async def baseline(running, client: httpx.AsyncClient, headers: dict, count: int) -> tuple[float, int]:
+async def baseline(running, client: httpx.AsyncClient, headers: dict, count: int,
+                   announce: bool = True) -> tuple[float, int]:
     """Seconds for ``count`` seed sagas at once, and how many of them failed."""
     started = time.perf_counter()
-    outcomes = await asyncio.gather(*(seed_saga(running, client, headers, n) for n in range(count)))
+    outcomes = await asyncio.gather(*(seed_saga(running, client, headers, n, announce) for n in range(count)))
     return time.perf_counter() - started, outcomes.count(False)
 
 
@@ -170,7 +187,7 @@ async def main() -> None:
     platform_fixture.BACKEND = args.backend
     stripe_process = None
     overrides: dict = {"log_level": "ERROR"}
-    if args.backend == "real" and not args.test_pools:  # as deployed, not the tests' one connection per target
+    if args.backend == "real" and not args.test_pools:  # the deployed pool size, not the tests' one connection
         overrides |= harness.deployed_pools()
     if args.stripe:
         stripe_process, stripe_url = start_localstripe()
@@ -187,9 +204,16 @@ async def main() -> None:
 
                 one, [document] = await provision(client, operator, 1, args.timeout)
                 one_base = await baseline(running, client, as_hotel, 1)
+                cpu = time.process_time()
                 many, documents = await provision(client, operator, args.hotels, args.timeout)
+                many_cpu, cpu = time.process_time() - cpu, time.process_time()
                 print(f"ours: 1 hotel {one:.3f} s, {args.hotels} hotels {many:.3f} s", flush=True)
+                await asyncio.sleep(2)  # the notifications of the last hotels, outside both measurements
+                cpu = time.process_time()
                 many_base = await baseline(running, client, as_hotel, args.hotels)
+                base_cpu = time.process_time() - cpu
+                # As measured before the baseline announced the hotel: four calls, no hotel.created.
+                many_quiet = await baseline(running, client, as_hotel, args.hotels, announce=False)
     finally:
         if stripe_process is not None:
             stripe_process.terminate()
@@ -202,6 +226,10 @@ async def main() -> None:
     for count, ours, (base, failed) in ((1, one, one_base), (args.hotels, many, many_base)):
         lost = f"   (seed: {failed} of {count} failed, no retry)" if failed else ""
         print(f"{count:>7} {ours:>14.3f} s {base:>13.3f} s {ours / base:>6.2f}x{lost}")
+    print(f"{args.hotels:>7} {many:>14.3f} s {many_quiet[0]:>13.3f} s {many / many_quiet[0]:>6.2f}x"
+          "   (seed without hotel.created, the baseline before)")
+    print(f"{args.hotels:>7} {many_cpu:>12.3f} CPU s {base_cpu:>9.3f} CPU s {many_cpu / base_cpu:>6.2f}x"
+          "   (CPU of this process, every target in it: steadier than the time on a shared machine)")
     print("per-step latency, one hotel:")
     for step in document["steps"]:
         took = seconds_between(step["startedAt"], step["finishedAt"])

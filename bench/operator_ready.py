@@ -12,8 +12,8 @@ directly (``POST /hotel/add`` with the operator's token, then the hotel list eve
 each is ``ready``). ``ratio`` = operator / REST: what Kubernetes and kopf add on top of the saga.
 Targets of the issue: one Hotel ≤ 1 s, 100 Hotels ≤ 20 s (issue 19: 100 Hotels ≤ 1.2× REST).
 
-``real``: PostgreSQL + RabbitMQ with the pools as deployed (not the tests' one connection per
-target); the operator with its deployed drift interval (30 s; the tests' 0.5 s made every Ready
+``real``: PostgreSQL + RabbitMQ with pools of the deployed size (5 connections per target, not
+the tests' one); the operator with its deployed drift interval (30 s; the tests' 0.5 s made every Ready
 Hotel one more request each 0.5 s while the others were still provisioning).
 """
 
