@@ -5,7 +5,7 @@
 The whole platform runs in this process on real HTTP (uvicorn) with local providers, beside the
 test suite's Kubernetes API (kmock + conformance layer) and the operator (kopf), all on one event
 loop. Measured from the start of ``kubectl apply`` until the Hotel's ``Ready`` condition is
-``True`` in the API server (polled every 5 ms): one Hotel alone, then N Hotels in one apply.
+``True`` in the API server (polled every 20 ms): one Hotel alone, then N Hotels in one apply.
 
 Baseline, in the same run, on the same platform: the same hotels provisioned through the REST API
 directly (``POST /hotel/add`` with the operator's token, then the hotel list every 20 ms until
@@ -63,8 +63,15 @@ def manifests(names: list[str]) -> str:
 
 
 def ready_names(kube) -> set[str]:
-    return {obj["metadata"]["name"] for obj in kube.api.objects_of("hotels")
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions", ()))}
+    """Names of the Hotels whose ``Ready`` is ``True``, read from the API server's store in place: its
+    ``objects_of`` deep-copies every object, and doing that every 5 ms was 14 % of the CPU of a 100-Hotel
+    run (the measurement weighed on what it measured)."""
+    def ready(obj: dict) -> bool:
+        conditions = (obj.get("status") or {}).get("conditions", ())
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    return {obj["metadata"]["name"] for (group, plural, _, _), obj in kube.api.store.items()
+            if (group, plural) == ("roomee.io", "hotels") and ready(obj)}
 
 
 async def through_operator(kube, names: list[str], timeout: float) -> float:
@@ -74,7 +81,7 @@ async def through_operator(kube, names: list[str], timeout: float) -> float:
     while not wanted <= ready_names(kube):
         if time.perf_counter() - started > timeout:
             raise TimeoutError(f"{len(wanted - ready_names(kube))} Hotels not Ready after {timeout} s")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)  # as the REST side reads the hotel list
     return time.perf_counter() - started
 
 
