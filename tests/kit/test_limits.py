@@ -13,9 +13,11 @@ from pathlib import Path
 
 import httpx
 
+from roomee.kit.settings import Settings
 from tests.kit.test_startup import Process, roomee_env, wait_for
 
 MiB = 1024 * 1024
+JSON_LIMIT = Settings.model_fields["max_json_body_bytes"].default
 BIG = 20 * MiB
 # The serving process's peak resident memory may grow by less than this over a 20 MB body (reading
 # it, as before the limit, grew it by more than the body).
@@ -61,7 +63,7 @@ async def test_a_20_mb_body_is_refused_before_it_is_read_and_memory_stays_flat(t
                       f"{before['VmRSS'] / MiB:.1f} -> {after['VmRSS'] / MiB:.1f} MiB, peak "
                       f"{before['VmHWM'] / MiB:.1f} -> {after['VmHWM'] / MiB:.1f} MiB")
                 assert response.status_code == 413, response.text
-                assert response.json() == {"error": "payload_too_large", "detail": {"maxBytes": MiB}}
+                assert response.json() == {"error": "payload_too_large", "detail": {"maxBytes": JSON_LIMIT}}
                 assert after["VmHWM"] - before["VmHWM"] < FLAT_BYTES
             # The connection the 413 closed does not keep the next request from being served.
             assert (await client.get("/health")).status_code == 200
@@ -72,16 +74,16 @@ async def test_a_20_mb_body_is_refused_before_it_is_read_and_memory_stays_flat(t
 
 async def test_a_body_within_the_limit_reaches_its_route_and_uploads_keep_their_own_limit(platform):
     async with platform.client() as client:
-        near = await client.post("/users/signIn", content=b'{"email": "' + b"a" * (MiB - 100) + b'"}',
+        near = await client.post("/users/signIn", content=b'{"email": "' + b"a" * (JSON_LIMIT - 100) + b'"}',
                                  headers={"content-type": "application/json"})
         assert near.status_code == 422, near.text  # read and validated, not refused for its size
-        over = await client.post("/users/signIn", content=b"x" * (MiB + 1), headers={"content-type": "text/plain"})
+        over = await client.post("/users/signIn", content=b"x" * (JSON_LIMIT + 1), headers={"content-type": "text/plain"})
         assert over.status_code == 413 and over.json()["error"] == "payload_too_large"  # any content type
         # The local storage's signed PUT and the service upload take files up to the media limit.
-        put = await client.put("/media/objects/h/m/file?expires=1&signature=x", content=b"\0" * (2 * MiB),
+        put = await client.put("/media/objects/h/m/file?expires=1&signature=x", content=b"\0" * (JSON_LIMIT + MiB),
                                headers={"content-type": "image/png"})
         assert put.status_code == 403, put.text  # its own check (the signature), not the JSON limit
-        upload = await client.post("/media/upload", files={"file": ("a.png", b"\0" * (2 * MiB), "image/png")},
+        upload = await client.post("/media/upload", files={"file": ("a.png", b"\0" * (JSON_LIMIT + MiB), "image/png")},
                                    data={"ecosystemId": "h"})
         assert upload.status_code == 401, upload.text
         limit = platform.settings.media_max_file_bytes + MiB

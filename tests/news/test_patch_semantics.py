@@ -47,3 +47,26 @@ async def test_the_document_says_which_fields_take_null(tmp_path):
             assert "default" not in fields[name] and "anyOf" not in fields[name], (name, fields[name])
         for name in ("content", "medias"):
             assert {"type": "null"} in fields[name]["anyOf"], (name, fields[name])
+
+
+async def test_the_largest_content_the_schema_accepts_fits_the_body_limit(tmp_path):
+    """100,000 characters of content, each an astral character that JSON escapes as a surrogate pair
+    (12 bytes): 1.2 MB of schema-valid body, which a 1 MiB body limit refused with 413 (found by fuzzing)."""
+    import json
+
+    from roomee.news.schemas import MAX_CONTENT
+
+    async with news_team(tmp_path, members=0) as team:
+        client, admin = team.client, team.admin
+        article = await create_article(client, admin, await create_feed(client, admin))
+        content = "\U0001F600" * MAX_CONTENT
+        body = json.dumps({"content": content}).encode()  # ensure_ascii: each character as \ud83d\ude00
+        assert len(body) > 1024 * 1024
+        patched = await client.patch(f"/api/v1/pages/{article['id']}", content=body, headers=admin.headers
+                                     | {"content-type": "application/json"})
+        assert patched.status_code == 200, patched.text[:300]
+        assert len(patched.json()["content"]) >= MAX_CONTENT
+        too_long = json.dumps({"content": content + "x"}).encode()
+        refused = await client.patch(f"/api/v1/pages/{article['id']}", content=too_long, headers=admin.headers
+                                     | {"content-type": "application/json"})
+        assert refused.status_code == 422, refused.text[:300]
