@@ -44,7 +44,7 @@ async def _urls(running, client, admin) -> dict[str, str]:
 
 async def _staff_urls(running, client, admin) -> tuple[object, dict[str, str]]:
     """A member of the admin's workspace with a notification, a device and preferences; a URL of each hot
-    route of members and notification."""
+    route of members, notification and auth."""
     async with event_tap(running) as tap:
         staff = await invite_and_join(client, tap, admin, "staff-hot@example.com")
     headers = staff.headers
@@ -73,6 +73,7 @@ async def _staff_urls(running, client, admin) -> tuple[object, dict[str, str]]:
         "/api/v1/notifications": "/api/v1/notifications?limit=20",
         "/api/v1/notifications/counters": "/api/v1/notifications/counters",
         "/api/v1/subscriptions": "/api/v1/subscriptions",
+        "/users/me": "/users/me",
     }
 
 
@@ -86,6 +87,7 @@ async def test_hot_reads_answer_what_fastapi_answers(platform):
         reads = [(url, admin.headers) for url in urls.values()] + [(url, staff.headers) for url in staff_urls.values()]
         reads.append(("/api/v1/notifications?limit=20&unread=true", staff.headers))
         reads.append(("/workspaces", admin.headers))  # a hotel administrator sees every workspace
+        reads.append(("/users/me", admin.headers))
         for url, headers in reads:
             fast, by_hot, full = await _both(client, hot, url, headers)
             assert fast.status_code == full.status_code == 200, (url, fast.text, full.text)
@@ -114,6 +116,7 @@ async def test_hot_reads_leave_every_other_answer_to_fastapi(platform):
             "not a bearer token": ({"Authorization": "Basic abc"}, urls["/api/v1/pages/{page_id}"], 401),
             "a forged token": ({"Authorization": "Bearer a.b.c"}, urls["/api/v1/pages/{page_id}"], 401),
             "a service token": (service, urls["/api/v1/pages/{page_id}"], 403),
+            "a service token on /users/me": (service, "/users/me", 403),
             "an unknown id": (admin.headers, "/api/v1/pages/no-such-page", 404),
             "an id too long": (admin.headers, "/api/v1/pages/" + "x" * 37, 422),
             "a limit out of range": (admin.headers, urls["/api/v1/pages"].replace("limit=20", "limit=1000"), 422),

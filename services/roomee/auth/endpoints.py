@@ -13,6 +13,7 @@ from roomee.auth.passwords import PasswordService
 from roomee.auth.service import AuthService
 from roomee.kit.auth import CurrentMember, OptionalPrincipal, Principal, require_service_scope
 from roomee.kit.deps import context_of, session_for
+from roomee.kit.hot import hot_read
 from roomee.kit.html import html_responses
 from roomee.kit.platform import ServiceContext
 from roomee.kit.errors import BadRequest, Unauthorized, error_responses
@@ -199,6 +200,7 @@ async def switch_workspace(body: schemas.SwitchWorkspaceRequest, service: Auth, 
 
 
 @router.get("/users/me", responses=error_responses(403, 404), response_model=schemas.Me)
+@hot_read
 async def me(service: Auth, principal: CurrentMember):
     """The signed-in user, the member acting now, and every membership."""
     return await service.me(principal)

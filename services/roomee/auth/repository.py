@@ -19,6 +19,9 @@ from roomee.auth.models import (
     user_session,
 )
 
+# Statements built once with bound parameters (a hot read compiles each once: roomee.kit.hot).
+_USER_BY_ID = sa.select(user).where(user.c.id == sa.bindparam("user_id"))
+
 
 class UserRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -29,7 +32,7 @@ class UserRepository:
         return dict(row) if row else None
 
     async def by_id(self, user_id: str) -> dict | None:
-        row = (await self.session.execute(sa.select(user).where(user.c.id == user_id))).mappings().first()
+        row = (await self.session.execute(_USER_BY_ID, {"user_id": user_id})).mappings().first()
         return dict(row) if row else None
 
     async def insert(self, values: dict[str, Any]) -> None:
