@@ -108,3 +108,23 @@ async def test_bad_comments_are_refused(tmp_path):
         assert (await client.patch(f"/api/v1/comments/{on_other['id']}", json={"content": ""},
                                    headers=bob.headers)).status_code == 422
         assert await _count(client, bob, article) == 0
+
+
+async def test_comments_of_a_page_tell_a_missing_page_from_no_comments(tmp_path):
+    """One statement answers both: a live page without comments (or none past the cursor) lists nothing,
+    a deleted page answers 404, with or without a cursor."""
+    async with news_team(tmp_path, members=1) as team:
+        client, admin, bob = team.client, team.admin, team.members[0]
+        article = await create_article(client, admin, await create_feed(client, admin))
+        url = f"/api/v1/pages/{article['id']}/comments"
+        empty = await client.get(url, headers=bob.headers)
+        assert (empty.status_code, empty.json()) == (200, {"items": [], "nextCursor": None})
+        made = await comment(client, bob, article, content="Seul")
+        first = (await client.get(url, params={"limit": 1}, headers=bob.headers)).json()
+        assert [c["id"] for c in first["items"]] == [made["id"]] and first["nextCursor"]
+        past = await client.get(url, params={"limit": 1, "cursor": first["nextCursor"]}, headers=bob.headers)
+        assert (past.status_code, past.json()) == (200, {"items": [], "nextCursor": None})
+        assert (await client.delete(f"/api/v1/pages/{article['id']}", headers=admin.headers)).status_code == 204
+        for params in ({}, {"limit": 1, "cursor": first["nextCursor"]}):
+            gone = await client.get(url, params=params, headers=bob.headers)
+            assert gone.status_code == 404 and gone.json()["error"] == "page_not_found", gone.text

@@ -54,16 +54,24 @@ _PAGE_FOR_READER = _reader(sa.bindparam("member_id")).where(_live_page(sa.bindpa
 
 @functools.cache
 def _comments_statement(after_cursor: bool) -> sa.Select:
-    """A page's live comments, oldest first, built once per shape."""
-    query = sa.select(comment).where(comment.c.workspace_id == sa.bindparam("workspace_id"),
-                                     comment.c.page_id == sa.bindparam("page_id"), comment.c.deleted_at.is_(None))
+    """A live page of the workspace LEFT JOINed to its live comments, oldest first, built once per shape:
+    no row when the page is missing (or another workspace's), one row without a comment when it has none
+    (past the cursor), in one statement."""
+    on = [comment.c.workspace_id == page.c.workspace_id, comment.c.page_id == page.c.id,
+          comment.c.deleted_at.is_(None)]
     if after_cursor:
         created_at = sa.bindparam("after_created_at", type_=comment.c.created_at.type)
-        query = query.where(sa.or_(
+        on.append(sa.or_(
             comment.c.created_at > created_at,
             sa.and_(comment.c.created_at == created_at, comment.c.id > sa.bindparam("after_id")),
         ))
-    return query.order_by(comment.c.created_at, comment.c.id).limit(sa.bindparam("limit"))
+    return (
+        sa.select(page.c.id.label("live_page_id"), comment)
+        .select_from(page.outerjoin(comment, sa.and_(*on)))
+        .where(_live_page(sa.bindparam("workspace_id"), sa.bindparam("page_id")))
+        .order_by(comment.c.created_at, comment.c.id)
+        .limit(sa.bindparam("limit"))
+    )
 
 
 @functools.cache
@@ -188,13 +196,19 @@ class CommentRepository(Repository):
             )
         )
 
-    async def of_page(self, workspace_id: str, page_id: str, *, after: Cursor | None, limit: int) -> list[dict]:
-        """Live comments of a page, oldest first (a conversation reads downwards)."""
+    async def of_live_page(self, workspace_id: str, page_id: str, *, after: Cursor | None,
+                           limit: int) -> list[dict] | None:
+        """Live comments of a live page of the workspace, oldest first (a conversation reads downwards);
+        None when there is no such page. One statement (the page's existence comes with its comments)."""
         values = {"workspace_id": workspace_id, "page_id": page_id, "limit": limit}
         if after is not None:
             values["after_created_at"], values["after_id"] = after
-        rows = await self.session.execute(_comments_statement(after is not None), values)
-        return [dict(r) for r in rows.mappings()]
+        rows = [dict(r) for r in (await self.session.execute(_comments_statement(after is not None), values)).mappings()]
+        if not rows:
+            return None
+        for row in rows:
+            del row["live_page_id"]
+        return [row for row in rows if row["id"] is not None]
 
     async def update(self, workspace_id: str, comment_id: str, values: dict[str, Any]) -> bool:
         result = await self.session.execute(

@@ -329,8 +329,10 @@ class NewsService:
                                  channels=events.PUSH_AND_SOCKET, receiver_ids=[page_row["author_id"]])
 
     async def list_comments(self, principal: Principal, page_id: str, *, cursor: str | None, limit: int) -> dict:
-        await self._live_page(principal, page_id)
-        rows = await self.comments.of_page(principal.workspace_id, page_id, after=decode_time_cursor(cursor), limit=limit)
+        rows = await self.comments.of_live_page(principal.workspace_id, page_id, after=decode_time_cursor(cursor),
+                                                limit=limit)
+        if rows is None:
+            raise NotFound("page not found", code="page_not_found")
         return {"items": [present_comment(r) for r in rows], "next_cursor": _next_time_cursor(rows, limit)}
 
     async def _own_comment(self, principal: Principal, comment_id: str, *, moderate: bool) -> tuple[dict, dict]:
