@@ -179,7 +179,7 @@ async def _hot_paths(settings) -> set[str]:
             if getattr(getattr(route, "endpoint", None), HOT, False)}
 
 
-_TEMPLATES = {"GET /members/{id}": "/members/{member_id}", "GET /members/?limit=20": "/members/",
+_TEMPLATES = {"GET /users/me": "/users/me", "GET /members/{id}": "/members/{member_id}", "GET /members/?limit=20": "/members/",
               "GET /workspaces": "/workspaces", "GET /workspaces/{id}": "/workspaces/{workspace_id}",
               "GET /api/v1/preferences": "/api/v1/preferences", "GET /api/v1/notifications?limit=20": "/api/v1/notifications",
               "GET /api/v1/notifications/counters": "/api/v1/notifications/counters",
