@@ -240,4 +240,12 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    loop.run(main())
+    try:
+        loop.run(main())
+    finally:
+        # On the embedded defaults an SQLite connection the shutdown left open (a request or relay cancelled
+        # mid-way) keeps a worker thread that is not a daemon: the run printed its figures, then never
+        # exited. The test suite's end-of-session hook ends those threads.
+        from tests.conftest import pytest_unconfigure
+
+        pytest_unconfigure(None)
