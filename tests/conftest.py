@@ -46,6 +46,7 @@ BACKEND_INDEPENDENT = (
     "tests/notification/test_rules.py",
     "tests/notification/test_socket_js_client.py",
     "tests/notification/test_socket_protocol.py",
+    "tests/notification/test_realtime_transport.py",
     "tests/test_layout.py",
 )
 # Tests that stop, cut or cluster RabbitMQ whatever the backend. On a fresh machine without RabbitMQ they skip
