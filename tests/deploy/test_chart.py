@@ -417,3 +417,17 @@ def test_rendered_manifests_counted_per_kind(default_docs, everything_docs):
         kinds = Counter(doc["kind"] for doc in docs)
         print(f"\n{name}: {len(docs)} manifests: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
         assert kinds["Deployment"] >= len(TARGETS)
+
+
+def test_the_bundled_postgresql_takes_every_pods_pools_at_their_fullest(default_docs):
+    """Each target pod may hold pool + overflow connections through the ORM and pool more for hot reads
+    (roomee.kit.db); the bundled server's max_connections must take them all, plus the migrations Job."""
+    from roomee.kit.settings import Settings
+
+    fields = Settings.model_fields
+    per_pod = 2 * fields["db_pool_size"].default + fields["db_max_overflow"].default
+    pods = sum(d["spec"]["replicas"] for d in by_kind(default_docs, "Deployment") if target_of(d) != "operator")
+    (server,) = [s for s in by_kind(default_docs, "StatefulSet") if "postgres" in s["metadata"]["name"]]
+    args = server["spec"]["template"]["spec"]["containers"][0]["args"]
+    max_connections = int(args[args.index("-c") + 1].removeprefix("max_connections="))
+    assert max_connections >= pods * per_pod + per_pod, (pods, per_pod, max_connections)
