@@ -51,7 +51,7 @@ async def test_a_stripe_cancel_and_a_lost_qr_are_reported_then_repaired_once(tmp
         await cancel_in_stripe(localstripe, ready["subscriptionId"])
         hotel = (await client.get(f"/hotel/{hotel_id}", headers=operator)).json()
         lost = await delete_qr_object(running, hotel)
-        assert (await client.get(hotel["qrLink"])).status_code != 200  # media answers 503 for a lost object
+        assert (await client.get(hotel["qrLink"])).status_code == 404  # media: file_missing
         health = (await client.get(f"/hotel/{hotel_id}/health", headers=operator)).json()
         assert not health["healthy"]
         assert by_name(health)["subscription"]["reason"] == "SubscriptionCancelled", health

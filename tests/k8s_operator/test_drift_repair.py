@@ -75,7 +75,7 @@ async def test_a_subscription_canceled_in_stripe_and_a_lost_qr_are_reported_then
               f"later (drift interval {DRIFT_INTERVAL} s)")
 
         lost = await delete_qr_object(platform, {"id": hotel_id, "qrLink": repaired["qrLink"]})
-        assert (await client.get(repaired["qrLink"])).status_code != 200
+        assert (await client.get(repaired["qrLink"])).status_code == 404  # file_missing
         to_false, to_true = await broken_then_repaired(kube, "QRMissing")
         status = stored(kube)["status"]
         assert status["qrLink"] != repaired["qrLink"] and lost not in status["qrLink"]
@@ -107,7 +107,7 @@ async def test_a_qr_code_deleted_in_the_gcs_bucket_is_uploaded_again(tmp_path, k
         # Straight in the bucket, through the GCS SDK: media's row stays, its object is gone.
         with fake_gcs.client() as gcs:
             gcs.bucket(settings.media_gcs_bucket).blob(f"{first['hotelId']}/{media_id}/original").delete()
-        assert (await client.get(first["qrLink"])).status_code != 200
+        assert (await client.get(first["qrLink"])).status_code == 404  # the signed GET of a deleted object
         to_false, to_true = await broken_then_repaired(kube, "QRMissing")
         status = stored(kube)["status"]
         assert status["qrLink"] != first["qrLink"] and status["subscriptionId"] == first["subscriptionId"]

@@ -29,8 +29,6 @@ log = logging.getLogger("roomee.hotel")
 PROVISION_SCOPE = "hotel:provision"
 # A reservation older than this belongs to a request that died before creating its hotel.
 IN_FLIGHT_ABANDONED_AFTER = timedelta(seconds=60)
-# Billing's statuses of a subscription that has ended (the hotel has none running).
-ENDED_SUBSCRIPTION = ("canceled", "incomplete_expired")
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -361,25 +359,30 @@ class HotelService:
     # behind the platform's back; both are checked against their owners (billing asks Stripe, media
     # its storage) and repaired by the same steps provisioning ran.
 
-    async def _ready_hotel(self, principal: Principal, hotel_id: str) -> tuple[dict, dict]:
-        """The ready hotel and its provisioning saga's data."""
+    async def _ready_hotel(self, principal: Principal, hotel_id: str) -> dict:
         async with self.db.transaction() as session:
             hotel = await self._visible(session, principal, hotel_id)
-            state = await self.provisioner.provisioning.state(session, hotel_id)
         if hotel["status"] != "ready":
             raise Conflict(f"only a ready hotel is checked and repaired (it is {hotel['status']})",
                            code="hotel_not_ready")
-        return hotel, (state[0]["data"] if state else {})
+        return hotel
 
-    async def _check_subscription(self, hotel: dict) -> dict:
+    async def _saga_data(self, hotel_id: str) -> dict:
+        """The provisioning saga's data, which the repaired steps run with."""
+        async with self.db.transaction() as session:
+            state = await self.provisioner.provisioning.state(session, hotel_id)
+        return state[0]["data"] if state else {}
+
+    async def _check_subscription(self, hotel: dict, *, refresh: bool) -> dict:
+        # refresh: billing asks Stripe (a cancel whose webhook never came); else billing's own record.
         found = await self.ctx.client("billing").get(
             "/sub/customers/{customerId}/subscription", path_params={"customerId": hotel["id"]},
-            params={"refresh": "true"})
+            params={"refresh": "true"} if refresh else None)
         if found.status_code == 404:
             return _check("subscription", False, "SubscriptionMissing", "billing has no subscription for the hotel")
         subscription = raise_for_status(found).json()
         detail = f"subscription {subscription['id']} ({subscription['productId']}) is {subscription['status']}"
-        if subscription["status"] in ENDED_SUBSCRIPTION:
+        if subscription["endedAt"] is not None:
             return _check("subscription", False, "SubscriptionCancelled", detail)
         return _check("subscription", True, None, detail)
 
@@ -394,20 +397,26 @@ class HotelService:
             return _check("qr", False, "QRMissing", f"the object of media {media_id} (the QR code) is gone from storage")
         return _check("qr", True, None, f"media {media_id} is stored")
 
-    async def _checks(self, hotel: dict) -> list[dict]:
-        return list(await asyncio.gather(self._check_subscription(hotel), self._check_qr(hotel)))
+    async def _checks(self, hotel: dict, *, refresh: bool) -> list[dict]:
+        return list(await asyncio.gather(self._check_subscription(hotel, refresh=refresh), self._check_qr(hotel)))
 
     async def health(self, principal: Principal, hotel_id: str) -> dict:
-        hotel, _ = await self._ready_hotel(principal, hotel_id)
-        return _health(hotel, await self._checks(hotel), [])
+        """A provisioner (the operator's drift check) has billing ask Stripe; a member reads billing's record,
+        so reading a hotel's health costs its members no provider call."""
+        hotel = await self._ready_hotel(principal, hotel_id)
+        return _health(hotel, await self._checks(hotel, refresh=principal.has_scope(PROVISION_SCOPE)), [])
 
     async def repair(self, caller: Principal, hotel_id: str) -> dict:
         """Check the hotel, then redo what is broken: a new subscription on the hotel's plan (with its
         storage quota again), the QR code generated and uploaded again. Idempotent: a healthy hotel is
         left as it is, and two repairs at once make one subscription and one QR code."""
-        hotel, saga_data = await self._ready_hotel(caller, hotel_id)
+        hotel = await self._ready_hotel(caller, hotel_id)
+        checks = await self._checks(hotel, refresh=True)
+        if all(check["healthy"] for check in checks):
+            return _health(hotel, checks, [])
+        saga_data = await self._saga_data(hotel_id)
         repaired = []
-        for check in await self._checks(hotel):
+        for check in checks:
             if check["healthy"]:
                 continue
             if check["name"] == "subscription":
@@ -415,8 +424,6 @@ class HotelService:
             else:
                 await self._repair_qr(hotel, saga_data)
             repaired.append(check["name"])
-        if not repaired:
-            return _health(hotel, await self._checks(hotel), [])
         async with self.db.transaction() as session:
             hotel = await HotelRepository(session).get(hotel_id)
             await events.publish(
@@ -426,7 +433,7 @@ class HotelService:
                 receiver_ids=[hotel["admin_member_id"]] if hotel["admin_member_id"] else [],
             )
         log.info("hotel repaired", extra={"hotel_id": hotel_id, "repaired": repaired})
-        return _health(hotel, await self._checks(hotel), repaired)
+        return _health(hotel, await self._checks(hotel, refresh=False), repaired)  # billing recorded the new one
 
     def _step_run(self, hotel_id: str, name: str, data: dict, *, resumed: bool) -> StepRun:
         """A one-off run of a provisioning step outside its saga (repair uses the steps as they are)."""
