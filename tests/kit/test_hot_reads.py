@@ -88,6 +88,9 @@ async def test_hot_reads_answer_what_fastapi_answers(platform):
         reads.append(("/api/v1/notifications?limit=20&unread=true", staff.headers))
         reads.append(("/workspaces", admin.headers))  # a hotel administrator sees every workspace
         reads.append(("/users/me", admin.headers))
+        empty = (await client.post("/api/v1/pages", json={"pageType": "feed", "title": "Vide"},
+                                   headers=admin.headers)).json()
+        reads.append((f"/api/v1/pages?parentId={empty['id']}&limit=20", admin.headers))  # asks whether the feed exists
         for url, headers in reads:
             fast, by_hot, full = await _both(client, hot, url, headers)
             assert fast.status_code == full.status_code == 200, (url, fast.text, full.text)

@@ -215,7 +215,7 @@ class NewsService:
             principal.workspace_id, parent_id, principal.member_id, page_type=page_type,
             before=decode_time_cursor(cursor), limit=limit,
         )
-        if not rows and parent_id is not None and not await self.pages.titles(principal.workspace_id, [parent_id]):
+        if not rows and parent_id is not None and await self.pages.get(principal.workspace_id, parent_id) is None:
             # Children are read with their parent; only an empty list needs to ask whether it exists.
             raise NotFound("page not found", code="page_not_found")
         return {"items": [present_page(r, _parent_of_row(r)) for r in rows], "next_cursor": _next_time_cursor(rows, limit)}
