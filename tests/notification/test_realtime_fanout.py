@@ -133,3 +133,38 @@ async def test_an_emit_to_a_socket_id_goes_only_to_the_replicas_of_its_member(tm
         connection = await aio_pika.connect(AMQP_URL)
         async with connection:
             await (await connection.channel()).exchange_delete(f"{settings.exchange}{EXCHANGE_SUFFIX}")
+
+
+async def test_a_binding_that_failed_is_tried_again_until_the_room_is_bound(tmp_path, monkeypatch):
+    """A robust connection restores its queue in place after a broker outage, so nothing restarts the
+    listener to bind what is wanted: a failed bind is tried again by itself."""
+    settings = make_settings(tmp_path, broker_url=AMQP_URL)
+    ctx = FakeServiceContext(settings)
+    sender = SocketServer(ctx.platform.verifier, broker_url=AMQP_URL, exchange=settings.exchange)
+    try:
+        await sender.start()
+        async with running_socket(ctx) as (url, replica):
+            queue_class = type(replica.manager._listener_queue)
+            real_bind, failures = queue_class.bind, []
+
+            async def failing_bind(queue, exchange, key, *args, **kwargs):
+                if key == "member.a1" and len(failures) < 2:
+                    failures.append(key)
+                    raise aio_pika.exceptions.AMQPConnectionError("the broker is away")
+                return await real_bind(queue, exchange, key, *args, **kwargs)
+
+            monkeypatch.setattr(queue_class, "bind", failing_bind)
+            a1 = await Inbox(NOTIFICATION_NEW).connect(url, auth={"token": ctx.issue("a1", "wA")})
+            try:
+                assert "member.a1" not in replica.manager.bound
+                await until(lambda: "member.a1" in replica.manager.bound, "the failed binding was never tried again")
+                assert failures == ["member.a1", "member.a1"]
+                await sender.to_members(["a1"], NOTIFICATION_NEW, {"id": "after"})
+                assert await a1.wait(NOTIFICATION_NEW) == [{"id": "after"}]
+            finally:
+                await a1.close()
+    finally:
+        await sender.close()
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            await (await connection.channel()).exchange_delete(f"{settings.exchange}{EXCHANGE_SUFFIX}")

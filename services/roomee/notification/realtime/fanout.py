@@ -40,6 +40,8 @@ WORKSPACE_ROOM_PREFIX = "workspace:"
 # How long start() waits for the RabbitMQ listener of the shared manager to be bound (a bound queue takes
 # a few tens of ms): short, since the process listens (answers /health) only after it.
 LISTENER_READY_TIMEOUT_SECONDS = 1.0
+# A binding that failed (the broker away) is tried again after this long, until it matches the rooms held.
+BIND_RETRY_SECONDS = 1.0
 # Messages the shared manager's listener takes before acknowledging (python-socketio: 1).
 LISTENER_PREFETCH = 256
 # Emits carried by one RabbitMQ message of ``emit_many``.
@@ -267,8 +269,9 @@ class SharedManager(AsyncAioPikaManager, RoomManager):
             if self._listener_queue is not None:
                 self._sync(key)
 
-    async def enter_room(self, sid, namespace, room, eio_sid=None):
-        """Join ``room``; returns once this replica's queue is bound to the room's key."""
+    async def enter_room(self, sid, namespace, room, eio_sid=None) -> bool:
+        """Join ``room``; returns once this replica's queue is bound to the room's key: True, or False
+        when the binding is not there yet (emits of other replicas may be missed until it is)."""
         await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
         key = routing_key(room)
         binding = self._binding.get(key) if key is not None else None
@@ -277,6 +280,8 @@ class SharedManager(AsyncAioPikaManager, RoomManager):
                 await asyncio.wait_for(asyncio.shield(binding), LISTENER_READY_TIMEOUT_SECONDS)
             except TimeoutError:
                 log.warning("Socket.IO room %s not bound on RabbitMQ yet; its emits may arrive late", room)
+                return False
+        return key is None or key in self.bound
 
     def _sync(self, key: str) -> asyncio.Future:
         """Bind or unbind ``key`` until the queue's bindings match ``wanted`` (one task per key)."""
@@ -299,10 +304,17 @@ class SharedManager(AsyncAioPikaManager, RoomManager):
                     (self.bound.add if wanted else self.bound.discard)(key)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the broker is gone: the listener binds what is wanted when it is back
+        except Exception as exc:
+            # The broker is gone. A robust connection restores its queue in place (the listener does not
+            # start again to bind what is wanted), so this key is tried again until it matches.
             log.debug("Socket.IO binding of %s failed: %s", key, exc)
+            asyncio.get_running_loop().call_later(BIND_RETRY_SECONDS, self._resync, key)
         finally:
             self._binding.pop(key, None)
+
+    def _resync(self, key: str) -> None:
+        if self._listener_queue is not None and (key in self.wanted) != (key in self.bound):
+            self._sync(key)
 
     def routing_keys(self, data: dict[str, Any]) -> list[str]:
         """The routing keys of a pub/sub message: one per room it is for, or ``[ALL_KEY]``."""

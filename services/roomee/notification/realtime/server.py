@@ -265,10 +265,15 @@ class SocketServer:
             self._expiries[sid] = asyncio.get_running_loop().call_later(
                 delay, lambda: asyncio.ensure_future(self._close(sid, "token expired"))
             )
-        await self.sio.enter_room(sid, workspace_room(principal.workspace_id))
-        await self.sio.enter_room(sid, member_room(principal.member_id))
+        # The manager's answer, not sio's: whether this replica's queue is bound to the rooms (shared manager).
+        joined = [await self.manager.enter_room(sid, "/", room)
+                  for room in (workspace_room(principal.workspace_id), member_room(principal.member_id))]
         resumed = None
-        if recovering:
+        if recovering and False in joined:
+            # Another replica's emit between the replay's read and the binding would be neither held back nor
+            # replayed: not recovered (the client refetches) rather than recovered with a gap.
+            resumed = Resumed(self.recovery.new_pid(principal), recovered=False)
+        elif recovering:
             # Read after joining the rooms: a notification committed after this read is emitted
             # after it, so it reaches the socket (held back); one committed before is in the read
             # (and, if its emit comes after the join too, sent once: see end_recovery).
