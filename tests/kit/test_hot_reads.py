@@ -175,3 +175,19 @@ async def test_a_hot_connection_the_server_ended_is_replaced(platform):
         assert (await client.get(url, headers=admin.headers)).status_code == 200
         assert hot.served == served + 1
         assert not set(pids) & {connection.get_server_pid() for connection, _born in db.hot_pool._idle}
+
+
+async def test_a_connection_given_back_after_the_pool_closed_is_closed_not_kept(platform):
+    """Shutdown closes the idle hot connections; one a read still holds is closed when it comes back."""
+    import pytest
+
+    from tests.fixtures.platform import BACKEND
+
+    if BACKEND != "real":
+        pytest.skip("SQLite has no hot pool")
+    pool = platform.platform.services["news"].db.hot_pool
+    held, born = await pool.acquire()
+    await pool.close()
+    assert not held.is_closed()
+    pool.release(held, born, reusable=True)
+    assert held.is_closed() and pool._idle == []

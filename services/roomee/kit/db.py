@@ -153,6 +153,7 @@ _DIALECT_ONLY_ARGS = ("prepared_statement_cache_size", "prepared_statement_name_
 HOT_CONNECT_TIMEOUT_SECONDS = 10.0
 HOT_STATEMENTS_CACHED = 256
 HOT_RECYCLE_SECONDS = 1800.0  # as the engine's pool_recycle
+HOT_SLOT_WAIT_SECONDS = 30.0  # as the engine's pool (SQLAlchemy's pool_timeout)
 
 
 class HotReadPool:
@@ -169,6 +170,7 @@ class HotReadPool:
         self._free = db.settings.db_pool_size  # connections that may still be handed out
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._idle: list[tuple[Any, float]] = []
+        self._closed = False
 
     async def _slot(self) -> None:
         """One of ``db_pool_size`` slots (a counter: asyncio.Semaphore's bookkeeping cost more per read)."""
@@ -178,7 +180,9 @@ class HotReadPool:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await waiter  # the slot is handed over by release()
+            # The slot is handed over by release(); a stalled database fails the read (FastAPI then answers
+            # it through the engine's pool) after as long as the engine's pool would wait.
+            await asyncio.wait_for(waiter, HOT_SLOT_WAIT_SECONDS)
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self._give_back()  # handed over while being cancelled: pass it on
@@ -239,13 +243,14 @@ class HotReadPool:
             raise
 
     def release(self, connection, born: float, *, reusable: bool) -> None:
-        if reusable and not connection.is_closed():
+        if reusable and not self._closed and not connection.is_closed():
             self._idle.append((connection, born))
         else:
             connection.terminate()
         self._give_back()
 
     async def close(self) -> None:
+        self._closed = True  # a read still running terminates its connection when it gives it back
         idle, self._idle = self._idle, []
         for connection, _born in idle:
             try:
